@@ -1,0 +1,55 @@
+"""diffasr: multilingual speech recognition with a discrete-diffusion decoder.
+
+    import diffasr
+    model = diffasr.load()                      # the embedded diffasr-small, offline
+    print(model.transcribe("clip.wav").text)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .diffusion import DecodeOptions
+from .errors import AudioError, ConfigError, DataError, DiffasrError, ModelError
+
+__version__ = "0.1.0"
+__all__ = ["load", "available_models", "DecodeOptions", "DiffasrError", "AudioError", "ModelError",
+           "ConfigError", "DataError", "__version__"]
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_MODEL = "diffasr-small"
+
+
+def available_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    return sorted(p.name for p in ASSETS.iterdir() if (p / "config.json").is_file()) if ASSETS.is_dir() else []
+
+
+def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
+    """Load a model by shipped name (default diffasr-small) or checkpoint directory.
+
+    The returned DiffusionASR has `.transcribe(audio, steps=8, language=None, ...)`.
+    """
+    from .model import DiffusionASR
+
+    name = str(name_or_path) if name_or_path is not None else os.environ.get("DIFFASR_MODEL", DEFAULT_MODEL)
+    path = Path(name)
+    if not (path / "config.json").is_file():
+        if (ASSETS / name / "config.json").is_file():
+            path = ASSETS / name
+        else:
+            shipped = ", ".join(available_models()) or "none shipped in this install"
+            raise ModelError(f"no model {name!r}: not a checkpoint directory nor a shipped model ({shipped})")
+    return DiffusionASR.load(path, device=device)
+
+
+def _attach() -> None:
+    """`model.transcribe(...)` while the code stays in transcribe.py (as whisper does)."""
+    from .model import DiffusionASR
+    from .transcribe import transcribe
+
+    DiffusionASR.transcribe = transcribe
+
+
+_attach()

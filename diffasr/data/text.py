@@ -1,0 +1,106 @@
+"""Sentence loading for the synthetic corpus and the tokenizer.
+
+The text files (`<lang>.txt`, one sentence per line, see `shared/data/text/SOURCES.md`) are grouped by
+source, so `load_sentences` shuffles them with a fixed seed before cutting a held-out test slice. Labels
+keep case and ordinary punctuation: the model's tokenizer decides what to strip, and a TTS engine reads
+punctuation as prosody.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import DataError
+
+LANGS = ("en", "de", "fr", "es", "hi", "zh")
+SPLITS = ("train", "test")
+REPO_ROOT = Path(__file__).resolve().parents[2]  # parent of the `diffasr` package directory
+TEXT_DIR = Path(os.environ.get("DIFFASR_TEXT_DIR") or REPO_ROOT.parent / "shared" / "data" / "text")
+
+# Word/char limits: long sentences make clips > 20 s (dropped anyway) and very short ones carry little.
+MIN_WORDS, MAX_WORDS, MAX_CHARS = 2, 30, 180
+ZH_MIN_CHARS, ZH_MAX_CHARS = 4, 60
+
+# Any decimal digit in any script (ASCII, Devanagari, full-width ...): TTS engines would read digits in
+# an engine-specific way that the label cannot match, so such lines are dropped rather than verbalised.
+_DIGIT = re.compile(r"\d")
+_URL = re.compile(r"(https?://|www\.|\w\.(com|org|net|html?)\b)", re.I)
+# Symbols that are spoken as words (or not at all) depending on engine and language.
+_UNSPOKEN = re.compile(r"[%$€£¥₹&@#/\\<>|_{}\[\]^~=*+§©®™°]")
+_WS = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    """OpenCC traditional->simplified converter (built once; construction reads dictionaries)."""
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def normalize_label(text: str, lang: str) -> str | None:
+    """Return the cleaned transcript for `text`, or None if the line should not be used.
+
+    NFKC (full-width Latin/punctuation -> ASCII, compatibility forms folded), whitespace collapsed and
+    stripped; for zh converted to simplified characters. Lines with digits, URLs or unspoken symbols, or
+    outside the length limits, are dropped (None).
+    """
+    if lang not in LANGS:
+        raise DataError(f"unknown language {lang!r}; expected one of {','.join(LANGS)}")
+    s = _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    if not s or _DIGIT.search(s) or _URL.search(s) or _UNSPOKEN.search(s):
+        return None
+    if lang == "zh":
+        s = _t2s().convert(s)
+        n = len(s.replace(" ", ""))
+        if not ZH_MIN_CHARS <= n <= ZH_MAX_CHARS:
+            return None
+    else:
+        if len(s) > MAX_CHARS or not MIN_WORDS <= len(s.split()) <= MAX_WORDS:
+            return None
+    return s
+
+
+@lru_cache(maxsize=16)
+def _split_lists(lang: str, text_dir: str, n_test: int) -> dict[str, tuple[str, ...]]:
+    """Read, normalise, dedupe and shuffle `<lang>.txt` once; return both splits."""
+    path = Path(text_dir) / f"{lang}.txt"
+    if not path.is_file():
+        raise DataError(f"sentence file not found: {path} (set DIFFASR_TEXT_DIR or pass text_dir)")
+    seen: set[str] = set()
+    out: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            s = normalize_label(line, lang)
+            if s is None:
+                continue
+            key = s.casefold()
+            if key not in seen:  # the files are deduped already, but normalisation can merge lines
+                seen.add(key)
+                out.append(s)
+    if len(out) <= n_test:
+        raise DataError(f"{path}: only {len(out)} usable sentences, need more than n_test={n_test}")
+    random.Random(0).shuffle(out)  # files are grouped by source: shuffle before slicing
+    return {"test": tuple(out[:n_test]), "train": tuple(out[n_test:])}
+
+
+def load_sentences(lang: str, split: str, text_dir: str | os.PathLike | None = None,
+                   n_test: int = 300) -> list[str]:
+    """Sentences of `lang` for `split` ("train" or "test"), deterministic.
+
+    The first `n_test` sentences after a `random.Random(0)` shuffle are the test split, the rest train,
+    so the two never overlap (case-insensitively).
+    """
+    if lang not in LANGS:
+        raise DataError(f"unknown language {lang!r}; expected one of {','.join(LANGS)}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected train or test")
+    if n_test < 0:
+        raise DataError(f"n_test must be >= 0, got {n_test}")
+    d = str(Path(text_dir) if text_dir is not None else TEXT_DIR)
+    return list(_split_lists(lang, d, int(n_test))[split])

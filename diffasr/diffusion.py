@@ -1,0 +1,168 @@
+"""Uniform discrete diffusion: corruption for training, and the sampler for inference.
+
+Training corrupts a clean canvas x0 (B, L) by replacing each position with a uniformly random
+token with probability rate(t), t drawn per example from a noise schedule.
+
+The sampler starts from uniformly random tokens (or a CTC-seeded canvas) and, each step, predicts
+every position, keeps the confident predictions and re-randomises the rest. By default commits are
+*sticky* (diffusers' BlockRefinementScheduler in uniform mode: a growing quota of the most confident
+positions, plus anything above a threshold; committed tokens can still be edited when the model is
+very sure), and each step is self-conditioned on the previous step's logits. The prototype showed
+why: a non-sticky sampler re-conditions on its own errors (repeated words, misplaced end, more
+steps worse). EntropyBoundScheduler (the DiffusionGemma default) is available as `sampler="entropy"`.
+
+The sampler sees only a `step_fn(canvas, sc_logits) -> logits`; it knows nothing about audio or files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+# ---------------------------------------------------------------- noise schedules (training)
+
+
+class NoiseSchedule:
+    """Maps diffusion time t ∈ [0, 1] to the probability that a position is corrupted."""
+
+    def rate(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_t(self, batch: int, generator=None, device="cpu") -> torch.Tensor:
+        return torch.rand(batch, generator=generator, device=device)
+
+
+class LinearSchedule(NoiseSchedule):
+    """rate = t: the DiffusionGemma SFT convention (t ~ U(0, 1), corrupt with probability t)."""
+
+    def rate(self, t):
+        return t
+
+
+class CosineSchedule(NoiseSchedule):
+    """rate = 1 - cos(πt/2): spends more training on lightly corrupted canvases (late sampler steps)."""
+
+    def rate(self, t):
+        return 1 - torch.cos(t * math.pi / 2)
+
+
+SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule}
+
+
+def corrupt(x0: torch.Tensor, rate: torch.Tensor, vocab_size: int, generator=None) -> torch.Tensor:
+    """Uniform corruption: x0 (B, L) long, rate (B,) -> xt (B, L), each position replaced w.p. rate."""
+    flip = torch.rand(x0.shape, generator=generator, device=x0.device) < rate[:, None]
+    noise = torch.randint(0, vocab_size, x0.shape, generator=generator, device=x0.device)
+    return torch.where(flip, noise, x0)
+
+
+# ---------------------------------------------------------------- inference options
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to turn audio tokens into text. Validated here, once, for the API, CLI and server."""
+
+    decoder: str = "diffusion"  # "diffusion" | "ctc" (greedy CTC on the projector head)
+    steps: int = 8  # denoising steps; cost is set by this, not by transcript length
+    sampler: str = "refine"  # "refine": sticky confidence commits | "entropy": EntropyBound (not sticky)
+    init: str = "noise"  # "noise": uniform random canvas | "ctc": start from the CTC transcript
+    temperature: float = 0.0  # 0: commit argmax tokens; > 0 samples (refine) / t_max (entropy)
+    threshold: float = 0.9  # refine: commit any position whose confidence exceeds this early
+    edit_threshold: float | None = 0.95  # refine: revise a committed token when this sure of another
+    self_condition: bool = True  # feed each step the previous step's logits
+    canvas: int | None = None  # canvas length; None: estimated from the CTC length (+ margin)
+    length_margin: float = 0.25  # estimated canvas = ceil(n_ctc * (1 + margin)) + 4, rounded up to 8
+    early_stop: bool = True  # stop once every position is committed and predictions are stable
+    seed: int = 0  # same seed, same input -> same output
+    language: str | None = None  # None: auto
+
+    def __post_init__(self):
+        checks = [
+            (self.decoder in ("diffusion", "ctc"), f"decoder must be 'diffusion' or 'ctc', not {self.decoder!r}"),
+            (isinstance(self.steps, int) and 1 <= self.steps <= 64, f"steps must be an integer in 1..64, not {self.steps!r}"),
+            (self.sampler in ("refine", "entropy"), f"sampler must be 'refine' or 'entropy', not {self.sampler!r}"),
+            (self.init in ("noise", "ctc"), f"init must be 'noise' or 'ctc', not {self.init!r}"),
+            (0.0 <= self.temperature <= 2.0, f"temperature must be in [0, 2], not {self.temperature}"),
+            (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1], not {self.threshold}"),
+            (self.canvas is None or 8 <= self.canvas <= 512, f"canvas must be in 8..512, not {self.canvas}"),
+            (0.0 <= self.length_margin <= 2.0, f"length_margin must be in [0, 2], not {self.length_margin}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                from .errors import ConfigError
+
+                raise ConfigError(msg)
+
+
+def canvas_length(n_ctc: int, options: DecodeOptions, max_len: int) -> int:
+    """Canvas size from a CTC token count: room for the transcript, EOS and a margin, multiple of 8."""
+    if options.canvas is not None:
+        return min(options.canvas, max_len)
+    n = math.ceil(n_ctc * (1 + options.length_margin)) + 4
+    return int(min(max_len, max(8, -(-n // 8) * 8)))
+
+
+# ---------------------------------------------------------------- the sampler
+
+
+@dataclass
+class SampleOutput:
+    tokens: torch.Tensor  # (B, L) final canvas
+    confidence: torch.Tensor  # (B, L) probability of each final token at the last step
+    steps_run: int
+
+
+StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@torch.no_grad()
+def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: DecodeOptions, generator: torch.Generator) -> SampleOutput:
+    """Denoise `init` (B, L) in `options.steps` steps; `step_fn(canvas, sc) -> logits (B, L, V)`.
+
+    The loop is the same for both schedulers: predict, let the scheduler commit / re-randomise,
+    feed the (temperature-scaled) logits back as self-conditioning.
+    """
+    from diffusers import BlockRefinementScheduler, EntropyBoundScheduler
+
+    n = options.steps
+    if options.sampler == "refine":
+        sched = BlockRefinementScheduler(threshold=options.threshold, editing_threshold=options.edit_threshold)
+        sched.set_timesteps(n, block_length=init.shape[1])
+    else:
+        t_max = options.temperature or 0.8
+        sched = EntropyBoundScheduler(entropy_bound=0.1, t_max=t_max, t_min=min(0.4, t_max))
+        sched.set_timesteps(n)
+    canvas, sc, prev_pred = init, None, None
+    logits = None
+    steps_run = 0
+    for t in range(n):  # ascending step index: BlockRefinement's own `timesteps` run backwards (docs pitfall)
+        logits = step_fn(canvas, sc if options.self_condition else None)
+        steps_run += 1
+        if options.sampler == "refine":
+            out = sched.step(logits, t, canvas, mask_token_id=None, temperature=options.temperature, generator=generator)
+            canvas, sc = out.prev_sample, logits
+            done = bool(sched._committed.all())
+        else:
+            out = sched.step(logits, t, canvas, generator=generator)
+            canvas, sc = out.prev_sample, out.pred_logits
+            done = False
+        pred = logits.argmax(-1)
+        if options.early_stop and done and prev_pred is not None and torch.equal(pred, prev_pred):
+            break
+        prev_pred = pred
+    probs = logits.softmax(-1)
+    if options.sampler == "refine":
+        final = canvas  # every position committed by the last step (quota reaches L)
+    else:
+        final = logits.argmax(-1)  # EntropyBound commits nothing for good: take the last argmax
+    conf = probs.gather(-1, final[..., None])[..., 0]
+    return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
+
+
+def random_canvas(batch: int, length: int, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniformly random tokens (B, L): the diffusion prior the decoder starts from."""
+    return torch.randint(0, vocab_size, (batch, length), generator=generator)

@@ -1,0 +1,287 @@
+"""DiffusionASR = frozen Whisper encoder + projector + DiffusionGemma backbone + tokenizer.
+
+Also the checkpoint format. A checkpoint is a directory that describes itself:
+  config.json        every dimension, the preset, token ids, canvas length, encoder and tokenizer
+  model.safetensors  trained weights: projector + backbone (from-scratch presets) or
+                     projector + LoRA (frozen-backbone presets); no pickle anywhere
+  tokenizer.json     (or the Gemma tokenizer files)
+The model holds no sampling loop (see diffusion.py) and no file or batching logic (transcribe.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbone import Backbone, make_config
+from .encoder import EncoderSpec, WhisperEncoder, build_encoder
+from .errors import ModelError
+from .projector import Projector
+from .tokenizer import LANGUAGES, BPETokenizer, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
+
+FORMAT_VERSION = 1
+
+# Backbone sizes. `small` is sized for a 2-core CPU (see docs/diffusiongemma.md §4 timings);
+# `tiny` exists for tests; `gemma-26b` loads google/diffusiongemma-26B-A4B-it and trains LoRA.
+DIMS = {
+    "small": dict(hidden=256, layers=6, heads=4, kv_heads=2, head_dim=64, intermediate=1024,
+                  experts=1, top_k=1, moe_intermediate=16, sliding_window=1024),
+    "tiny": dict(hidden=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate=128,
+                 experts=1, top_k=1, moe_intermediate=16, sliding_window=1024),
+}
+PRESETS = {
+    "small": dict(encoder=EncoderSpec(), projector=dict(hidden=512, strides=(2, 2, 1)),
+                  backbone=dict(source="scratch", dims=DIMS["small"]), canvas_length=192),
+    "tiny": dict(encoder=EncoderSpec(), projector=dict(hidden=64, strides=(2, 2, 1)),
+                 backbone=dict(source="scratch", dims=DIMS["tiny"]), canvas_length=64),
+    "gemma-26b": dict(
+        encoder=EncoderSpec(backend="hf", name="openai/whisper-small", dim=768, pad_to_30s=True),
+        projector=dict(hidden=1280, strides=(2, 2, 2)),
+        backbone=dict(source="pretrained", name="google/diffusiongemma-26B-A4B-it",
+                      lora=dict(r=16, alpha=32, dropout=0.05, targets=["q_proj", "k_proj", "v_proj", "o_proj"])),
+        canvas_length=192,
+        # Gemma 4 special ids (reference config): begin/placeholder/end of audio.
+        gemma_ids=dict(pad=0, eos=1, bos=2, boa=256000, audio=258881, eoa=258883, vocab_size=262144),
+    ),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored as config.json."""
+
+    preset: str
+    encoder: dict
+    projector: dict  # hidden, strides
+    backbone: dict  # source: scratch (dims) | pretrained (name, lora); resolved DiffusionGemma config in `lm_config`
+    canvas_length: int  # largest canvas the decoder was trained for
+    tokenizer: dict  # kind, files, text_form, vocab_size (and ids for gemma)
+    tokens: dict  # pad (= CTC blank), eos, bos, sep, audio, vocab_size
+    languages: list = field(default_factory=lambda: list(LANGUAGES))
+    lm_config: dict | None = None  # DiffusionGemmaConfig.to_dict() for scratch backbones
+    training: dict = field(default_factory=dict)  # provenance: data hours, steps, wall time, recipe
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def encoder_spec(self) -> EncoderSpec:
+        return EncoderSpec(**{k: v for k, v in self.encoder.items() if k in EncoderSpec.__dataclass_fields__})
+
+
+def token_ids(tok: Tokenizer) -> dict:
+    return dict(pad=tok.pad, eos=tok.eos, bos=tok.bos, sep=tok.sep, audio=tok.audio, vocab_size=tok.vocab_size)
+
+
+class DiffusionASR(nn.Module):
+    """The recogniser. Trainable parts are `projector` and `backbone`; the encoder is frozen and
+    lives outside autograd (CTranslate2 or a no-grad transformers module)."""
+
+    def __init__(self, config: ModelConfig, tokenizer: Tokenizer, lm=None, encoder: WhisperEncoder | None = None):
+        super().__init__()
+        from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+        self.config, self.tokenizer = config, tokenizer
+        if lm is None:
+            if config.lm_config is None:
+                raise ModelError("config has no backbone config (lm_config)")
+            lm = DiffusionGemmaForBlockDiffusion(DiffusionGemmaConfig(**copy.deepcopy(config.lm_config)))
+        self.backbone = Backbone(lm)
+        h = self.backbone.hidden_size
+        self.projector = Projector(config.encoder["dim"], config.projector["hidden"], h, config.projector["strides"])
+        self._encoder = encoder
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_preset(cls, preset: str, tokenizer: Tokenizer | None = None, lm=None, **overrides) -> "DiffusionASR":
+        """A fresh (untrained) model. `small`/`tiny` need a tokenizer (train one with
+        BPETokenizer.train); `gemma-26b` loads the frozen backbone + tokenizer (local dir or Hub)
+        unless `lm`/`tokenizer` are given (tests pass a tiny random backbone of the same structure)."""
+        if preset not in PRESETS:
+            raise ModelError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+        p = copy.deepcopy(PRESETS[preset])
+        for k, v in overrides.items():
+            p[k] = v
+        bb = p["backbone"]
+        if bb["source"] == "pretrained" and lm is None:
+            from transformers import DiffusionGemmaForBlockDiffusion
+
+            try:
+                lm = DiffusionGemmaForBlockDiffusion.from_pretrained(bb["name"], dtype=torch.bfloat16)
+            except Exception as e:
+                raise ModelError(f"cannot load backbone {bb['name']!r}: {e}") from None
+        if tokenizer is None:
+            if bb["source"] != "pretrained":
+                raise ModelError(f"preset {preset!r} needs a tokenizer (BPETokenizer.train on the corpus text)")
+            tokenizer = GemmaTokenizer.from_pretrained(bb["name"], p["gemma_ids"])
+        if lm is None:
+            dims = dict(bb["dims"])
+            lm = _scratch_lm(dims, p["canvas_length"], token_ids(tokenizer))
+        cfg = ModelConfig(
+            preset=preset, encoder=dataclasses.asdict(p["encoder"]), projector=dict(p["projector"]), backbone=bb,
+            canvas_length=p["canvas_length"], tokenizer={"kind": tokenizer.kind}, tokens=token_ids(tokenizer),
+            lm_config=lm.config.to_dict() if bb["source"] == "scratch" else None,
+        )
+        cfg.projector["strides"] = list(cfg.projector["strides"])
+        model = cls(cfg, tokenizer, lm=lm)
+        if bb.get("lora"):
+            model.add_lora(bb["lora"])
+        return model
+
+    def add_lora(self, lora: dict) -> None:
+        """Freeze the backbone and add LoRA to the decoder's attention projections, shared with the
+        encoder (the two are one weight-tied stack, so they get one adapter, not two)."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lm = self.backbone.lm
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        targets = "|".join(lora["targets"])
+        cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora.get("dropout", 0.0),
+                         target_modules=rf".*model\.decoder\.layers\.\d+\.self_attn\.({targets})")
+        inject_adapter_in_model(cfg, lm)
+        enc_layers = lm.model.encoder.language_model.layers
+        for enc, dec in zip(enc_layers, lm.model.decoder.layers):
+            for name in lora["targets"]:
+                if hasattr(dec.self_attn, name):
+                    setattr(enc.self_attn, name, getattr(dec.self_attn, name))
+
+    # ------------------------------------------------------------------ stages
+
+    @property
+    def encoder(self) -> WhisperEncoder:
+        if self._encoder is None:
+            self._encoder = build_encoder(self.config.encoder_spec, device=str(self.device))
+        return self._encoder
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.projector.parameters()).device
+
+    def encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Frozen encoder: 16 kHz arrays -> list of (frames_i, d) float32."""
+        return self.encoder.encode(audios)
+
+    def project(self, feats: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features (list of (T_i, d)) -> audio tokens (B, T', h) and valid lengths (B,)."""
+        lens = torch.tensor([f.shape[0] for f in feats], device=self.device)
+        x = torch.zeros(len(feats), int(lens.max()), self.config.encoder["dim"], device=self.device)
+        for i, f in enumerate(feats):
+            x[i, : f.shape[0]] = torch.as_tensor(np.asarray(f, dtype=np.float32), device=self.device)
+        return self.projector(x, lens)
+
+    def prompt(self, n_audio: torch.Tensor, languages: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids (B, P) and mask (B, P) for n_audio[i] audio slots each."""
+        rows = [self.tokenizer.prompt_ids(int(n), lang) for n, lang in zip(n_audio.tolist(), languages)]
+        P = max(len(r) for r in rows)
+        ids = torch.full((len(rows), P), self.tokenizer.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), P), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, P - len(r):] = torch.tensor(r)
+            mask[i, P - len(r):] = True
+        return ids.to(self.device), mask.to(self.device)
+
+    def prefill(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list):
+        """Prompt with audio -> (KV cache, prompt mask (B, P), encoder hidden (B, P, h))."""
+        ids, mask = self.prompt(n_audio, languages)
+        valid = torch.arange(audio_tokens.shape[1], device=self.device)[None] < n_audio[:, None]
+        emb = self.backbone.embed_prompt(ids, self.tokenizer.audio, audio_tokens, valid)
+        cache, hidden = self.backbone.prefill(emb, mask)
+        return cache, mask, hidden
+
+    def ctc_logits(self, audio_tokens: torch.Tensor) -> torch.Tensor:
+        """Per-audio-token vocabulary logits (B, T', V) through the tied lm_head (blank = pad id)."""
+        return self.backbone.token_logits(audio_tokens)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None, training: dict | None = None) -> Path:
+        """Write a self-describing checkpoint directory (atomic per file)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = dataclasses.asdict(self.config)
+        cfg["tokenizer"] = self.tokenizer.save(d)
+        if training is not None:
+            cfg["training"] = training
+        tensors = self.trainable_state_dict()
+        if dtype is not None:
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        tmp = d / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+        tmp.replace(d / "model.safetensors")
+        save_json(d / "config.json", cfg)
+        return d
+
+    def trainable_state_dict(self) -> dict:
+        """projector.* plus either every backbone tensor (scratch; tied tensors stored once) or LoRA only."""
+        sd = {f"projector.{k}": v.detach() for k, v in self.projector.state_dict().items()}
+        lm_sd = self.backbone.lm.state_dict()
+        if self.config.backbone["source"] == "pretrained":
+            lm_sd = {k: v for k, v in lm_sd.items() if "lora_" in k and ".encoder." not in k}
+        seen = {}
+        for k, v in lm_sd.items():
+            key = (v.data_ptr(), tuple(v.shape))
+            if key in seen:  # tied: store once under its first name
+                continue
+            seen[key] = k
+            sd[f"lm.{k}"] = v.detach()
+        return sd
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu", lm=None, dtype: torch.dtype = torch.float32) -> "DiffusionASR":
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        if not (d / "config.json").is_file():
+            raise ModelError(f"{d}: not a diffasr checkpoint (no config.json)")
+        raw = json.loads((d / "config.json").read_text())
+        if raw.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelError(f"{d}: checkpoint format {raw['format_version']} is newer than this diffasr")
+        cfg = ModelConfig(**{k: v for k, v in raw.items() if k in ModelConfig.__dataclass_fields__})
+        tok = load_tokenizer(d, cfg.tokenizer)
+        if cfg.backbone["source"] == "pretrained" and lm is None:
+            from transformers import DiffusionGemmaForBlockDiffusion
+
+            try:
+                lm = DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.backbone["name"], dtype=torch.bfloat16)
+            except Exception as e:
+                raise ModelError(f"cannot load backbone {cfg.backbone['name']!r}: {e}") from None
+        model = cls(cfg, tok, lm=lm)
+        if cfg.backbone.get("lora"):
+            model.add_lora(cfg.backbone["lora"])
+        tensors = load_file(str(d / "model.safetensors"))
+        proj = {k[len("projector."):]: v for k, v in tensors.items() if k.startswith("projector.")}
+        model.projector.load_state_dict(proj)
+        lm_sd = {k[len("lm."):]: v for k, v in tensors.items() if k.startswith("lm.")}
+        missing, unexpected = model.backbone.lm.load_state_dict(lm_sd, strict=False)
+        if unexpected:
+            raise ModelError(f"{d}: checkpoint has tensors the model lacks: {unexpected[:3]}")
+        if cfg.backbone["source"] == "scratch":
+            # Tied tensors are stored once; everything else must be present.
+            lm_params = dict(model.backbone.lm.named_parameters())
+            really_missing = [k for k in missing if k in lm_params and not _is_tied(model.backbone.lm, k, lm_sd)]
+            if really_missing:
+                raise ModelError(f"{d}: checkpoint lacks tensors: {really_missing[:3]}")
+        model.to(device=device, dtype=dtype)
+        return model.eval()
+
+
+def _scratch_lm(dims: dict, canvas_length: int, tokens: dict):
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    return DiffusionGemmaForBlockDiffusion(make_config(dims, canvas_length, tokens))
+
+
+def _is_tied(lm, name: str, loaded: dict) -> bool:
+    """True if parameter `name` shares storage with a parameter that was loaded."""
+    params = dict(lm.named_parameters(remove_duplicate=False))
+    ptr = params[name].data_ptr()
+    return any(k in params and params[k].data_ptr() == ptr for k in loaded)
