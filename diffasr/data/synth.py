@@ -125,7 +125,12 @@ class KokoroEngine(Engine):
         style = sum(wt * np.asarray(k.voices[n], dtype=np.float32) for n, wt in zip(self.STYLES, voice["weights"]))
         if lang == "zh":  # espeak cmn phonemes lose their tones in Kokoro's vocabulary: use misaki's G2P
             if self._g2p_zh is None:
+                import logging
+
+                import jieba
                 from misaki import zh
+
+                jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter would break the tqdm bar
 
                 self._g2p_zh = zh.ZHG2P()
             ph, _ = self._g2p_zh(text)
@@ -302,9 +307,21 @@ def safe_clip(cfg: dict, lang: str, k: int) -> dict:
                 "error": f"{type(e).__name__}: {e}"}
 
 
+def _interrupt(signum, frame):
+    """SIGTERM handler: stop like Ctrl-C, so the manifest is merged before exiting."""
+    raise KeyboardInterrupt
+
+
 def _worker_init() -> None:
     """Workers ignore Ctrl-C (the parent stops them) and use one thread each."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:  # Linux: die with the parent if it is killed hard, instead of idling forever as an orphan
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
@@ -437,6 +454,7 @@ def run(args) -> int:
     inflight = dict.fromkeys(cfg["langs"], 0)
     bar = tqdm(total=round(target * len(cfg["langs"])), initial=round(sum(min(v, target) for v in secs.values())),
                unit="s", desc="audio", dynamic_ncols=True, disable=None)
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
     pool = cf.ProcessPoolExecutor(cfg["workers"], initializer=_worker_init) if cfg["workers"] > 1 else None
     t_start = time.time()
     try:
@@ -478,6 +496,7 @@ def run(args) -> int:
             pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         rows = _merge(out)
+        signal.signal(signal.SIGTERM, old_term)
     wall = time.time() - t_start
     print(f"corpus: {len(rows)} clips, {sum(r['duration_s'] for r in rows) / 3600:.3f} h in {out} "
           f"(this run {sum(s[1] for s in stats.values()):.0f} s audio in {wall:.0f} s wall)")

@@ -1,0 +1,480 @@
+"""Training: three losses (uniform-diffusion CE, autoregressive auxiliary, CTC), the loop, checkpoints.
+
+    diffasr train --config configs/small.toml [--resume] [--set optim.max_steps=100 ...]
+
+Losses, per batch:
+- diffusion: the canvas x0 = transcript + EOS + pad is corrupted with rate(t), t per example; CE over
+  every position, pads down-weighted (`pad_weight`) so the easy padding does not dominate. A share of
+  examples (`self_cond_prob`) instead sees one simulated sampler step: a first no-grad pass predicts,
+  the most confident predictions are kept (right or wrong), the rest re-randomised, and the second
+  pass is self-conditioned on the first pass's logits. That is exactly the state the sticky sampler
+  produces at inference, so the decoder learns to correct its own mistakes.
+- ar: next-token CE of the transcript through the causal encoder, continuing after the audio prompt.
+- ctc: greedy-decodable CTC on lm_head(projector tokens), blank = pad. During `ctc_warmup_steps` the
+  other losses are ramped in linearly, so the projector first learns transcript-predictive tokens.
+
+Runs single-process or under `accelerate launch` (DDP, gloo on CPU). Checkpoints are written
+atomically (temp dir + rename) with optimizer, scheduler, RNG and data position, so `--resume`
+continues exactly; `optim.time_budget_min` stops a run cleanly after a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.datasets import Example, FeatureCache, bucket_batches, read_manifest
+from .diffusion import SCHEDULES, DecodeOptions, canvas_length, corrupt, random_canvas, sample
+from .errors import ConfigError, DataError
+from .model import DiffusionASR
+from .tokenizer import LANGUAGES, BPETokenizer, spoken_form
+
+DEFAULTS = {
+    "preset": "small", "out": "runs/small", "seed": 0, "init_from": "",
+    "tokenizer": {"path": "", "vocab_size": 5000, "limit_alphabet": 3000, "sentences_per_lang": 20000},
+    "data": {"train": [], "dev": "", "cache": "data/features", "max_frames": 6000, "max_batch": 32, "dev_limit": 120,
+             "max_seconds": 20.0},
+    "optim": {"lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01, "warmup_steps": 200, "max_steps": 20000,
+              "min_lr_ratio": 0.1, "time_budget_min": 0.0, "grad_clip": 1.0, "accumulate": 1, "bf16": True},
+    "loss": {"diffusion": 1.0, "ar": 0.3, "ctc": 0.5, "ctc_warmup_steps": 300, "pad_weight": 0.1,
+             "self_cond_prob": 0.5, "schedule": "linear", "lang_drop": 0.2, "spec_augment": True},
+    "eval": {"every": 500, "save_every": 250, "steps": 8, "log_every": 20},
+}
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """TOML file merged over DEFAULTS; `section.key=value` overrides (value parsed as TOML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        user = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    cfg = copy.deepcopy(DEFAULTS)
+    for k, v in user.items():
+        if k not in cfg:
+            raise ConfigError(f"{path}: unknown key {k!r}")
+        if isinstance(cfg[k], dict):
+            unknown = set(v) - set(cfg[k])
+            if unknown:
+                raise ConfigError(f"{path}: unknown key(s) in [{k}]: {', '.join(sorted(unknown))}")
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    for o in overrides:
+        key, _, val = o.partition("=")
+        sec, _, name = key.partition(".")
+        if not val or (name and (sec not in cfg or name not in cfg[sec])) or (not name and sec not in cfg):
+            raise ConfigError(f"bad override {o!r} (use section.key=value)")
+        parsed = tomllib.loads(f"x = {val}")["x"] if val[0] in '0123456789-[{"tf' else val
+        if name:
+            cfg[sec][name] = parsed
+        else:
+            cfg[sec] = parsed
+    base = path.parent.parent if path.parent.name == "configs" else Path.cwd()
+    cfg["_base"] = str(base)
+    return cfg
+
+
+def _p(cfg, p: str) -> Path:
+    return Path(p) if os.path.isabs(p) else Path(cfg["_base"]) / p
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def build_tokenizer(cfg: dict) -> BPETokenizer:
+    from .data.text import load_sentences
+
+    t = cfg["tokenizer"]
+    if t["path"]:
+        from tokenizers import Tokenizer as HFTok
+
+        return BPETokenizer(HFTok.from_file(str(_p(cfg, t["path"]))))
+    sents = []
+    for lang in LANGUAGES:  # train split only: held-out test sentences never shape the vocabulary
+        sents += load_sentences(lang, "train")[: t["sentences_per_lang"]]
+    return BPETokenizer.train(sents, vocab_size=t["vocab_size"], limit_alphabet=t["limit_alphabet"])
+
+
+def build_examples(model: DiffusionASR, manifests: list, cache_dir: Path, max_seconds: float, limit: int | None = None,
+                   desc: str = "features") -> list[Example]:
+    """Manifest rows -> Examples with cached features; drops what cannot be trained on (too long for
+    the canvas, or fewer audio tokens than CTC needs)."""
+    utts = [u for m in manifests for u in read_manifest(m)]
+    utts = [u for u in utts if not u.duration or u.duration <= max_seconds]
+    if limit:
+        utts = utts[:limit]
+    cache = FeatureCache(cache_dir, model.encoder)
+    feats = cache.build(utts, desc=desc)
+    tok, strides = model.tokenizer, model.config.projector["strides"]
+    out, dropped = [], 0
+    for u, f in zip(utts, feats):
+        ids = tok.encode(u.text)
+        n_tok = f.shape[0]
+        for s in strides:
+            n_tok = -(-n_tok // s)
+        repeats = sum(a == b for a, b in zip(ids, ids[1:]))
+        if not ids or len(ids) + 1 > model.config.canvas_length or len(ids) + repeats > n_tok:
+            dropped += 1
+            continue
+        out.append(Example(f, ids, u.lang))
+    if not out:
+        raise DataError(f"no usable examples in {', '.join(map(str, manifests))}")
+    print(f"{desc}: {len(out)} examples ({dropped} dropped), {sum(e.feats.shape[0] for e in out) / 50 / 3600:.2f} h")
+    return out
+
+
+def collate(examples: list[Example], tok, canvas_extra: int, lang_drop: float, rng: np.random.Generator):
+    """Pad a batch. Returns feats (B, T, d) f32, feat_lens (B,), canvas x0 (B, L), token lists, languages."""
+    B, T = len(examples), max(e.feats.shape[0] for e in examples)
+    feats = torch.zeros(B, T, examples[0].feats.shape[1])
+    for i, e in enumerate(examples):
+        feats[i, : e.feats.shape[0]] = torch.from_numpy(e.feats.astype(np.float32))
+    lens = torch.tensor([e.feats.shape[0] for e in examples])
+    longest = max(len(e.ids) for e in examples) + 1
+    L = -(-(longest + canvas_extra) // 8) * 8
+    x0 = torch.full((B, L), tok.pad, dtype=torch.long)
+    for i, e in enumerate(examples):
+        x0[i, : len(e.ids) + 1] = torch.tensor(e.ids + [tok.eos])
+    langs = [None if rng.random() < lang_drop else e.lang for e in examples]
+    return feats, lens, x0, [e.ids for e in examples], langs
+
+
+def spec_augment(feats: torch.Tensor, lens: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """SpecAugment-style masking on encoder features: 2 time masks (≤ 5% each) and 2 channel masks."""
+    B, T, D = feats.shape
+    feats = feats.clone()
+    for i in range(B):
+        n = int(lens[i])
+        for _ in range(2):
+            w = int(torch.randint(0, max(1, n // 20) + 1, (1,), generator=gen))
+            s = int(torch.randint(0, max(1, n - w), (1,), generator=gen))
+            feats[i, s: s + w] = 0
+            c = int(torch.randint(0, D // 16 + 1, (1,), generator=gen))
+            cs = int(torch.randint(0, D - c, (1,), generator=gen))
+            feats[i, :, cs: cs + c] = 0
+    return feats
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+class LossModule(nn.Module):
+    """forward(batch) -> dict of losses; one module so DDP sees every parameter in one call."""
+
+    def __init__(self, model: DiffusionASR, cfg: dict):
+        super().__init__()
+        self.model, self.cfg = model, cfg["loss"]
+        self.schedule = SCHEDULES[self.cfg["schedule"]]()
+
+    def forward(self, feats, lens, x0, targets, langs, weights: dict, gen: torch.Generator) -> dict:
+        m, tok, c = self.model, self.model.tokenizer, self.cfg
+        V = tok.vocab_size
+        a, n = m.projector(feats, lens)
+        out = {}
+        # CTC over the projector tokens, through the tied lm_head.
+        logp = m.ctc_logits(a).float().log_softmax(-1).transpose(0, 1)
+        flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
+        tl = torch.tensor([len(ids) for ids in targets])
+        out["ctc"] = F.ctc_loss(logp, flat, n, tl, blank=tok.pad, reduction="mean", zero_infinity=True)
+        if weights["diffusion"] == 0 and weights["ar"] == 0:
+            return out
+        cache, pmask, hidden = m.prefill(a, n, langs)
+        B, L = x0.shape
+        t = self.schedule.sample_t(B, generator=gen)
+        xt = corrupt(x0, self.schedule.rate(t), V, generator=gen)
+        sc_rows = torch.rand(B, generator=gen) < c["self_cond_prob"]
+        sc_logits = None
+        if sc_rows.any():
+            with torch.no_grad():  # simulated sampler step: keep confident predictions, re-randomise the rest
+                first = m.backbone.denoise(cache, pmask, xt)
+                conf, pred = first.softmax(-1).max(-1)
+                t2 = t * (0.2 + 0.8 * torch.rand(B, generator=gen))
+                n_keep = ((1 - self.schedule.rate(t2)) * L).round().long()
+                rank = conf.argsort(-1, descending=True).argsort(-1)
+                keep = rank < n_keep[:, None]
+                stepped = torch.where(keep, pred, torch.randint(0, V, (B, L), generator=gen))
+                xt = torch.where(sc_rows[:, None], stepped, xt)
+                sc_logits = first
+        logits = m.backbone.denoise(cache, pmask, xt, sc_logits, sc_rows if sc_logits is not None else None)
+        w = torch.where(x0 == tok.pad, c["pad_weight"], 1.0)
+        ce = F.cross_entropy(logits.reshape(-1, V), x0.reshape(-1), reduction="none").view(B, L)
+        out["diffusion"] = (ce * w).sum() / w.sum()
+        if weights["ar"] > 0:
+            # Next-token CE through the causal encoder: the sep position predicts token 1, and each
+            # transcript token predicts the next, the last one predicting EOS.
+            Tn = max(len(ids) for ids in targets)
+            inp = torch.full((B, Tn), tok.pad, dtype=torch.long)
+            tgt = torch.full((B, Tn + 1), -100, dtype=torch.long)
+            for i, ids in enumerate(targets):
+                inp[i, : len(ids)] = torch.tensor(ids)
+                tgt[i, : len(ids) + 1] = torch.tensor(ids + [tok.eos])
+            first_logits = m.backbone._cap(m.backbone.lm.lm_head(hidden[:, -1:]))
+            rest = m.backbone.continue_causal(cache, pmask, inp)
+            ar_logits = torch.cat([first_logits, rest], dim=1)
+            out["ar"] = F.cross_entropy(ar_logits.reshape(-1, V), tgt.reshape(-1), ignore_index=-100)
+        return out
+
+
+def loss_weights(cfg: dict, step: int) -> dict:
+    c = cfg["loss"]
+    ramp = min(1.0, step / c["ctc_warmup_steps"]) if c["ctc_warmup_steps"] > 0 else 1.0
+    return {"ctc": c["ctc"], "diffusion": c["diffusion"] * ramp, "ar": c["ar"] * ramp}
+
+
+def lr_at(cfg: dict, step: int) -> float:
+    o = cfg["optim"]
+    if step < o["warmup_steps"]:
+        return (step + 1) / o["warmup_steps"]
+    p = min(1.0, (step - o["warmup_steps"]) / max(1, o["max_steps"] - o["warmup_steps"]))
+    return o["min_lr_ratio"] + (1 - o["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+# ---------------------------------------------------------------------------- evaluation during training
+
+
+@torch.no_grad()
+def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int = 8, batch: int = 16, seed: int = 123) -> dict:
+    """CER of greedy CTC and of the diffusion sampler on cached features, plus the decoder's CE on an
+    all-noise canvas with the right audio vs another utterance's audio (a large gap = it listens)."""
+    import jiwer
+
+    from .transcribe import _until_eos, ctc_greedy
+
+    model.eval()
+    tok = model.tokenizer
+    refs, hyp_ctc, hyp_diff, langs = [], [], [], []
+    ce_right = ce_wrong = 0.0
+    g = torch.Generator().manual_seed(seed)
+    opts = DecodeOptions(steps=steps, seed=seed)
+    for b in range(0, len(examples), batch):
+        ex = examples[b: b + batch]
+        a, n = model.project([e.feats for e in ex])
+        ctc = ctc_greedy(model.ctc_logits(a), n, tok.pad)
+        lang = [e.lang for e in ex]
+        cache, mask, _ = model.prefill(a, n, lang)
+        L = max(canvas_length(len(c), opts, model.config.canvas_length) for c in ctc)
+        out = sample(lambda cv, sc: model.backbone.denoise(cache, mask, cv, sc), random_canvas(len(ex), L, tok.vocab_size, g),
+                     tok.vocab_size, opts, g)
+        for i, e in enumerate(ex):
+            refs.append(spoken_form(tok.decode(e.ids)))
+            hyp_ctc.append(tok.decode(ctc[i]))
+            hyp_diff.append(tok.decode(_until_eos(out.tokens[i].tolist(), out.confidence[i].tolist(), tok)[0]))
+            langs.append(e.lang)
+        if len(ex) > 1:  # CE at t = 1 (pure noise) with right vs rolled (wrong) audio
+            Lx = max(len(e.ids) for e in ex) + 1
+            x0 = torch.full((len(ex), Lx), tok.pad, dtype=torch.long)
+            for i, e in enumerate(ex):
+                x0[i, : len(e.ids) + 1] = torch.tensor(e.ids + [tok.eos])
+            noise = random_canvas(len(ex), Lx, tok.vocab_size, g)
+            for roll, acc in ((0, "right"), (1, "wrong")):
+                a2, n2 = model.project([ex[(i + roll) % len(ex)].feats for i in range(len(ex))])
+                c2, m2, _ = model.prefill(a2, n2, lang)
+                lg = model.backbone.denoise(c2, m2, noise)
+                ce = F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1)).item() * len(ex)
+                if acc == "right":
+                    ce_right += ce
+                else:
+                    ce_wrong += ce
+
+    def cer(h, r):
+        pairs = [(x, y) for x, y in zip(r, h) if x.strip()]
+        return 100 * jiwer.cer([x for x, _ in pairs], [y for _, y in pairs]) if pairs else float("nan")
+
+    res = {"cer_ctc": cer(hyp_ctc, refs), "cer_diffusion": cer(hyp_diff, refs),
+           "ce_t1_right": ce_right / len(examples), "ce_t1_wrong": ce_wrong / len(examples), "per_lang": {}}
+    for lang in sorted(set(langs)):
+        idx = [i for i, l in enumerate(langs) if l == lang]
+        res["per_lang"][lang] = {"cer_ctc": cer([hyp_ctc[i] for i in idx], [refs[i] for i in idx]),
+                                 "cer_diffusion": cer([hyp_diff[i] for i in idx], [refs[i] for i in idx])}
+    res["examples"] = [{"ref": refs[i], "ctc": hyp_ctc[i], "diffusion": hyp_diff[i]} for i in range(min(3, len(refs)))]
+    model.train()
+    return res
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(out: Path, model: DiffusionASR, state: dict, optimizer, provenance: dict) -> None:
+    """Atomic: write into a temp dir, then swap it in; a kill at any point leaves a loadable checkpoint."""
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp, training=provenance)
+    torch.save({"state": state, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
+               tmp / "trainer_state.pt")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def plot_curves(out: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = [h for h in history if h["kind"] == "train"]
+    ev = [h for h in history if h["kind"] == "eval"]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("diffusion", "ar", "ctc"):
+        pts = [(h["step"], h[key]) for h in tr if key in h]
+        if pts:
+            ax[0].plot(*zip(*pts), label=key)
+    ax[0].set(xlabel="step", ylabel="loss", title="training losses", yscale="log")
+    ax[0].legend()
+    for key in ("cer_ctc", "cer_diffusion"):
+        pts = [(h["step"], h[key]) for h in ev if key in h]
+        if pts:
+            ax[1].plot(*zip(*pts), marker="o", label=key)
+    ax[1].set(xlabel="step", ylabel="CER %", title="held-out synthetic CER")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png.tmp.png", dpi=90)
+    plt.close(fig)
+    os.replace(out / "curves.png.tmp.png", out / "curves.png")
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def train(cfg: dict, resume: bool = False) -> Path:
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from tqdm import tqdm
+
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    out = _p(cfg, cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint"
+    torch.manual_seed(cfg["seed"])
+    if resume and (ckpt / "config.json").is_file():
+        model = DiffusionASR.load(ckpt)
+        ts = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        state = ts["state"]
+    else:
+        if resume:
+            acc.print(f"no checkpoint in {out}; starting fresh")
+        ts, state = None, {"step": 0, "epoch": 0, "batch": 0, "history": [], "wall": 0.0, "utts": 0}
+        if cfg["init_from"]:
+            model = DiffusionASR.load(_p(cfg, cfg["init_from"]))
+        else:
+            model = DiffusionASR.from_preset(cfg["preset"], tokenizer=build_tokenizer(cfg))
+    model.train()
+    d = cfg["data"]
+    if not d["train"]:
+        raise ConfigError("data.train lists no manifests")
+    train_ex = build_examples(model, [_p(cfg, m) for m in d["train"]], _p(cfg, d["cache"]), d["max_seconds"], desc="train features")
+    dev_ex = build_examples(model, [_p(cfg, d["dev"])], _p(cfg, d["cache"]), d["max_seconds"], d["dev_limit"], "dev features") if d["dev"] else []
+    lossmod = LossModule(model, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    o = cfg["optim"]
+    opt = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+    if ts is not None:
+        opt.load_state_dict(ts["optimizer"])
+        torch.set_rng_state(ts["torch_rng"])
+    lossmod, opt = acc.prepare(lossmod, opt)
+    gen = torch.Generator().manual_seed(cfg["seed"] * 1000 + state["step"] + acc.process_index)
+    budget = o["time_budget_min"] * 60
+    t_start, last_log = time.time(), time.time()
+    ema: dict = {}
+    bar = tqdm(total=o["max_steps"], initial=state["step"], disable=not acc.is_main_process, unit="step", mininterval=5)
+    provenance = lambda: {"steps": state["step"], "utterances_seen": state["utts"], "wall_seconds": round(state["wall"]),
+                          "train_hours": round(sum(e.feats.shape[0] for e in train_ex) / 50 / 3600, 3),
+                          "config": {k: v for k, v in cfg.items() if not k.startswith("_")},
+                          "hardware": f"{os.cpu_count()} CPU threads, torch {torch.__version__}"}
+    done = False
+    while not done:
+        rng = np.random.default_rng([cfg["seed"], state["epoch"]])
+        batches = bucket_batches([e.feats.shape[0] for e in train_ex], d["max_frames"], d["max_batch"], rng)
+        batches = batches[acc.process_index:: acc.num_processes]
+        while state["batch"] < len(batches):
+            idx = batches[state["batch"]]
+            brng = np.random.default_rng([cfg["seed"], state["epoch"], state["batch"]])
+            feats, lens, x0, targets, langs = collate([train_ex[i] for i in idx], model.tokenizer,
+                                                      int(brng.integers(0, 9)), cfg["loss"]["lang_drop"], brng)
+            # Re-seeded every step from (seed, step, rank): an interrupted and resumed run draws the same noise.
+            gen.manual_seed(cfg["seed"] * 1_000_003 + state["step"] * 17 + acc.process_index)
+            if cfg["loss"]["spec_augment"]:
+                feats = spec_augment(feats, lens, gen)
+            for group in opt.param_groups:
+                group["lr"] = o["lr"] * lr_at(cfg, state["step"])
+            w = loss_weights(cfg, state["step"])
+            t0 = time.time()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o["bf16"]):
+                losses = lossmod(feats, lens, x0, targets, langs, w, gen)
+            total = sum(w[k] * v for k, v in losses.items())
+            acc.backward(total / o["accumulate"])
+            state["batch"] += 1
+            if state["batch"] % o["accumulate"] == 0:
+                acc.clip_grad_norm_(params, o["grad_clip"])
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["utts"] += len(idx) * acc.num_processes
+            state["wall"] += time.time() - t0
+            for k, v in losses.items():
+                ema[k] = 0.9 * ema.get(k, float(v)) + 0.1 * float(v)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()} | {"utt/s": f"{state['utts'] / max(1e-9, state['wall']):.1f}"})
+            s = state["step"]
+            if s % cfg["eval"]["log_every"] == 0:
+                state["history"].append({"kind": "train", "step": s, "wall": round(state["wall"], 1), **ema,
+                                         "lr": opt.param_groups[0]["lr"]})
+            stop = s >= o["max_steps"] or (budget and time.time() - t_start > budget)
+            if acc.is_main_process and dev_ex and (s % cfg["eval"]["every"] == 0 or stop):
+                ev = evaluate_examples(acc.unwrap_model(lossmod).model, dev_ex, steps=cfg["eval"]["steps"])
+                state["history"].append({"kind": "eval", "step": s, "wall": round(state["wall"], 1), **ev})
+                acc.print(f"\nstep {s}: CER ctc {ev['cer_ctc']:.1f}  diffusion {ev['cer_diffusion']:.1f}  "
+                          f"CE(t=1) right/wrong {ev['ce_t1_right']:.2f}/{ev['ce_t1_wrong']:.2f}  "
+                          + " ".join(f"{l}:{v['cer_ctc']:.0f}/{v['cer_diffusion']:.0f}" for l, v in ev["per_lang"].items()))
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": s, **{k: v for k, v in ev.items() if k != "examples"}}) + "\n")
+            if acc.is_main_process and (s % cfg["eval"]["save_every"] == 0 or stop):
+                save_checkpoint(out, acc.unwrap_model(lossmod).model, state, opt, provenance())
+                plot_curves(out, state["history"])
+            if stop:
+                done = True
+                break
+        else:
+            state["epoch"] += 1
+            state["batch"] = 0
+    bar.close()
+    acc.wait_for_everyone()
+    return ckpt
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", required=True, help="TOML training recipe (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint exactly")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+
+
+def run(args) -> int:
+    cfg = load_config(args.config, args.set)
+    threads = int(os.environ.get("DIFFASR_THREADS", "0"))
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt = train(cfg, resume=args.resume)
+    print(f"checkpoint: {ckpt}")
+    return 0
