@@ -1,0 +1,475 @@
+"""Accuracy and speed on a manifest, against faster-whisper in the same run: `diffasr eval`.
+
+A manifest is JSON lines with `audio` (relative to the manifest's folder), `text`, `lang` and an
+optional `subset` (reported as its own row). Every system sees the same decoded 16 kHz arrays with
+the language given, so times are compute only (audio decoding is shared and not counted).
+
+Scoring follows Whisper's paper: English normaliser for en, the basic normaliser otherwise (keeping
+combining marks for hi, whose vowel signs are marks), zh converted to simplified first. en/de/fr/es
+are scored by WER, zh/hi by CER with whitespace removed; rates are corpus-level (total edits / total
+reference units per language). The metric functions are pure: `normalize`, `metric_for`, `error_rate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ConfigError, DataError
+from .tokenizer import LANGUAGES
+
+CER_LANGUAGES = ("zh", "hi")  # no word boundaries to trust: score characters, whitespace removed
+
+# ---------------------------------------------------------------------- metrics (pure)
+
+
+@lru_cache(maxsize=None)
+def _normalizer(lang: str):
+    if lang == "en":
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        return EnglishTextNormalizer()
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    # The default basic normaliser turns Devanagari vowel signs and viramas (Unicode marks) into spaces.
+    return BasicTextNormalizer(preserve_marks=True) if lang == "hi" else BasicTextNormalizer()
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    from opencc import OpenCC
+
+    return OpenCC("t2s")
+
+
+def metric_for(lang: str) -> str:
+    """'cer' for zh/hi, 'wer' otherwise."""
+    return "cer" if lang in CER_LANGUAGES else "wer"
+
+
+def normalize(text: str, lang: str) -> str:
+    """The string that is scored: normalised words joined by single spaces, or (zh/hi) characters with
+    no whitespace at all. zh is converted to simplified characters first."""
+    if lang == "zh":
+        text = _t2s().convert(text)
+    text = _normalizer(lang)(text)
+    if metric_for(lang) == "cer":
+        return "".join(text.split())
+    return " ".join(text.split())
+
+
+def edit_counts(refs: list[str], hyps: list[str], lang: str) -> tuple[int, int]:
+    """(edits, reference units) over a corpus, after normalisation. Units are words (WER) or
+    characters (CER). A reference that normalises to nothing adds its hypothesis as insertions."""
+    import jiwer
+
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    pairs = [(normalize(r, lang), normalize(h, lang)) for r, h in zip(refs, hyps)]
+    cer = metric_for(lang) == "cer"
+    units = (lambda s: len(s)) if cer else (lambda s: len(s.split()))
+    edits = sum(units(h) for r, h in pairs if not r)
+    scored = [(r, h) for r, h in pairs if r]
+    if not scored:
+        return edits, 0
+    r, h = zip(*scored)
+    out = (jiwer.process_characters if cer else jiwer.process_words)(list(r), list(h))
+    edits += out.substitutions + out.deletions + out.insertions
+    return edits, out.substitutions + out.deletions + out.hits
+
+
+def error_rate(refs: list[str], hyps: list[str], lang: str) -> tuple[float, str]:
+    """Corpus-level (rate, 'wer' | 'cer') of raw hypotheses against raw references in `lang`.
+    NaN when the references hold no words at all."""
+    edits, n = edit_counts(refs, hyps, lang)
+    return (edits / n if n else math.nan), metric_for(lang)
+
+
+# ---------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class Clip:
+    audio: Path
+    text: str
+    lang: str
+    subset: str | None = None
+
+
+def load_manifest(path: str | Path) -> list[Clip]:
+    """Parse a JSON-lines manifest; any problem raises DataError naming the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such manifest") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read manifest ({e})") from None
+    clips = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        for key in ("audio", "text", "lang"):
+            if not isinstance(row.get(key), str) or (key != "text" and not row[key]):
+                raise DataError(f"{where}: missing or non-string {key!r} field")
+        if row["lang"] not in LANGUAGES:
+            raise DataError(f"{where}: unsupported lang {row['lang']!r} (choose from {', '.join(LANGUAGES)})")
+        audio = path.parent / row["audio"]
+        if not audio.is_file():
+            raise DataError(f"{where}: audio file {audio} not found")
+        subset = row.get("subset")
+        clips.append(Clip(audio=audio, text=row["text"], lang=row["lang"], subset=str(subset) if subset else None))
+    if not clips:
+        raise DataError(f"{path}: manifest holds no clips")
+    return clips
+
+
+# ---------------------------------------------------------------------- systems
+
+
+@dataclass
+class SystemRun:
+    """One configuration's hypotheses (aligned with the clips) and compute seconds per language."""
+
+    name: str
+    decoder: str  # "diffusion" | "ctc" | "faster-whisper"
+    steps: int | None
+    hyps: list[str]
+    seconds: dict  # lang -> seconds spent on that language's clips
+
+
+def transcribe_plain(model, audio, **kwargs):
+    """`transcribe` without voice activity detection or word alignment, where this version has them:
+    the faster-whisper baseline runs neither, and clips are pre-cut utterances."""
+    import inspect
+
+    from .transcribe import transcribe
+
+    params = inspect.signature(transcribe).parameters
+    kwargs.update({k: False for k in ("vad", "word_timestamps") if k in params})
+    return transcribe(model, audio, **kwargs)
+
+
+def run_diffasr(model, clips: list[Clip], arrays: list, decoder: str, steps: int, batch_size: int,
+                seed: int = 0, sampler: str = "refine", progress=None) -> SystemRun:
+    """Transcribe language by language (the language is given), in batches of `batch_size`."""
+    from .diffusion import DecodeOptions
+
+    hyps, seconds = [""] * len(clips), {}
+    for lang in dict.fromkeys(c.lang for c in clips):
+        options = DecodeOptions(decoder=decoder, steps=steps, language=lang, seed=seed, sampler=sampler)
+        idx = [i for i, c in enumerate(clips) if c.lang == lang]
+        for b in range(0, len(idx), batch_size):
+            chunk = idx[b: b + batch_size]
+            t0 = time.perf_counter()
+            out = transcribe_plain(model, [arrays[i] for i in chunk], options=options, batch_size=batch_size)
+            seconds[lang] = seconds.get(lang, 0.0) + time.perf_counter() - t0
+            for i, r in zip(chunk, out):
+                hyps[i] = r.text
+            if progress is not None:
+                progress.update(len(chunk))
+    name = "diffasr ctc" if decoder == "ctc" else f"diffasr {steps} steps"
+    return SystemRun(name=name, decoder=decoder, steps=None if decoder == "ctc" else steps, hyps=hyps, seconds=seconds)
+
+
+def load_faster_whisper(threads: int = 0):
+    """faster-whisper on the same Whisper-base weights as diffasr's encoder (CTranslate2, int8)."""
+    from faster_whisper import WhisperModel
+
+    from .encoder import whisper_base_dir
+
+    return WhisperModel(str(whisper_base_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
+
+
+def faster_whisper_text(fw, audio, lang: str) -> str:
+    """Plain greedy decoding with the language given: beam 1, temperature 0, no fallback, no VAD."""
+    segments, _ = fw.transcribe(audio, language=lang, beam_size=1, temperature=0.0, vad_filter=False)
+    return "".join(s.text for s in segments).strip()  # the generator decodes as it is consumed
+
+
+def run_faster_whisper(fw, clips: list[Clip], arrays: list, progress=None) -> SystemRun:
+    hyps, seconds = [], {}
+    for c, a in zip(clips, arrays):
+        t0 = time.perf_counter()
+        hyps.append(faster_whisper_text(fw, a, c.lang))
+        seconds[c.lang] = seconds.get(c.lang, 0.0) + time.perf_counter() - t0
+        if progress is not None:
+            progress.update(1)
+    return SystemRun(name="faster-whisper greedy", decoder="faster-whisper", steps=None, hyps=hyps, seconds=seconds)
+
+
+# ---------------------------------------------------------------------- scoring
+
+
+def groups(clips: list[Clip]) -> dict[str, list[int]]:
+    """Row name -> clip indices: each language, then each language:subset that appears."""
+    out: dict[str, list[int]] = {}
+    for lang in dict.fromkeys(c.lang for c in clips):
+        out[lang] = [i for i, c in enumerate(clips) if c.lang == lang]
+    for key in dict.fromkeys((c.lang, c.subset) for c in clips if c.subset):
+        out[f"{key[0]}:{key[1]}"] = [i for i, c in enumerate(clips) if (c.lang, c.subset) == key]
+    return out
+
+
+def score(run: SystemRun, clips: list[Clip], durations: list[float]) -> dict:
+    """Per-row metrics (n, audio_s, metric, error_rate; rtf for whole languages) and overall speed."""
+    rows = {}
+    for name, idx in groups(clips).items():
+        lang = clips[idx[0]].lang
+        rate, metric = error_rate([clips[i].text for i in idx], [run.hyps[i] for i in idx], lang)
+        audio_s = sum(durations[i] for i in idx)
+        row = dict(n=len(idx), audio_s=round(audio_s, 3), metric=metric, error_rate=rate)
+        if ":" not in name:  # times are kept per language (batches never mix languages)
+            row.update(seconds=round(run.seconds[lang], 4), rtf=run.seconds[lang] / audio_s)
+        rows[name] = row
+    total_s, audio_s = sum(run.seconds.values()), sum(durations)
+    return dict(languages=rows, overall=dict(n=len(clips), audio_s=round(audio_s, 3), seconds=round(total_s, 4),
+                                             rtf=total_s / audio_s))
+
+
+# ---------------------------------------------------------------------- tables, report, plot
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    cells = [header] + [[_fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
+    line = lambda r: "| " + " | ".join(s.ljust(w) for s, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def language_table(results: list[dict]) -> str:
+    """One row per language (and subset), one error-rate and RTF column pair per system."""
+    first = results[0]["languages"]
+    header = ["lang", "n", "audio s", "metric"]
+    for r in results:
+        header += [f"{r['name']} err", f"{r['name']} RTF"]
+    rows = []
+    for name, row in first.items():
+        cells = [name, row["n"], f"{row['audio_s']:.1f}", row["metric"].upper()]
+        for r in results:
+            x = r["languages"][name]
+            cells += [x["error_rate"], x.get("rtf", "")]
+        rows.append(cells)
+    cells = ["overall", results[0]["overall"]["n"], f"{results[0]['overall']['audio_s']:.1f}", ""]
+    for r in results:
+        cells += ["", r["overall"]["rtf"]]
+    rows.append(cells)
+    return markdown_table(header, rows)
+
+
+def steps_table(results: list[dict]) -> str:
+    """Error rate per language and overall RTF for each step count (plus CTC and the baseline)."""
+    langs = [k for k in results[0]["languages"] if ":" not in k]
+    header = ["system"] + [f"{lang} {results[0]['languages'][lang]['metric'].upper()}" for lang in langs] + ["RTF", "x realtime"]
+    rows = []
+    for r in results:
+        rtf = r["overall"]["rtf"]
+        rows.append([r["name"]] + [r["languages"][lang]["error_rate"] for lang in langs] + [rtf, f"{1 / rtf:.1f}" if rtf else ""])
+    return markdown_table(header, rows)
+
+
+def plot_steps(results: list[dict], out: str | Path) -> None:
+    """Error rate and RTF against steps for the diffusion runs; CTC and baseline as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    diff = sorted((r for r in results if r["decoder"] == "diffusion"), key=lambda r: r["steps"])
+    others = [r for r in results if r["decoder"] != "diffusion"]
+    langs = [k for k in results[0]["languages"] if ":" not in k]
+    fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["steps"] for r in diff]
+    for j, lang in enumerate(langs):
+        color = f"C{j}"
+        metric = results[0]["languages"][lang]["metric"].upper()
+        if diff:
+            ax_e.plot(steps, [r["languages"][lang]["error_rate"] for r in diff], "o-", color=color, label=f"{lang} ({metric})")
+        for r, style in zip(others, ("--", ":", "-.")):
+            ax_e.axhline(r["languages"][lang]["error_rate"], color=color, linestyle=style, linewidth=0.8)
+    if diff:
+        ax_s.plot(steps, [r["overall"]["rtf"] for r in diff], "o-", color="k", label="diffasr diffusion")
+    for r, style in zip(others, ("--", ":", "-.")):
+        ax_s.axhline(r["overall"]["rtf"], color="gray", linestyle=style, label=r["name"])
+    lines = ", ".join(f"{style} {r['name']}" for r, style in zip(others, ("--", ":", "-.")))
+    ax_e.set(xlabel="denoising steps", ylabel="error rate", title=f"Error rate vs steps ({lines})" if lines else "Error rate vs steps")
+    ax_e.title.set_fontsize(9)
+    ax_s.set(xlabel="denoising steps", ylabel="real-time factor (lower is faster)", title="Speed vs steps")
+    for ax in (ax_e, ax_s):
+        if steps:
+            ax.set_xticks(steps)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def report(summary: dict) -> str:
+    """The markdown report: settings, the per-language table, the steps sweep, and notes."""
+    s = summary["settings"]
+    lines = [
+        f"# diffasr eval: {summary['manifest']}", "",
+        f"- model: `{summary['model']}`; decoders: {', '.join(s['decoders'])}; steps: {', '.join(map(str, s['steps']))}; "
+        f"batch size {s['batch_size']}; threads {s['threads'] or 'default'}; sampler {s['sampler']}, seed {s['seed']}",
+        f"- {summary['n_clips']} clips, {summary['audio_s']:.1f} s of audio; language given to every system",
+        f"- command: `{summary['command']}`", "",
+        "## Per language", "", language_table(summary["results"]), "",
+        "## Steps sweep", "", steps_table(summary["results"]), "",
+        "## Notes", "",
+        "- WER for en/de/fr/es, CER (whitespace removed) for zh/hi; corpus-level per row (jiwer). Whisper "
+        "English normaliser for en, basic normaliser otherwise (combining marks kept for hi); zh references and "
+        "hypotheses are converted to simplified characters (OpenCC t2s) before scoring.",
+        "- RTF = compute seconds / audio seconds on already decoded 16 kHz audio, after one warm-up clip per system; "
+        "lower is faster. diffasr runs without VAD or word timestamps, as the baseline does.",
+    ]
+    if any(r["decoder"] == "faster-whisper" for r in summary["results"]):
+        lines.append("- Baseline: faster-whisper on the same Whisper-base weights (CTranslate2 int8, CPU), plain greedy "
+                     "(beam 1, temperature 0, no fallback, no VAD), language given and no prompt; its zh output is "
+                     "traditional as often as not and is scored after the same simplified conversion.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- CLI: diffasr eval
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--manifest", required=True, help="JSON-lines manifest (audio, text, lang[, subset])")
+    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
+    p.add_argument("--steps", default="8", help="comma-separated denoising step counts to sweep (default 8)")
+    p.add_argument("--decoder", default="diffusion,ctc", help="comma-separated decoders: diffusion, ctc (default both)")
+    p.add_argument("--baseline", default=None, choices=["faster-whisper"], help="also run this baseline on the same clips")
+    p.add_argument("--json", default=None, metavar="OUT", help="write metrics and per-clip hypotheses as JSON")
+    p.add_argument("--report", default=None, metavar="OUT.md", help="write a markdown report")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="plot error rate and speed vs steps")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N clips")
+    p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
+    p.add_argument("--sampler", default="refine", choices=["refine", "entropy"], help="sampler (default refine)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for every system (default: library defaults)")
+    p.add_argument("--device", default="cpu", help="torch device for diffasr (default cpu)")
+
+
+def _parse_list(value: str, what: str, cast=str) -> list:
+    try:
+        items = [cast(x.strip()) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--{what}: expected a comma-separated list, got {value!r}") from None
+    if not items:
+        raise ConfigError(f"--{what}: empty list")
+    return list(dict.fromkeys(items))
+
+
+def set_threads(model, threads: int) -> None:
+    """Pin torch and the CTranslate2 encoder to `threads` so every system gets the same CPUs."""
+    import torch
+
+    from .encoder import CT2WhisperEncoder
+
+    torch.set_num_threads(threads)
+    spec = model.config.encoder_spec
+    if spec.backend == "ct2":
+        model._encoder = CT2WhisperEncoder(spec, device=str(model.device), threads=threads)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from . import load
+    from .audio import SAMPLE_RATE, load_audio
+    from .diffusion import DecodeOptions
+
+    steps = _parse_list(args.steps, "steps", int)
+    decoders = _parse_list(args.decoder, "decoder")
+    for d in decoders:
+        if d not in ("diffusion", "ctc"):
+            raise ConfigError(f"--decoder: unknown decoder {d!r} (choose from diffusion, ctc)")
+    for s in steps:
+        DecodeOptions(steps=s)  # validates the range
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        raise ConfigError("--batch-size and --limit must be ≥ 1")
+
+    clips = load_manifest(args.manifest)[: args.limit]
+    model = load(args.model, device=args.device)
+    unsupported = sorted({c.lang for c in clips} - set(model.config.languages))
+    if unsupported:
+        raise DataError(f"{args.manifest}: the model does not support {', '.join(unsupported)}")
+    if args.threads:
+        set_threads(model, args.threads)
+    arrays = [load_audio(c.audio) for c in clips]
+    durations = [a.size / SAMPLE_RATE for a in arrays]
+
+    configs = [("diffusion", s) for s in steps] if "diffusion" in decoders else []
+    configs += [("ctc", 1)] if "ctc" in decoders else []
+    fw = load_faster_whisper(args.threads) if args.baseline else None
+    total = len(clips) * (len(configs) + (fw is not None))
+    bar = tqdm(total=total, unit="clip", desc="eval", disable=not sys.stderr.isatty())
+    # Warm-up (lazy encoder load, first-call allocations) on the shortest clip, not timed.
+    warm = min(range(len(clips)), key=lambda i: durations[i])
+    run_diffasr(model, [clips[warm]], [arrays[warm]], configs[0][0] if configs else "ctc", configs[0][1] if configs else 1, 1)
+    runs = [run_diffasr(model, clips, arrays, d, s, args.batch_size, args.seed, args.sampler, bar) for d, s in configs]
+    if fw is not None:
+        faster_whisper_text(fw, arrays[warm], clips[warm].lang)
+        runs.append(run_faster_whisper(fw, clips, arrays, bar))
+    bar.close()
+
+    results = [dict(name=r.name, decoder=r.decoder, steps=r.steps, **score(r, clips, durations)) for r in runs]
+    summary = dict(
+        manifest=str(args.manifest), model=str(args.model or "default"),
+        command="diffasr " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "diffasr eval ...",
+        settings=dict(steps=steps, decoders=decoders, baseline=args.baseline, batch_size=args.batch_size,
+                      sampler=args.sampler, seed=args.seed, threads=args.threads, device=args.device),
+        n_clips=len(clips), audio_s=sum(durations), results=results,
+    )
+    print("Per language (error rate, real-time factor):\n" + language_table(results) + "\n")
+    print("Steps sweep:\n" + steps_table(results))
+    if args.report:
+        _write(args.report, report(summary))
+    if args.plot:
+        plot_steps(results, args.plot)
+    if args.json:
+        summary["clips"] = [
+            dict(audio=str(c.audio), lang=c.lang, subset=c.subset, duration=round(d, 3), text=c.text,
+                 hyps={r.name: h for r, h in zip(runs, hyps)})
+            for c, d, *hyps in zip(clips, durations, *(r.hyps for r in runs))
+        ]
+        _write(args.json, json.dumps(_finite(summary), ensure_ascii=False, indent=1))
+    return 0
+
+
+def _finite(x):
+    """NaN is not JSON: write null instead."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _write(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
