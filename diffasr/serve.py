@@ -1,0 +1,454 @@
+"""`diffasr serve`: an OpenAI-compatible transcription server with dynamic batching and a web page.
+
+    POST /v1/audio/transcriptions   multipart form as OpenAI's (file, model, language, response_format,
+                                    temperature) plus the extension field `steps`
+    GET  /v1/models, /health, /metrics (JSON counters, batch sizes included), /  (the web page)
+
+Every request runs the same number of denoising steps, so requests that arrive within `max_wait_ms`
+of the first (up to `max_batch`) with equal DecodeOptions are decoded by one `transcribe()` call.
+All model work runs in one worker thread; the event loop only parses forms and waits, and audio is
+decoded in a thread pool. Bad input of any kind is a 4xx with an OpenAI-style JSON error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import io
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from .audio import SAMPLE_RATE, load_audio
+from .diffusion import DecodeOptions
+from .errors import AudioError, ConfigError, DiffasrError
+from .transcribe import Transcription, transcribe
+from .writers import write_srt, write_txt, write_vtt
+
+log = logging.getLogger("diffasr.serve")
+
+MB = 1 << 20
+FORM_OVERHEAD = 64 * 1024  # bytes of a multipart body that are not the file: boundaries, headers, fields
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+FIELDS = ("file", "model", "language", "response_format", "temperature", "steps")
+MODEL_ALIASES = ("whisper-1",)  # what OpenAI clients send by default; there is one model to pick
+
+
+class ApiError(Exception):
+    """A request the server refuses; becomes `{"error": {message, type, param, code}}` with `status`."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type_: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+# ---------------------------------------------------------------------- batching
+
+
+@dataclass
+class _Job:
+    audio: np.ndarray
+    options: DecodeOptions
+    future: asyncio.Future
+    queued: float  # loop.time() at submission
+
+
+@dataclass
+class Metrics:
+    started: float = field(default_factory=time.time)
+    responses: collections.Counter = field(default_factory=collections.Counter)  # status code -> count
+    batch_sizes: collections.Counter = field(default_factory=collections.Counter)  # jobs per batch -> count
+    batches: int = 0
+    items: int = 0
+    model_seconds: float = 0.0
+    audio_seconds: float = 0.0
+    in_flight: int = 0
+
+
+class Batcher:
+    """Queue of decode jobs; a single loop groups them and runs each group in the model thread.
+
+    A group is the oldest pending job plus every later job with equal options, closed when it holds
+    `max_batch` jobs or when the oldest has waited `max_wait_s`. Jobs with other options wait for a
+    later group; none is dropped or reordered within its options.
+    """
+
+    def __init__(self, model, max_batch: int, max_wait_s: float, metrics: Metrics):
+        self.model, self.max_batch, self.max_wait_s, self.metrics = model, max_batch, max_wait_s, metrics
+        self.pending: collections.deque[_Job] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="diffasr-model")  # torch work stays on one thread
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._loop(), name="diffasr-batcher")
+
+    async def close(self) -> None:
+        """Finish the jobs already queued, then stop (uvicorn calls this after in-flight requests end)."""
+        while self.pending and self.task and not self.task.done():
+            await asyncio.sleep(0.01)
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.worker.shutdown(wait=True)
+
+    async def submit(self, audio: np.ndarray, options: DecodeOptions) -> tuple[Transcription, int]:
+        """Decode one array; returns its Transcription and the size of the batch it ran in."""
+        loop = asyncio.get_running_loop()
+        job = _Job(audio, options, loop.create_future(), loop.time())
+        self.pending.append(job)
+        self.wakeup.set()
+        return await job.future
+
+    def _group(self) -> list[_Job]:
+        first = self.pending[0]
+        return [j for j in self.pending if j.options == first.options][: self.max_batch]
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self.pending:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            deadline = self.pending[0].queued + self.max_wait_s
+            while len(self._group()) < self.max_batch and (left := deadline - loop.time()) > 0:
+                self.wakeup.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), left)
+            jobs = self._group()
+            for j in jobs:
+                self.pending.remove(j)
+            await self._run(jobs)
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        options = jobs[0].options
+        t0 = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self.worker, self._decode, [j.audio for j in jobs], options)
+        except Exception as e:
+            if len(jobs) > 1:  # find the culprit: the others must not fail with it
+                log.warning("batch of %d failed (%r); decoding its requests one by one", len(jobs), e)
+                for j in jobs:
+                    await self._run([j])
+                return
+            if not isinstance(e, DiffasrError):
+                log.exception("decoding failed")
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(e)
+            return
+        seconds = time.perf_counter() - t0
+        audio_s = sum(r.duration for r in results)
+        m = self.metrics
+        m.batches += 1
+        m.items += len(jobs)
+        m.batch_sizes[len(jobs)] += 1
+        m.model_seconds += seconds
+        m.audio_seconds += audio_s
+        log.info("batch size=%d audio=%.1fs steps=%d seconds=%.3f", len(jobs), audio_s, options.steps, seconds)
+        for j, r in zip(jobs, results):
+            if not j.future.done():  # the client may have gone away
+                j.future.set_result((r, len(jobs)))
+
+    def _decode(self, audios: list[np.ndarray], options: DecodeOptions) -> list[Transcription]:
+        return transcribe(self.model, audios, options=options, batch_size=self.max_batch)
+
+
+# ---------------------------------------------------------------------- request parsing
+
+
+def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
+    """Validate the form's fields into DecodeOptions and a response format; ApiError(400) otherwise."""
+    unknown = sorted(set(form.keys()) - set(FIELDS))
+    if unknown:
+        raise ApiError(400, f"unknown parameter {unknown[0]!r} (this server accepts {', '.join(FIELDS)})",
+                       param=unknown[0], code="unknown_parameter")
+    for key, value in form.multi_items():
+        if key != "file" and not isinstance(value, str):
+            raise ApiError(400, f"{key} must be a plain form field, not a file", param=key, code="invalid_value")
+    name = form.get("model") or model_name
+    if name not in (model_name, *MODEL_ALIASES):
+        raise ApiError(404, f"model {name!r} does not exist; this server runs {model_name!r}", param="model",
+                       code="model_not_found")
+    fmt = form.get("response_format") or "json"
+    if fmt not in FORMATS:
+        raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}, not {fmt!r}",
+                       param="response_format", code="invalid_value")
+    language = (form.get("language") or "").strip().lower()
+    language = None if language in ("", "auto") else language
+    if language is not None and language not in model.config.languages:
+        raise ApiError(400, f"language {language!r} is not supported (choose from {', '.join(model.config.languages)}, "
+                            "or leave it out to detect it)", param="language", code="unsupported_language")
+    steps = _number(form, "steps", int, 8)
+    temperature = _number(form, "temperature", float, 0.0)
+    try:
+        options = DecodeOptions(steps=steps, language=language, temperature=temperature)
+    except ConfigError as e:
+        param = next((f for f in ("steps", "temperature") if str(e).startswith(f)), None)
+        raise ApiError(400, str(e), param=param, code="invalid_value") from None
+    return options, fmt
+
+
+def _number(form, name: str, kind: type, default):
+    value = form.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise ApiError(400, f"{name} must be {'an integer' if kind is int else 'a number'}, not {value!r}",
+                       param=name, code="invalid_value")
+    return number
+
+
+def _decode_upload(data: bytes, max_duration_s: float) -> np.ndarray:
+    """Uploaded bytes -> 16 kHz array, refusing (AudioError) what is undecodable or too long.
+
+    The header is probed first, so a small file that would expand to hours is refused before decoding.
+    """
+    probed = _probe_duration(data)
+    if probed is not None and probed > max_duration_s:
+        raise ApiError(400, f"audio is {probed:.0f} s long; this server accepts at most {max_duration_s:g} s",
+                       param="file", code="audio_too_long")
+    try:
+        audio = load_audio(data)
+    except AudioError:
+        raise
+    except Exception as e:  # a decoder failing on hostile bytes is still the input's fault
+        log.warning("audio decode failed: %r", e)
+        raise AudioError(f"not a readable audio file ({type(e).__name__})") from None
+    if audio.size / SAMPLE_RATE > max_duration_s:
+        raise ApiError(400, f"audio is {audio.size / SAMPLE_RATE:.0f} s long; this server accepts at most "
+                            f"{max_duration_s:g} s", param="file", code="audio_too_long")
+    return audio
+
+
+def _probe_duration(data: bytes) -> float | None:
+    """Seconds of audio according to the container header, or None if it does not say."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+        return info.frames / info.samplerate
+    except Exception:
+        pass
+    try:
+        import av
+
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            return container.duration / 1e6 if container.duration else None  # microseconds (av.time_base)
+    except Exception:
+        return None
+
+
+def _render(result: Transcription, fmt: str, batch_size: int):
+    headers = {"x-diffasr-batch-size": str(batch_size)}
+    if fmt == "json":
+        return JSONResponse({"text": result.text}, headers=headers)
+    if fmt == "verbose_json":
+        body = {
+            "task": "transcribe", "language": result.language, "duration": result.duration, "text": result.text,
+            "segments": [{"id": i, "start": s.start, "end": s.end, "text": s.text} for i, s in enumerate(result.segments)],
+            "words": [{"word": w.text, "start": w.start, "end": w.end, "confidence": round(w.confidence, 4)}
+                      for w in getattr(result, "words", [])],
+            # extensions: per-token confidence at the last denoising step, and how the text was decoded
+            "tokens": [{"id": t, "text": s, "confidence": round(c, 4)}
+                       for t, s, c in zip(result.tokens, result.token_strings, result.confidences)],
+            "language_probability": getattr(result, "language_probability", None),
+            "decoder": result.decoder, "steps": result.steps_run,
+        }
+        return JSONResponse(body, headers=headers)
+    writer = {"text": write_txt, "srt": write_srt, "vtt": write_vtt}[fmt]
+    media = "text/vtt" if fmt == "vtt" else "text/plain"
+    return PlainTextResponse(writer(result), media_type=media, headers=headers)
+
+
+# ---------------------------------------------------------------------- the app
+
+
+class _Guard:
+    """ASGI middleware: refuses bodies over `limit` bytes (413) while they stream in; counts response codes."""
+
+    def __init__(self, app, limit: int, metrics: Metrics):
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = ApiError(413, f"request body exceeds the upload limit of {self.limit / MB:.1f} MB",
+                             param="file", code="file_too_large")
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            self.metrics.responses[413] += 1
+            return await too_large.response()(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise too_large
+            return message
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                self.metrics.responses[message["status"]] += 1
+            await send(message)
+
+        await self.app(scope, limited_receive, counting_send)
+
+
+def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wait_ms: float = 30,
+               max_upload_mb: float = 25, max_duration_s: float = 600):
+    """The FastAPI app serving `model` (a loaded DiffusionASR). Run it with uvicorn."""
+    for ok, msg in [(max_batch >= 1, f"max_batch must be ≥ 1, not {max_batch}"),
+                    (max_wait_ms >= 0, f"max_wait_ms must be ≥ 0, not {max_wait_ms}"),
+                    (max_upload_mb > 0, f"max_upload_mb must be > 0, not {max_upload_mb}"),
+                    (max_duration_s > 0, f"max_duration_s must be > 0, not {max_duration_s}")]:
+        if not ok:
+            raise ConfigError(msg)
+    model_name = model_name or f"diffasr-{model.config.preset}"
+    max_upload = int(max_upload_mb * MB)
+    metrics = Metrics()
+    page = resources.files("diffasr").joinpath("web/index.html")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        app.state.batcher = Batcher(model, max_batch, max_wait_ms / 1000, metrics)
+        app.state.batcher.start()
+        yield
+        await app.state.batcher.close()
+
+    app = FastAPI(title="diffasr", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_Guard, limit=max_upload + FORM_OVERHEAD, metrics=metrics)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, e: ApiError):
+        return e.response()
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, e: HTTPException):
+        return ApiError(e.status_code, str(e.detail), code="not_found" if e.status_code == 404 else None).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, e):
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        return ApiError(400, f"invalid request: {problems}").response()
+
+    @app.exception_handler(Exception)
+    async def _server_error(request, e):
+        log.exception("internal error")
+        return ApiError(500, "internal server error", type_="server_error").response()
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request):
+        metrics.in_flight += 1
+        try:
+            try:
+                async with request.form(max_files=1, max_fields=len(FIELDS) + 4) as form:
+                    options, fmt = _options(form, model, model_name)
+                    upload = form.get("file")
+                    if upload is None or isinstance(upload, str):
+                        raise ApiError(400, "missing the audio `file` (a multipart file upload)", param="file",
+                                       code="missing_file")
+                    data = await upload.read()
+            except ClientDisconnect:
+                raise ApiError(400, "client disconnected during upload") from None
+            if len(data) > max_upload:
+                raise ApiError(413, f"file is {len(data) / MB:.1f} MB; the limit is {max_upload_mb:g} MB",
+                               param="file", code="file_too_large")
+            try:
+                audio = await asyncio.to_thread(_decode_upload, data, max_duration_s)
+            except AudioError as e:
+                raise ApiError(400, f"could not decode the audio: {e}", param="file", code="invalid_audio") from None
+            try:
+                result, batch_size = await request.app.state.batcher.submit(audio, options)
+            except DiffasrError as e:  # audio that decodes but cannot be transcribed (e.g. nothing the VAD can use)
+                raise ApiError(400, f"could not transcribe the audio: {e}", param="file", code="invalid_audio") from None
+            return _render(result, fmt, batch_size)
+        finally:
+            metrics.in_flight -= 1
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": int(metrics.started),
+                                            "owned_by": "diffasr"}]}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_name, "languages": list(model.config.languages),
+                "default_steps": DecodeOptions.steps, "max_upload_mb": max_upload_mb, "max_duration_s": max_duration_s}
+
+    @app.get("/metrics")
+    async def metrics_():
+        m = metrics
+        return {
+            "uptime_s": round(time.time() - m.started, 3), "in_flight": m.in_flight,
+            "queue_depth": len(app.state.batcher.pending),
+            "responses": {str(k): v for k, v in sorted(m.responses.items())},
+            "batches_run": m.batches, "items_decoded": m.items,
+            "batch_sizes": {str(k): v for k, v in sorted(m.batch_sizes.items())},
+            "max_batch_size_seen": max(m.batch_sizes, default=0),
+            "mean_batch_size": round(m.items / m.batches, 3) if m.batches else 0.0,
+            "model_seconds_total": round(m.model_seconds, 3), "audio_seconds_total": round(m.audio_seconds, 3),
+            "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+        }
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        if not page.is_file():
+            raise ApiError(404, "the web page is not installed (diffasr/web/index.html)", code="not_found")
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    return app
+
+
+# ---------------------------------------------------------------------- CLI: diffasr serve
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--max-batch", type=int, default=8, help="most requests decoded together (default 8)")
+    p.add_argument("--max-wait-ms", type=float, default=30, help="how long a request waits for others to join "
+                                                                  "its batch (default 30)")
+    p.add_argument("--max-upload-mb", type=float, default=25, help="largest accepted upload (default 25)")
+    p.add_argument("--max-duration-s", type=float, default=600, help="longest accepted audio (default 600)")
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from . import load
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = load(args.model, device=args.device)
+    app = create_app(model, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                     max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s)
+    log.info("serving %s on http://%s:%d (max batch %d, max wait %g ms)", f"diffasr-{model.config.preset}",
+             args.host, args.port, args.max_batch, args.max_wait_ms)
+    # uvicorn handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then run the lifespan exit.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
