@@ -1,13 +1,18 @@
-"""From audio to text: batching, windows of ≤ 30 s, the two decoders, results, and the CLI command.
+"""From audio to text: voice activity, chunks, batching, the two decoders, timestamps, language id, CLI.
 
-`transcribe(model, audio, ...)` is the one entry point (also `model.transcribe`). It decodes the
-input, runs the frozen encoder, the projector and either greedy CTC or the diffusion sampler, and
-returns `Transcription` objects with text, language, per-token confidences and stage timings.
+`transcribe(model, audio, ...)` is the one entry point (also `model.transcribe`). For each input it
+finds speech with the VAD (vad.py: silence or noise gives empty text, no segments), cuts audio over
+30 s into chunks at pauses (each chunk is a segment), identifies the language when none is given,
+decodes the chunks of all inputs in batches (encoder, projector, greedy CTC or the diffusion
+sampler), times each word by CTC forced alignment of the final tokens over the audio tokens
+(align.py) and returns `Transcription` objects. Files longer than STREAM_SECONDS are decoded block
+by block, twice, and never held whole in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .align import Word, ctc_align, words_from_tokens
 from .audio import MAX_SAMPLES, SAMPLE_RATE, AudioInput, load_audio
-from .diffusion import DecodeOptions, canvas_length, random_canvas, sample
+from .diffusion import DecodeOptions, canvas_length, corrupt, random_canvas, sample
+from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
 from .tokenizer import LANGUAGES
+from .vad import Chunk, file_duration, fixed_chunks, read_chunks, scan_file, speech_chunks
+
+STREAM_SECONDS = 600.0  # files longer than this are streamed (two block-wise passes) instead of loaded
+LANGID_METHOD = "whisper"  # "whisper" | "model": see identify_language; benchmarks/langid.py compares them
 
 
 @dataclass
@@ -35,11 +46,13 @@ class Transcription:
     tokens: list[int] = field(default_factory=list)  # transcript token ids
     confidences: list[float] = field(default_factory=list)  # one per token, in [0, 1]
     token_strings: list[str] = field(default_factory=list)
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)  # one per speech chunk, absolute times
     duration: float = 0.0  # seconds of audio
     decoder: str = "diffusion"
     steps_run: int = 0
     timings: dict = field(default_factory=dict)  # seconds per stage, for this batch
+    words: list[Word] = field(default_factory=list)  # CTC-aligned, absolute times, inside their segment
+    language_probability: float | None = None  # when the language was identified, not given
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -72,9 +85,28 @@ def _until_eos(ids: list[int], conf: list[float], tok) -> tuple[list[int], list[
     return keep_ids, keep_conf
 
 
+def _align_words(model, ids: list[int], conf: list[float], log_probs: torch.Tensor, duration: float) -> list[Word]:
+    """Words of one piece, times relative to its start. log_probs: CTC log-probabilities (T, V)."""
+    if not ids:
+        return []
+    tok = model.tokenizer
+    vocab = sorted(set(ids))  # align over the columns that matter: blank + the transcript's tokens
+    cols = torch.tensor([tok.pad] + vocab, device=log_probs.device)
+    col_of = {v: i + 1 for i, v in enumerate(vocab)}
+    spans = ctc_align(log_probs[:, cols].float().cpu().numpy(), [col_of[i] for i in ids], blank=0)
+    if spans is None:  # more tokens than audio tokens (CTC cannot place them): spread them evenly
+        edges = np.linspace(0.0, duration, len(ids) + 1)
+        times = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    else:
+        spt = model.projector.factor / FRAMES_PER_SECOND  # seconds per audio token (0.08 at 4×)
+        times = [(min(a * spt, duration), min((b + 1) * spt, duration)) for a, b in spans.tolist()]
+    return words_from_tokens(tok, ids, tok.token_strings(ids), times, conf)
+
+
 @torch.no_grad()
-def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, languages: list) -> list[Transcription]:
-    """Transcribe ≤ 30 s arrays as one batch."""
+def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, languages: list,
+                 word_timestamps: bool = True) -> list[Transcription]:
+    """Transcribe ≤ 30 s arrays as one batch (word times relative to each array's start)."""
     tok = model.tokenizer
     times = {}
     t0 = time.perf_counter()
@@ -83,7 +115,8 @@ def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, langua
 
     t0 = time.perf_counter()
     audio_tokens, n_audio = model.project(feats)
-    ctc_ids = ctc_greedy(model.ctc_logits(audio_tokens), n_audio, blank=tok.pad)
+    ctc = model.ctc_logits(audio_tokens)
+    ctc_ids = ctc_greedy(ctc, n_audio, blank=tok.pad)
     times["projector_ctc"] = time.perf_counter() - t0
 
     results = []
@@ -91,120 +124,246 @@ def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, langua
         for a, ids, lang in zip(audios, ctc_ids, languages):
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=[1.0] * len(ids),
                                          token_strings=tok.token_strings(ids), duration=a.size / SAMPLE_RATE, decoder="ctc"))
-        for r in results:
-            r.timings = dict(times)
-        return results
+    else:
+        # Rows are grouped by canvas length and each row draws its noise from its own generator
+        # seeded with options.seed, so a clip's transcript does not depend on its batch-mates.
+        lengths = [canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc_ids]
+        times["prefill"] = times["denoise"] = 0.0
+        out_rows: dict[int, tuple[list[int], list[float], int]] = {}
+        for L in sorted(set(lengths)):
+            rows = [i for i, l in enumerate(lengths) if l == L]
+            t0 = time.perf_counter()
+            cache, mask, _ = model.prefill(audio_tokens[rows], n_audio[rows], [languages[i] for i in rows])
+            times["prefill"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
+            init = random_canvas(len(rows), L, tok.vocab_size, gens)
+            if options.init == "ctc":  # seed the canvas with the CTC transcript, EOS, then padding
+                for j, i in enumerate(rows):
+                    row = (ctc_ids[i] + [tok.eos])[:L]
+                    init[j, : len(row)] = torch.tensor(row)
+                    init[j, len(row):] = tok.pad
 
-    t0 = time.perf_counter()
-    cache, mask, _ = model.prefill(audio_tokens, n_audio, languages)
-    times["prefill"] = time.perf_counter() - t0
+            def step_fn(canvas, sc, cache=cache, mask=mask):
+                return model.backbone.denoise(cache, mask, canvas, sc)
 
-    t0 = time.perf_counter()
-    L = max(canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc_ids)
-    g = torch.Generator().manual_seed(options.seed)
-    init = random_canvas(len(audios), L, tok.vocab_size, g)
-    if options.init == "ctc":  # seed the canvas with the CTC transcript, EOS, then padding
-        for i, ids in enumerate(ctc_ids):
-            row = (ids + [tok.eos])[:L]
-            init[i, : len(row)] = torch.tensor(row)
-            init[i, len(row):] = tok.pad
-    init = init.to(model.device)
-
-    def step_fn(canvas, sc):
-        return model.backbone.denoise(cache, mask, canvas, sc)
-
-    out = sample(step_fn, init, tok.vocab_size, options, g)
-    times["denoise"] = time.perf_counter() - t0
-    times["steps_run"] = out.steps_run
-    for i, (a, lang) in enumerate(zip(audios, languages)):
-        ids, conf = _until_eos(out.tokens[i].tolist(), out.confidence[i].tolist(), tok)
-        results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=conf,
-                                     token_strings=tok.token_strings(ids), duration=a.size / SAMPLE_RATE,
-                                     decoder="diffusion", steps_run=out.steps_run, timings=dict(times)))
+            out = sample(step_fn, init.to(model.device), tok.vocab_size, options,
+                         torch.Generator().manual_seed(options.seed), row_generators=gens)
+            times["denoise"] += time.perf_counter() - t0
+            for j, i in enumerate(rows):
+                ids, conf = _until_eos(out.tokens[j].tolist(), out.confidence[j].tolist(), tok)
+                out_rows[i] = (ids, conf, out.steps_run)
+        times["steps_run"] = max(r[2] for r in out_rows.values())
+        for i, (a, lang) in enumerate(zip(audios, languages)):
+            ids, conf, steps_run = out_rows[i]
+            results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=conf,
+                                         token_strings=tok.token_strings(ids), duration=a.size / SAMPLE_RATE,
+                                         decoder="diffusion", steps_run=steps_run))
+    if word_timestamps:
+        t0 = time.perf_counter()
+        log_probs = ctc.float().log_softmax(-1)
+        for r, lp, n in zip(results, log_probs, n_audio.tolist()):
+            r.words = _align_words(model, r.tokens, r.confidences, lp[:n], r.duration)
+        times["align"] = time.perf_counter() - t0
+    for r in results:
+        r.timings = dict(times)
     return results
 
 
-def _windows(audio: np.ndarray) -> list[np.ndarray]:
-    """Split audio longer than 30 s into ≤ 30 s windows (fixed cuts; long-form VAD does better)."""
-    return [audio[i: i + MAX_SAMPLES] for i in range(0, max(1, audio.size), MAX_SAMPLES)]
+# ---------------------------------------------------------------------- language identification
+
+
+def identify_language(model, audio: np.ndarray, method: str = LANGID_METHOD) -> list[tuple[str, float]]:
+    """Languages of the model with probabilities, best first, from (the first 30 s of) 16 kHz speech.
+
+    "whisper": CTranslate2 Whisper's language head over the frozen encoder (input zero-padded to
+    ≥ 10 s; "whisper30" pads to the 30-s window Whisper was trained on), restricted to the
+    model's languages (falls back to "model" when the encoder has no such head, e.g. the hf backend).
+    "model": the decoder's own language tokens: the likelihood of the CTC transcript under each
+    `<|lang|>` prompt (see `_model_language_scores`).
+    """
+    audio = audio[:MAX_SAMPLES]
+    languages = tuple(model.config.languages)
+    if method not in ("whisper", "whisper30", "model"):
+        raise ConfigError(f"language id method must be 'whisper', 'whisper30' or 'model', not {method!r}")
+    if method != "model" and hasattr(model.encoder, "detect_language"):
+        return model.encoder.detect_language(audio, languages, min_seconds=30.0 if method == "whisper30" else 10.0)
+    return _model_language_scores(model, audio, languages)
+
+
+@torch.no_grad()
+def _model_language_scores(model, audio: np.ndarray, languages: tuple[str, ...],
+                           rates: tuple[float, ...] = (0.3, 0.7)) -> list[tuple[str, float]]:
+    """Score each `<|lang|>` prompt by how well the denoiser restores the CTC transcript (+ EOS)
+    from a corrupted copy (fixed seed, a few corruption rates): a one-step, Monte Carlo estimate of
+    log p(transcript | audio, lang). The CTC head ignores the prompt, so the transcript is shared."""
+    tok = model.tokenizer
+    audio_tokens, n_audio = model.project(model.encode([audio]))
+    ids = ctc_greedy(model.ctc_logits(audio_tokens), n_audio, blank=tok.pad)[0]
+    L = canvas_length(len(ids), DecodeOptions(), model.config.canvas_length)
+    clean = torch.full((1, L), tok.pad, dtype=torch.long)
+    row = (ids + [tok.eos])[:L]
+    clean[0, : len(row)] = torch.tensor(row)
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.cat([corrupt(clean, torch.tensor([r]), tok.vocab_size, g) for r in rates])  # (R, L)
+    K, R = len(languages), len(rates)
+    cache, mask, _ = model.prefill(audio_tokens.repeat(K * R, 1, 1), n_audio.repeat(K * R),
+                                   [lang for lang in languages for _ in rates])
+    logits = model.backbone.denoise(cache, mask, noisy.repeat(K, 1).to(model.device), None)  # (K·R, L, V)
+    target = clean.to(model.device).expand(K * R, -1)[..., None]
+    score = logits.float().log_softmax(-1).gather(-1, target)[..., 0].sum(-1).view(K, R).mean(-1)
+    probs = score.softmax(0).tolist()
+    return sorted(zip(languages, probs), key=lambda x: -x[1])
+
+
+# ---------------------------------------------------------------------- long-form orchestration
+
+
+@dataclass
+class _Piece:
+    job: "_Job"
+    span: Chunk  # samples decoded (word times are relative to its start)
+    segment: Chunk  # the segment it reports (the speech inside span, or span itself)
+    audio: np.ndarray
+
+
+class _Job:
+    """One input on its way through `transcribe`: plan its chunks, identify its language, collect parts."""
+
+    def __init__(self, model, source, options: DecodeOptions, vad: bool):
+        self.model, self.source, self.options, self.vad = model, source, options, vad
+        self.language, self.language_probability = options.language, None
+        self.n_samples = 0
+        self.parts: list[tuple[_Piece, Transcription]] = []
+        self.timings: dict = {}
+
+    def pieces(self):
+        """Yields _Piece objects in order; audio of a long file is read as the pieces are consumed."""
+        t0 = time.perf_counter()
+        if _is_long_file(self.source):
+            chunks, self.n_samples = scan_file(self.source, use_vad=self.vad)
+            plan = [(c, c) for c in chunks]
+            audios = read_chunks(self.source, chunks)
+        else:
+            audio = load_audio(self.source)
+            self.n_samples = audio.size
+            self.timings["audio_decode"] = time.perf_counter() - t0
+            chunks = speech_chunks(audio) if self.vad else fixed_chunks(audio.size)
+            if self.vad and chunks and audio.size <= MAX_SAMPLES:  # fits one window: decode it whole
+                plan = [(Chunk(0, audio.size), Chunk(chunks[0].start, chunks[-1].end))]
+            else:
+                plan = [(c, c) for c in chunks]
+            audios = (audio[c.start: c.end] for c, _ in plan)
+        self.timings["vad"] = time.perf_counter() - t0 - self.timings.get("audio_decode", 0.0)
+        items = zip(plan, audios)
+        if self.language is None and plan:
+            head, total = [], 0  # the first ≤ 30 s of speech (chunks are read, not skipped)
+            for item in items:
+                head.append(item)
+                total += item[1].size
+                if total >= MAX_SAMPLES:
+                    break
+            t0 = time.perf_counter()
+            ranked = identify_language(self.model, np.concatenate([a for _, a in head]))
+            self.language, self.language_probability = ranked[0][0], round(float(ranked[0][1]), 4)
+            self.timings["language_id"] = time.perf_counter() - t0
+            items = itertools.chain(head, items)
+        for (span, segment), a in items:
+            yield _Piece(self, span, segment, a)
+
+    def result(self) -> Transcription:
+        parts = [(p, t) for p, t in self.parts if t.text]
+        segments, words = [], []
+        for p, t in parts:
+            lo, hi = round(p.segment.start_s, 3), round(p.segment.end_s, 3)
+            segments.append(Segment(start=lo, end=hi, text=t.text))
+            for w in t.words:  # absolute, clamped into the segment (monotonic within and across)
+                s = min(max(w.start + p.span.start_s, lo), hi)
+                e = min(max(w.end + p.span.start_s, s), hi)
+                words.append(Word(round(s, 3), round(e, 3), w.text, round(w.confidence, 4)))
+        sep = "" if self.language == "zh" else " "
+        return Transcription(
+            text=sep.join(t.text for _, t in parts).strip(), language=self.language,
+            tokens=[i for _, t in parts for i in t.tokens], confidences=[c for _, t in parts for c in t.confidences],
+            token_strings=[s for _, t in parts for s in t.token_strings], segments=segments,
+            duration=self.n_samples / SAMPLE_RATE, decoder=self.options.decoder,
+            steps_run=max((t.steps_run for _, t in self.parts), default=0), timings=self.timings,
+            words=words, language_probability=self.language_probability,
+        )
+
+
+def _is_long_file(source) -> bool:
+    if not isinstance(source, (str, Path)) or not Path(source).is_file():
+        return False
+    seconds = file_duration(source)
+    return seconds is not None and seconds > STREAM_SECONDS
 
 
 def transcribe(model, audio, steps: int = 8, language: str | None = None, batch_size: int = 8,
-               options: DecodeOptions | None = None, **kwargs):
-    """Transcribe one input (-> Transcription) or a list of inputs (-> list, processed in batches).
+               options: DecodeOptions | None = None, *, vad: bool = True, word_timestamps: bool = True, **kwargs):
+    """Transcribe one input (-> Transcription) or a list of inputs (-> list, chunks decoded in batches).
 
     audio: a path, bytes, a file object, a 16 kHz array, (array, sample_rate), or a list of these.
     steps, language and any DecodeOptions field (decoder="ctc", sampler=..., seed=...) may be given
-    as keywords; `options` replaces them all. Audio over 30 s is cut into windows and joined.
+    as keywords; `options` replaces them all. language None or "auto": identified per input.
+    vad=False skips voice activity detection (fixed 30-s windows, no silence removal);
+    word_timestamps=False skips the alignment (`words` stays empty).
     """
     single = not isinstance(audio, list)
     items = [audio] if single else list(audio)
     if options is None:
         options = DecodeOptions(steps=steps, language=language, **kwargs)
+    if options.language == "auto":
+        options = dataclasses.replace(options, language=None)
     if options.language is not None and options.language not in model.config.languages:
         raise ConfigError(f"language {options.language!r} not supported (choose from {', '.join(model.config.languages)})")
     if batch_size < 1:
         raise ConfigError("batch_size must be ≥ 1")
-    t0 = time.perf_counter()
-    arrays = [load_audio(x) for x in items]
-    t_decode = time.perf_counter() - t0
-    # Flatten windows of every input, decode them in batches, then stitch per input.
-    pieces = [(i, w) for i, a in enumerate(arrays) for w in _windows(a)]
-    langs = [options.language] * len(pieces)
-    outs: list[Transcription] = []
-    for b in range(0, len(pieces), batch_size):
-        chunk = pieces[b: b + batch_size]
-        outs += decode_batch(model, [w for _, w in chunk], options, langs[b: b + batch_size])
-    results = []
-    for i, a in enumerate(arrays):
-        parts = [o for (j, _), o in zip(pieces, outs) if j == i]
-        results.append(_join(parts, a.size / SAMPLE_RATE, options.language, t_decode / len(arrays)))
+    jobs = [_Job(model, x, options, vad) for x in items]
+    pieces = (p for job in jobs for p in job.pieces())  # lazy: long files stream through
+    while batch := list(itertools.islice(pieces, batch_size)):
+        outs = decode_batch(model, [p.audio for p in batch], options, [p.job.language for p in batch], word_timestamps)
+        for p, o in zip(batch, outs):
+            p.job.parts.append((p, o))
+        for job in {id(p.job): p.job for p in batch}.values():  # batch timings once per input in it
+            for k, v in outs[0].timings.items():
+                job.timings[k] = max(job.timings.get(k, 0), v) if k == "steps_run" else job.timings.get(k, 0.0) + v
+    results = [job.result() for job in jobs]
     return results[0] if single else results
-
-
-def _join(parts: list[Transcription], duration: float, language, t_audio: float) -> Transcription:
-    sep = "" if language == "zh" else " "
-    segs, t = [], 0.0
-    for p in parts:
-        segs.append(Segment(start=round(t, 3), end=round(t + p.duration, 3), text=p.text))
-        t += p.duration
-    first = parts[0]
-    timings = {k: sum(p.timings.get(k, 0) for p in parts) for k in first.timings}
-    timings["audio_decode"] = t_audio
-    return Transcription(
-        text=sep.join(p.text for p in parts if p.text).strip(), language=first.language,
-        tokens=[t for p in parts for t in p.tokens], confidences=[c for p in parts for c in p.confidences],
-        token_strings=[s for p in parts for s in p.token_strings], segments=segs, duration=duration,
-        decoder=first.decoder, steps_run=max(p.steps_run for p in parts), timings=timings,
-    )
 
 
 # ---------------------------------------------------------------------- CLI: diffasr transcribe
 
 
 def add_arguments(p) -> None:
+    from .writers import WRITERS
+
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
     p.add_argument("--steps", type=int, default=8, help="denoising steps (default 8)")
-    p.add_argument("--language", default=None, choices=LANGUAGES, help="spoken language (default: auto)")
+    p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)")
     p.add_argument("--decoder", default="diffusion", choices=["diffusion", "ctc"], help="decoder (default diffusion)")
     p.add_argument("--sampler", default="refine", choices=["refine", "entropy"], help="sampler (default refine)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows decoded together (default 8)")
-    p.add_argument("--format", default="txt", choices=["txt", "json"], help="output format (default txt)")
+    p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
+    p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
     p.add_argument("--output-dir", default=None, help="write <dir>/<stem>.<format> per file instead of stdout")
+    p.add_argument("--no-vad", action="store_true", help="no voice activity detection: fixed 30-s windows, silence kept")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
 def run(args) -> int:
-    import json
     import sys
 
     from tqdm import tqdm
 
     from . import load
     from .errors import AudioError
+    from .writers import WRITERS
 
+    formats = list(WRITERS) if args.format == "all" else [args.format]
+    if len(formats) > 1 and not args.output_dir:
+        raise ConfigError("--format all writes several files: give --output-dir")
     options = DecodeOptions(steps=args.steps, language=args.language, decoder=args.decoder, sampler=args.sampler, seed=args.seed)
     model = load(args.model, device=args.device)
     out_dir = Path(args.output_dir) if args.output_dir else None
@@ -214,20 +373,21 @@ def run(args) -> int:
     bar = tqdm(args.files, unit="file", disable=len(args.files) < 2 or not sys.stderr.isatty())
     for f in bar:
         try:
-            r = transcribe(model, f, options=options, batch_size=args.batch_size)
+            r = transcribe(model, f, options=options, batch_size=args.batch_size, vad=not args.no_vad)
         except AudioError as e:
             if len(args.files) == 1:
                 raise
             print(f"diffasr transcribe: error: {e}", file=sys.stderr)
             failed += 1
             continue
-        text = r.text + "\n" if args.format == "txt" else json.dumps(r.to_dict(), ensure_ascii=False) + "\n"
-        if out_dir:
-            dest = out_dir / f"{Path(f).stem}.{args.format}"
-            tmp = dest.with_suffix(dest.suffix + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(dest)
-        else:
-            sys.stdout.write(text if len(args.files) == 1 or args.format == "json" else f"{f}: {text}")
-            sys.stdout.flush()
+        for fmt in formats:
+            text = WRITERS[fmt](r)
+            if out_dir:
+                dest = out_dir / f"{Path(f).stem}.{fmt}"
+                tmp = dest.with_name(dest.name + ".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(dest)  # atomic: a reader never sees half a file
+            else:
+                sys.stdout.write(f"{f}: {text}" if fmt == "txt" and len(args.files) > 1 else text)
+                sys.stdout.flush()
     return 1 if failed else 0

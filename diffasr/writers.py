@@ -1,4 +1,9 @@
-"""Output writers: txt, json, srt, vtt. Each takes a Transcription and returns a string."""
+"""Output writers: txt, json, srt, vtt. Each takes a Transcription and returns a string.
+
+json holds everything: text, language (+ probability when identified), segments, words with times
+and confidences, tokens with confidences, timings. srt/vtt cues are the segments (one per speech
+chunk), with times made monotonic (a cue never starts before the previous one ends).
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,17 @@ def _ts(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def _cues(result):
-    segs = [s for s in result.segments if s.text.strip()]
+def _cues(result) -> list[tuple[float, float, str]]:
+    segs = [(s.start, s.end, s.text.strip()) for s in result.segments if s.text.strip()]
     if not segs and result.text:
-        from .transcribe import Segment
-
-        segs = [Segment(0.0, result.duration, result.text)]
-    return segs
+        segs = [(0.0, result.duration, result.text.strip())]
+    cues, last = [], 0.0
+    for start, end, text in segs:
+        start = max(start, last)
+        end = max(end, start)
+        cues.append((start, end, text))
+        last = end
+    return cues
 
 
 def write_txt(result) -> str:
@@ -31,12 +40,12 @@ def write_json(result) -> str:
 
 
 def write_srt(result) -> str:
-    blocks = [f"{i}\n{_ts(s.start, ',')} --> {_ts(s.end, ',')}\n{s.text.strip()}\n" for i, s in enumerate(_cues(result), 1)]
+    blocks = [f"{i}\n{_ts(s, ',')} --> {_ts(e, ',')}\n{text}\n" for i, (s, e, text) in enumerate(_cues(result), 1)]
     return "\n".join(blocks)
 
 
 def write_vtt(result) -> str:
-    blocks = [f"{_ts(s.start, '.')} --> {_ts(s.end, '.')}\n{s.text.strip()}\n" for s in _cues(result)]
+    blocks = [f"{_ts(s, '.')} --> {_ts(e, '.')}\n{text}\n" for s, e, text in _cues(result)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
