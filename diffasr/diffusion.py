@@ -120,11 +120,14 @@ StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 @torch.no_grad()
-def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: DecodeOptions, generator: torch.Generator) -> SampleOutput:
+def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: DecodeOptions, generator: torch.Generator,
+           row_generators: list[torch.Generator] | None = None) -> SampleOutput:
     """Denoise `init` (B, L) in `options.steps` steps; `step_fn(canvas, sc) -> logits (B, L, V)`.
 
     The loop is the same for both schedulers: predict, let the scheduler commit / re-randomise,
-    feed the (temperature-scaled) logits back as self-conditioning.
+    feed the (temperature-scaled) logits back as self-conditioning. With `row_generators` (one per
+    row), re-randomised positions are drawn per row, so a row's result does not depend on which
+    other rows share its batch.
     """
     from diffusers import BlockRefinementScheduler, EntropyBoundScheduler
 
@@ -144,12 +147,15 @@ def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: Decode
         steps_run += 1
         if options.sampler == "refine":
             out = sched.step(logits, t, canvas, mask_token_id=None, temperature=options.temperature, generator=generator)
-            canvas, sc = out.prev_sample, logits
-            done = bool(sched._committed.all())
+            canvas, sc, kept = out.prev_sample, logits, sched._committed
+            done = bool(kept.all())
         else:
             out = sched.step(logits, t, canvas, generator=generator)
-            canvas, sc = out.prev_sample, out.pred_logits
+            canvas, sc, kept = out.prev_sample, out.pred_logits, out.accepted_index
             done = False
+        if row_generators is not None:
+            noise = torch.stack([torch.randint(0, vocab_size, canvas.shape[1:], generator=g) for g in row_generators])
+            canvas = torch.where(kept, canvas, noise.to(canvas.device))
         pred = logits.argmax(-1)
         if options.early_stop and done and prev_pred is not None and torch.equal(pred, prev_pred):
             break
@@ -163,6 +169,9 @@ def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: Decode
     return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
 
 
-def random_canvas(batch: int, length: int, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniformly random tokens (B, L): the diffusion prior the decoder starts from."""
+def random_canvas(batch: int, length: int, vocab_size: int, generator) -> torch.Tensor:
+    """Uniformly random tokens (B, L): the diffusion prior the decoder starts from. `generator` is one
+    torch.Generator, or a list with one per row (rows then independent of their batch-mates)."""
+    if isinstance(generator, list):
+        return torch.stack([torch.randint(0, vocab_size, (length,), generator=g) for g in generator])
     return torch.randint(0, vocab_size, (batch, length), generator=generator)

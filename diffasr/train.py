@@ -46,7 +46,7 @@ DEFAULTS = {
     "data": {"train": [], "dev": "", "cache": "data/features", "max_frames": 6000, "max_batch": 32, "dev_limit": 120,
              "max_seconds": 20.0},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01, "warmup_steps": 200, "max_steps": 20000,
-              "min_lr_ratio": 0.1, "time_budget_min": 0.0, "grad_clip": 1.0, "accumulate": 1, "bf16": True},
+              "min_lr_ratio": 0.1, "time_budget_min": 0.0, "stop_at": 0, "grad_clip": 1.0, "accumulate": 1, "bf16": True},
     "loss": {"diffusion": 1.0, "ar": 0.3, "ctc": 0.5, "ctc_warmup_steps": 300, "pad_weight": 0.1,
              "self_cond_prob": 0.5, "schedule": "linear", "lang_drop": 0.2, "spec_augment": True},
     "eval": {"every": 500, "save_every": 250, "steps": 8, "log_every": 20},
@@ -431,14 +431,15 @@ def train(cfg: dict, resume: bool = False) -> Path:
             state["utts"] += len(idx) * acc.num_processes
             state["wall"] += time.time() - t0
             for k, v in losses.items():
-                ema[k] = 0.9 * ema.get(k, float(v)) + 0.1 * float(v)
+                v = float(v.detach())
+                ema[k] = 0.9 * ema.get(k, v) + 0.1 * v
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()} | {"utt/s": f"{state['utts'] / max(1e-9, state['wall']):.1f}"})
             s = state["step"]
             if s % cfg["eval"]["log_every"] == 0:
                 state["history"].append({"kind": "train", "step": s, "wall": round(state["wall"], 1), **ema,
                                          "lr": opt.param_groups[0]["lr"]})
-            stop = s >= o["max_steps"] or (budget and time.time() - t_start > budget)
+            stop = s >= o["max_steps"] or (budget and time.time() - t_start > budget) or s == o["stop_at"]
             if acc.is_main_process and dev_ex and (s % cfg["eval"]["every"] == 0 or stop):
                 ev = evaluate_examples(acc.unwrap_model(lossmod).model, dev_ex, steps=cfg["eval"]["steps"])
                 state["history"].append({"kind": "eval", "step": s, "wall": round(state["wall"], 1), **ev})
