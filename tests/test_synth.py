@@ -162,3 +162,28 @@ def test_kokoro_one_utterance(tmp_path):
 def test_weights_cover_all_languages():
     assert set(synth.WEIGHTS) == set(LANGS)
     assert all(w.get("kokoro", 0) >= 0.65 for w in synth.WEIGHTS.values())
+
+
+def test_perturb_makes_deterministic_resumable_copies(tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from diffasr.cli import main as cli
+
+    src = tmp_path / "src"
+    (src / "audio").mkdir(parents=True)
+    t = np.arange(32000) / 16000
+    sf.write(src / "audio" / "a.flac", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+    (src / "manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "audio/a.flac", "text": "hi there", "lang": "en",
+                                                    "duration_s": 2.0}) + "\n")
+    args = ["corpus", "perturb", "--manifest", str(src / "manifest.jsonl"), "--copies", "3", "--workers", "1"]
+    assert cli(args + ["--out", str(tmp_path / "p1")]) == 0
+    assert cli(args + ["--out", str(tmp_path / "p1")]) == 0  # resume: nothing new
+    assert cli(args + ["--out", str(tmp_path / "p2")]) == 0
+    rows = [json.loads(l) for l in (tmp_path / "p1" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a_p0", "a_p1", "a_p2"] and all(r["text"] == "hi there" for r in rows)
+    for r in rows:
+        x, sr = sf.read(tmp_path / "p1" / r["audio"])
+        assert sr == 16000 and abs(len(x) / sr - r["duration_s"]) < 0.01 and 1.7 < r["duration_s"] < 2.3
+        assert (tmp_path / "p1" / r["audio"]).read_bytes() == (tmp_path / "p2" / r["audio"]).read_bytes()

@@ -328,7 +328,10 @@ def _worker_init() -> None:
 # ----------------------------------------------------------------------------------------- CLI / driver
 
 def add_arguments(parser) -> None:
+    from . import perturb
+
     sub = parser.add_subparsers(dest="corpus_command", metavar="ACTION")
+    perturb.add_arguments(sub)
     p = sub.add_parser("synth", help="synthesise a multilingual speech corpus with offline TTS",
                        description="Synthesise a multilingual speech corpus with offline TTS engines.")
     p.add_argument("--langs", default=",".join(LANGS), help="comma list of languages (default: all six)")
@@ -421,8 +424,12 @@ def _check_corpus_json(out: Path, cfg: dict) -> None:
 
 
 def run(args) -> int:
+    if getattr(args, "corpus_command", None) == "perturb":
+        from . import perturb
+
+        return perturb.run(args)
     if getattr(args, "corpus_command", None) != "synth":
-        raise ConfigError("usage: diffasr corpus synth --out DIR [--langs ...] [--hours H]")
+        raise ConfigError("usage: diffasr corpus synth|perturb ... (see diffasr corpus --help)")
     from tqdm import tqdm
 
     cfg = _config(args)
