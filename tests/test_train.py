@@ -26,12 +26,26 @@ def corpus(tmp_path_factory) -> Path:
     return out / "manifest.jsonl"
 
 
-def _config(tmp: Path, corpus: Path, **over) -> Path:
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory) -> Path:
+    """Train the BPE once: `tokenizers`' BPE trainer breaks frequency ties differently in different
+    processes, so recipes pin a tokenizer file for exact reproducibility."""
+    from diffasr.data.text import load_sentences
+    from diffasr.tokenizer import BPETokenizer
+
+    tok = BPETokenizer.train(load_sentences("en", "train")[:400], vocab_size=400, limit_alphabet=100)
+    out = tmp_path_factory.mktemp("tok")
+    tok.save(out)
+    return out / "tokenizer.json"
+
+
+def _config(tmp: Path, corpus: Path, tokenizer: Path | None = None, **over) -> Path:
     opt = dict(max_steps=over.pop("max_steps", 120), warmup_steps=10, lr=3e-3, bf16=False, stop_at=over.pop("stop_at", 0))
     text = f"""
 preset = "tiny"
 out = "{tmp / 'run'}"
 [tokenizer]
+path = "{tokenizer or ''}"
 vocab_size = 400
 limit_alphabet = 100
 sentences_per_lang = 400
@@ -80,14 +94,19 @@ def test_losses_fall_and_decoder_uses_audio(tmp_path, corpus):
     assert isinstance(r.text, str) and r.steps_run >= 1
 
 
-def test_resume_after_interruption_is_exact(tmp_path, corpus):
-    from diffasr.train import load_config, train
+def _train_cli(cfg: Path, *extra: str) -> None:
+    """Train in a fresh process, as a user resuming after a kill would."""
+    r = subprocess.run([sys.executable, "-m", "diffasr", "train", "--config", str(cfg), *extra],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
 
-    straight = train(load_config(_config(tmp_path / "a", corpus, max_steps=12)))
-    cfg_b = _config(tmp_path / "b", corpus, max_steps=12, stop_at=6)
-    train(load_config(cfg_b))  # "killed" at step 6 (a checkpoint is written there, as by save_every)
-    cfg_b.write_text(cfg_b.read_text().replace("stop_at = 6", "stop_at = 0"))
-    resumed = train(load_config(cfg_b), resume=True)
+
+def test_resume_after_interruption_is_exact(tmp_path, corpus, tokenizer_file):
+    _train_cli(_config(tmp_path / "a", corpus, tokenizer_file, max_steps=12))
+    cfg_b = _config(tmp_path / "b", corpus, tokenizer_file, max_steps=12)
+    _train_cli(cfg_b, "--set", "optim.stop_at=6")  # "killed" at step 6 (a checkpoint is written there)
+    _train_cli(cfg_b, "--resume")
+    straight, resumed = tmp_path / "a" / "run" / "checkpoint", tmp_path / "b" / "run" / "checkpoint"
     from safetensors.torch import load_file
 
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
