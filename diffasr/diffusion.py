@@ -69,7 +69,7 @@ class DecodeOptions:
     decoder: str = "diffusion"  # "diffusion" | "ctc" (greedy CTC on the projector head)
     steps: int = 8  # denoising steps; cost is set by this, not by transcript length
     sampler: str = "refine"  # "refine": sticky confidence commits | "entropy": EntropyBound (not sticky)
-    init: str = "noise"  # "noise": uniform random canvas | "ctc": start from the CTC transcript
+    init: str = "noise"  # "noise": uniform random canvas | "ctc": start from the CTC transcript and refine it
     temperature: float = 0.0  # 0: commit argmax tokens; > 0 samples (refine) / t_max (entropy)
     threshold: float = 0.9  # refine: commit any position whose confidence exceeds this early
     edit_threshold: float | None = 0.95  # refine: revise a committed token when this sure of another
@@ -153,7 +153,12 @@ def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: Decode
             out = sched.step(logits, t, canvas, generator=generator)
             canvas, sc, kept = out.prev_sample, out.pred_logits, out.accepted_index
             done = False
-        if row_generators is not None:
+        if options.init == "ctc":
+            # A CTC-seeded canvas is a noisy estimate, not noise: positions not (yet) committed fall back
+            # to the seed instead of being re-randomised, like the committed-predictions-plus-noise states
+            # the decoder is trained to correct.
+            canvas = torch.where(kept, canvas, init)
+        elif row_generators is not None:
             noise = torch.stack([torch.randint(0, vocab_size, canvas.shape[1:], generator=g) for g in row_generators])
             canvas = torch.where(kept, canvas, noise.to(canvas.device))
         pred = logits.argmax(-1)

@@ -344,6 +344,7 @@ def add_arguments(p) -> None:
     p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)")
     p.add_argument("--decoder", default="diffusion", choices=["diffusion", "ctc"], help="decoder (default diffusion)")
     p.add_argument("--sampler", default="refine", choices=["refine", "entropy"], help="sampler (default refine)")
+    p.add_argument("--init", default=None, choices=["noise", "ctc"], help="canvas start: noise or the CTC transcript (default noise)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
     p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
@@ -364,7 +365,9 @@ def run(args) -> int:
     formats = list(WRITERS) if args.format == "all" else [args.format]
     if len(formats) > 1 and not args.output_dir:
         raise ConfigError("--format all writes several files: give --output-dir")
-    options = DecodeOptions(steps=args.steps, language=args.language, decoder=args.decoder, sampler=args.sampler, seed=args.seed)
+    extra = {"init": args.init} if args.init else {}
+    options = DecodeOptions(steps=args.steps, language=args.language, decoder=args.decoder, sampler=args.sampler,
+                            seed=args.seed, **extra)
     model = load(args.model, device=args.device)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:

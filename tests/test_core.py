@@ -279,3 +279,13 @@ def test_result_does_not_depend_on_batch_mates(tiny_model, en_clip):
     alone = tiny_model.transcribe(a[: 4 * SAMPLE_RATE], steps=4, language="en", vad=False, word_timestamps=False)
     batch = tiny_model.transcribe([a, a[: 4 * SAMPLE_RATE]], steps=4, language="en", vad=False, word_timestamps=False)
     assert batch[1].tokens == alone.tokens
+
+
+def test_shipped_default_model_transcribes_without_model_argument(en_clip):
+    """The embedded diffasr-small loads offline and the CLI uses it by default."""
+    import diffasr
+
+    assert "diffasr-small" in diffasr.available_models()
+    r = _cli("transcribe", en_clip, "--steps", "8", "--language", "en")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "Traceback" not in r.stderr
