@@ -67,6 +67,7 @@ class ModelConfig:
     languages: list = field(default_factory=lambda: list(LANGUAGES))
     lm_config: dict | None = None  # DiffusionGemmaConfig.to_dict() for scratch backbones
     training: dict = field(default_factory=dict)  # provenance: data hours, steps, wall time, recipe
+    decode_defaults: dict = field(default_factory=dict)  # DecodeOptions fields this model is best used with
     format_version: int = FORMAT_VERSION
 
     @property

@@ -199,7 +199,8 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
     steps = _number(form, "steps", int, 8)
     temperature = _number(form, "temperature", float, 0.0)
     try:
-        options = DecodeOptions(steps=steps, language=language, temperature=temperature)
+        options = DecodeOptions(**{**model.config.decode_defaults, "steps": steps, "language": language,
+                                   "temperature": temperature})
     except ConfigError as e:
         param = next((f for f in ("steps", "temperature") if str(e).startswith(f)), None)
         raise ApiError(400, str(e), param=param, code="invalid_value") from None

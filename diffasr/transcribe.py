@@ -312,7 +312,8 @@ def transcribe(model, audio, steps: int = 8, language: str | None = None, batch_
     single = not isinstance(audio, list)
     items = [audio] if single else list(audio)
     if options is None:
-        options = DecodeOptions(steps=steps, language=language, **kwargs)
+        # The checkpoint may name better defaults (e.g. init="ctc"); explicit keywords win.
+        options = DecodeOptions(steps=steps, language=language, **{**model.config.decode_defaults, **kwargs})
     if options.language == "auto":
         options = dataclasses.replace(options, language=None)
     if options.language is not None and options.language not in model.config.languages:
@@ -344,7 +345,7 @@ def add_arguments(p) -> None:
     p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)")
     p.add_argument("--decoder", default="diffusion", choices=["diffusion", "ctc"], help="decoder (default diffusion)")
     p.add_argument("--sampler", default="refine", choices=["refine", "entropy"], help="sampler (default refine)")
-    p.add_argument("--init", default=None, choices=["noise", "ctc"], help="canvas start: noise or the CTC transcript (default noise)")
+    p.add_argument("--init", default=None, choices=["noise", "ctc"], help="canvas start: noise or the CTC transcript (default: the model's, else noise)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
     p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
@@ -365,10 +366,10 @@ def run(args) -> int:
     formats = list(WRITERS) if args.format == "all" else [args.format]
     if len(formats) > 1 and not args.output_dir:
         raise ConfigError("--format all writes several files: give --output-dir")
-    extra = {"init": args.init} if args.init else {}
+    model = load(args.model, device=args.device)
+    extra = {**model.config.decode_defaults, **({"init": args.init} if args.init else {})}
     options = DecodeOptions(steps=args.steps, language=args.language, decoder=args.decoder, sampler=args.sampler,
                             seed=args.seed, **extra)
-    model = load(args.model, device=args.device)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)

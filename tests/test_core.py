@@ -257,7 +257,7 @@ def test_cli_transcribes_a_real_clip(tiny_model_dir, en_clip, tmp_path):
     assert out["decoder"] == "diffusion" and out["duration"] > 10
 
 
-@pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00garbage" * 100, None])
+@pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00garbage" * 100, None], ids=["empty", "garbage", "missing"])
 def test_cli_bad_input_is_one_line(tiny_model_dir, tmp_path, content):
     path = tmp_path / "bad.wav"
     if content is not None:
