@@ -150,7 +150,6 @@ def test_loss_module_returns_three_finite_losses(tiny_model):
     assert set(out) == {"ctc", "diffusion", "ar"} and all(math.isfinite(v.item()) and v.item() > 0 for v in out.values())
 
 
-@pytest.mark.slow
 def test_two_process_ddp(tmp_path, corpus):
     cfg = _config(tmp_path, corpus, max_steps=4)
     env = dict(os.environ, OMP_NUM_THREADS="1")
