@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .data.datasets import Utterance
+from .data.datasets import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
 from .errors import ConfigError, DataError
 from .tokenizer import LANGUAGES
 
@@ -91,52 +93,6 @@ def error_rate(refs: list[str], hyps: list[str], lang: str) -> tuple[float, str]
     return (edits / n if n else math.nan), metric_for(lang)
 
 
-# ---------------------------------------------------------------------- manifest
-
-
-@dataclass(frozen=True)
-class Clip:
-    audio: Path
-    text: str
-    lang: str
-    subset: str | None = None
-
-
-def load_manifest(path: str | Path) -> list[Clip]:
-    """Parse a JSON-lines manifest; any problem raises DataError naming the file and line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such manifest") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read manifest ({e})") from None
-    clips = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        for key in ("audio", "text", "lang"):
-            if not isinstance(row.get(key), str) or (key != "text" and not row[key]):
-                raise DataError(f"{where}: missing or non-string {key!r} field")
-        if row["lang"] not in LANGUAGES:
-            raise DataError(f"{where}: unsupported lang {row['lang']!r} (choose from {', '.join(LANGUAGES)})")
-        audio = path.parent / row["audio"]
-        if not audio.is_file():
-            raise DataError(f"{where}: audio file {audio} not found")
-        subset = row.get("subset")
-        clips.append(Clip(audio=audio, text=row["text"], lang=row["lang"], subset=str(subset) if subset else None))
-    if not clips:
-        raise DataError(f"{path}: manifest holds no clips")
-    return clips
-
-
 # ---------------------------------------------------------------------- systems
 
 
@@ -163,7 +119,7 @@ def transcribe_plain(model, audio, **kwargs):
     return transcribe(model, audio, **kwargs)
 
 
-def run_diffasr(model, clips: list[Clip], arrays: list, decoder: str, steps: int, batch_size: int,
+def run_diffasr(model, clips: list[Utterance], arrays: list, decoder: str, steps: int, batch_size: int,
                 seed: int = 0, sampler: str = "refine", progress=None, init: str = "noise") -> SystemRun:
     """Transcribe language by language (the language is given), in batches of `batch_size`."""
     from .diffusion import DecodeOptions
@@ -200,7 +156,7 @@ def faster_whisper_text(fw, audio, lang: str) -> str:
     return "".join(s.text for s in segments).strip()  # the generator decodes as it is consumed
 
 
-def run_faster_whisper(fw, clips: list[Clip], arrays: list, progress=None) -> SystemRun:
+def run_faster_whisper(fw, clips: list[Utterance], arrays: list, progress=None) -> SystemRun:
     hyps, seconds = [], {}
     for c, a in zip(clips, arrays):
         t0 = time.perf_counter()
@@ -214,7 +170,7 @@ def run_faster_whisper(fw, clips: list[Clip], arrays: list, progress=None) -> Sy
 # ---------------------------------------------------------------------- scoring
 
 
-def groups(clips: list[Clip]) -> dict[str, list[int]]:
+def groups(clips: list[Utterance]) -> dict[str, list[int]]:
     """Row name -> clip indices: each language, then each language:subset that appears."""
     out: dict[str, list[int]] = {}
     for lang in dict.fromkeys(c.lang for c in clips):
@@ -224,7 +180,7 @@ def groups(clips: list[Clip]) -> dict[str, list[int]]:
     return out
 
 
-def score(run: SystemRun, clips: list[Clip], durations: list[float]) -> dict:
+def score(run: SystemRun, clips: list[Utterance], durations: list[float]) -> dict:
     """Per-row metrics (n, audio_s, metric, error_rate; rtf for whole languages) and overall speed."""
     rows = {}
     for name, idx in groups(clips).items():

@@ -35,30 +35,47 @@ class Utterance:
     text: str
     lang: str
     duration: float = 0.0
-    meta: dict | None = None
+    subset: str | None = None  # reported as its own row by `diffasr eval`
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
-    """Parse a manifest; errors name the file and line."""
+    """Parse a JSON-lines manifest (training, evaluation and benchmarks all read it here).
+
+    Any problem raises DataError naming the file and line: bad JSON, a missing field, a language
+    the models do not support, or an audio file that does not exist.
+    """
+    from ..tokenizer import LANGUAGES
+
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: manifest not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such manifest") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read manifest ({e})") from None
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        where = f"{path}:{n}"
         try:
             r = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            raise DataError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
         if not isinstance(r, dict):
-            raise DataError(f"{path}:{i}: expected a JSON object")
+            raise DataError(f"{where}: expected a JSON object, got {type(r).__name__}")
         for key in ("audio", "text", "lang"):
-            if not isinstance(r.get(key), str):
-                raise DataError(f"{path}:{i}: missing or non-string field {key!r}")
-        rows.append(Utterance(path.parent / r["audio"], r["text"], r["lang"], float(r.get("duration_s") or 0), r))
+            if not isinstance(r.get(key), str) or (key != "text" and not r[key]):
+                raise DataError(f"{where}: missing or non-string {key!r} field")
+        if r["lang"] not in LANGUAGES:
+            raise DataError(f"{where}: unsupported lang {r['lang']!r} (choose from {', '.join(LANGUAGES)})")
+        audio = path.parent / r["audio"]
+        if not audio.is_file():
+            raise DataError(f"{where}: audio file {audio} not found")
+        subset = r.get("subset")
+        rows.append(Utterance(audio, r["text"], r["lang"], float(r.get("duration_s") or 0), str(subset) if subset else None))
     if not rows:
-        raise DataError(f"{path}: manifest has no entries")
+        raise DataError(f"{path}: manifest holds no clips")
     return rows
 
 
