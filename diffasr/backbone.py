@@ -96,8 +96,7 @@ class Backbone(nn.Module):
         is read, never written, so the same cache serves every denoising step.
         """
         B, L = canvas.shape
-        start = prompt_mask.long().sum(-1, keepdim=True)
-        pos = start + torch.arange(L, device=canvas.device)[None]
+        pos = _positions_after(prompt_mask, L)
         dmask = None if bool(prompt_mask.all()) else F.pad(prompt_mask.bool(), (0, L), value=True)
         h = self.lm.model.decoder(
             decoder_input_ids=canvas, cache=cache, self_conditioning_logits=sc_logits,
@@ -116,9 +115,13 @@ class Backbone(nn.Module):
         decoder passes that read the prompt-only cache.
         """
         B, T = ids.shape
-        start = prompt_mask.long().sum(-1, keepdim=True)
-        pos = start + torch.arange(T, device=ids.device)[None]
+        pos = _positions_after(prompt_mask, T)
         full = torch.cat([prompt_mask.long(), torch.ones_like(ids)], dim=1)
         mask = None if bool(prompt_mask.all()) else full
         out = self.lm.model.encoder(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache)
         return self._cap(self.lm.lm_head(out.last_hidden_state))
+
+
+def _positions_after(prompt_mask: torch.Tensor, n: int) -> torch.Tensor:
+    """Position ids (B, n) that continue each row's unpadded prompt (left padding takes no positions)."""
+    return prompt_mask.long().sum(-1, keepdim=True) + torch.arange(n, device=prompt_mask.device)[None]

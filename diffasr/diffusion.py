@@ -174,6 +174,16 @@ def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: Decode
     return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
 
 
+def clean_canvas(rows: list[list[int]], length: int, eos: int, pad: int) -> torch.Tensor:
+    """Canvas (B, length) holding each row's tokens, then EOS, then padding (cut at `length`):
+    the training target x0, and the CTC-seeded start of the sampler."""
+    canvas = torch.full((len(rows), length), pad, dtype=torch.long)
+    for i, ids in enumerate(rows):
+        row = (list(ids) + [eos])[:length]
+        canvas[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return canvas
+
+
 def random_canvas(batch: int, length: int, vocab_size: int, generator) -> torch.Tensor:
     """Uniformly random tokens (B, L): the diffusion prior the decoder starts from. `generator` is one
     torch.Generator, or a list with one per row (rows then independent of their batch-mates)."""

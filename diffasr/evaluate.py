@@ -24,7 +24,6 @@ from pathlib import Path
 from .data.datasets import Utterance
 from .data.datasets import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
 from .errors import ConfigError, DataError
-from .tokenizer import LANGUAGES
 
 CER_LANGUAGES = ("zh", "hi")  # no word boundaries to trust: score characters, whitespace removed
 

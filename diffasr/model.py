@@ -24,7 +24,7 @@ from .backbone import Backbone, make_config
 from .encoder import EncoderSpec, WhisperEncoder, build_encoder
 from .errors import ModelError
 from .projector import Projector
-from .tokenizer import LANGUAGES, BPETokenizer, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
+from .tokenizer import LANGUAGES, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
 
 FORMAT_VERSION = 1
 

@@ -35,9 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.datasets import Example, FeatureCache, bucket_batches, read_manifest
-from .diffusion import SCHEDULES, DecodeOptions, canvas_length, corrupt, random_canvas, sample
+from .diffusion import SCHEDULES, DecodeOptions, clean_canvas, corrupt, random_canvas
+from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError, DataError
 from .model import DiffusionASR
+from .projector import conv_out_len
 from .tokenizer import LANGUAGES, BPETokenizer, spoken_form
 
 DEFAULTS = {
@@ -126,9 +128,7 @@ def build_examples(model: DiffusionASR, manifests: list, cache_dir: Path, max_se
     out, dropped = [], 0
     for u, f in zip(utts, feats):
         ids = tok.encode(u.text)
-        n_tok = f.shape[0]
-        for s in strides:
-            n_tok = -(-n_tok // s)
+        n_tok = conv_out_len(f.shape[0], strides)
         repeats = sum(a == b for a, b in zip(ids, ids[1:]))
         if not ids or len(ids) + 1 > model.config.canvas_length or len(ids) + repeats > n_tok:
             dropped += 1
@@ -136,7 +136,7 @@ def build_examples(model: DiffusionASR, manifests: list, cache_dir: Path, max_se
         out.append(Example(f, ids, u.lang))
     if not out:
         raise DataError(f"no usable examples in {', '.join(map(str, manifests))}")
-    print(f"{desc}: {len(out)} examples ({dropped} dropped), {sum(e.feats.shape[0] for e in out) / 50 / 3600:.2f} h")
+    print(f"{desc}: {len(out)} examples ({dropped} dropped), {sum(e.feats.shape[0] for e in out) / FRAMES_PER_SECOND / 3600:.2f} h")
     return out
 
 
@@ -149,9 +149,7 @@ def collate(examples: list[Example], tok, canvas_extra: int, lang_drop: float, r
     lens = torch.tensor([e.feats.shape[0] for e in examples])
     longest = max(len(e.ids) for e in examples) + 1
     L = -(-(longest + canvas_extra) // 8) * 8
-    x0 = torch.full((B, L), tok.pad, dtype=torch.long)
-    for i, e in enumerate(examples):
-        x0[i, : len(e.ids) + 1] = torch.tensor(e.ids + [tok.eos])
+    x0 = clean_canvas([e.ids for e in examples], L, tok.eos, tok.pad)
     langs = [None if rng.random() < lang_drop else e.lang for e in examples]
     return feats, lens, x0, [e.ids for e in examples], langs
 
@@ -251,54 +249,41 @@ def lr_at(cfg: dict, step: int) -> float:
 
 @torch.no_grad()
 def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int = 8, batch: int = 16, seed: int = 123) -> dict:
-    """CER of greedy CTC and of the diffusion sampler on cached features, plus the decoder's CE on an
-    all-noise canvas with the right audio vs another utterance's audio (a large gap = it listens)."""
+    """CER of greedy CTC and of the diffusion sampler on cached features (decoded exactly as
+    `transcribe` decodes), plus the decoder's CE on an all-noise canvas with the right audio vs
+    another utterance's audio (a large gap = it listens)."""
     import jiwer
 
-    from .transcribe import _until_eos, ctc_greedy
+    from .transcribe import decode_features
 
     model.eval()
     tok = model.tokenizer
     refs, hyp_ctc, hyp_diff, langs = [], [], [], []
-    ce_right = ce_wrong = 0.0
+    ce = {"right": 0.0, "wrong": 0.0}
     g = torch.Generator().manual_seed(seed)
-    opts = DecodeOptions(steps=steps, seed=seed)
     for b in range(0, len(examples), batch):
         ex = examples[b: b + batch]
-        a, n = model.project([e.feats for e in ex])
-        ctc = ctc_greedy(model.ctc_logits(a), n, tok.pad)
-        lang = [e.lang for e in ex]
-        cache, mask, _ = model.prefill(a, n, lang)
-        L = max(canvas_length(len(c), opts, model.config.canvas_length) for c in ctc)
-        out = sample(lambda cv, sc: model.backbone.denoise(cache, mask, cv, sc), random_canvas(len(ex), L, tok.vocab_size, g),
-                     tok.vocab_size, opts, g)
-        for i, e in enumerate(ex):
-            refs.append(spoken_form(tok.decode(e.ids)))
-            hyp_ctc.append(tok.decode(ctc[i]))
-            hyp_diff.append(tok.decode(_until_eos(out.tokens[i].tolist(), out.confidence[i].tolist(), tok)[0]))
-            langs.append(e.lang)
+        feats, lang = [e.feats for e in ex], [e.lang for e in ex]
+        durations = [e.feats.shape[0] / FRAMES_PER_SECOND for e in ex]
+        for decoder, hyps in (("ctc", hyp_ctc), ("diffusion", hyp_diff)):
+            options = DecodeOptions(decoder=decoder, steps=steps, seed=seed)
+            hyps += [r.text for r in decode_features(model, feats, durations, options, lang, word_timestamps=False)]
+        refs += [spoken_form(tok.decode(e.ids)) for e in ex]
+        langs += lang
         if len(ex) > 1:  # CE at t = 1 (pure noise) with right vs rolled (wrong) audio
-            Lx = max(len(e.ids) for e in ex) + 1
-            x0 = torch.full((len(ex), Lx), tok.pad, dtype=torch.long)
-            for i, e in enumerate(ex):
-                x0[i, : len(e.ids) + 1] = torch.tensor(e.ids + [tok.eos])
-            noise = random_canvas(len(ex), Lx, tok.vocab_size, g)
-            for roll, acc in ((0, "right"), (1, "wrong")):
-                a2, n2 = model.project([ex[(i + roll) % len(ex)].feats for i in range(len(ex))])
-                c2, m2, _ = model.prefill(a2, n2, lang)
-                lg = model.backbone.denoise(c2, m2, noise)
-                ce = F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1)).item() * len(ex)
-                if acc == "right":
-                    ce_right += ce
-                else:
-                    ce_wrong += ce
+            x0 = clean_canvas([e.ids for e in ex], max(len(e.ids) for e in ex) + 1, tok.eos, tok.pad)
+            noise = random_canvas(len(ex), x0.shape[1], tok.vocab_size, g)
+            for roll, which in ((0, "right"), (1, "wrong")):
+                cache, mask, _ = model.prefill(*model.project(feats[roll:] + feats[:roll]), lang)
+                lg = model.backbone.denoise(cache, mask, noise)
+                ce[which] += F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1)).item() * len(ex)
 
     def cer(h, r):
         pairs = [(x, y) for x, y in zip(r, h) if x.strip()]
         return 100 * jiwer.cer([x for x, _ in pairs], [y for _, y in pairs]) if pairs else float("nan")
 
     res = {"cer_ctc": cer(hyp_ctc, refs), "cer_diffusion": cer(hyp_diff, refs),
-           "ce_t1_right": ce_right / len(examples), "ce_t1_wrong": ce_wrong / len(examples), "per_lang": {}}
+           "ce_t1_right": ce["right"] / len(examples), "ce_t1_wrong": ce["wrong"] / len(examples), "per_lang": {}}
     for lang in sorted(set(langs)):
         idx = [i for i, l in enumerate(langs) if l == lang]
         res["per_lang"][lang] = {"cer_ctc": cer([hyp_ctc[i] for i in idx], [refs[i] for i in idx]),
@@ -393,11 +378,11 @@ def train(cfg: dict, resume: bool = False) -> Path:
     lossmod, opt = acc.prepare(lossmod, opt)
     gen = torch.Generator().manual_seed(cfg["seed"] * 1000 + state["step"] + acc.process_index)
     budget = o["time_budget_min"] * 60
-    t_start, last_log = time.time(), time.time()
+    t_start = time.time()
     ema: dict = {}
     bar = tqdm(total=o["max_steps"], initial=state["step"], disable=not acc.is_main_process, unit="step", mininterval=5)
     provenance = lambda: {"steps": state["step"], "utterances_seen": state["utts"], "wall_seconds": round(state["wall"]),
-                          "train_hours": round(sum(e.feats.shape[0] for e in train_ex) / 50 / 3600, 3),
+                          "train_hours": round(sum(e.feats.shape[0] for e in train_ex) / FRAMES_PER_SECOND / 3600, 3),
                           "config": {k: v for k, v in cfg.items() if not k.startswith("_")},
                           "hardware": f"{os.cpu_count()} CPU threads, torch {torch.__version__}"}
     done = False

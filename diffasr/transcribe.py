@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .align import Word, ctc_align, words_from_tokens
-from .audio import MAX_SAMPLES, SAMPLE_RATE, AudioInput, load_audio
-from .diffusion import DecodeOptions, canvas_length, corrupt, random_canvas, sample
+from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
+from .diffusion import DecodeOptions, canvas_length, clean_canvas, corrupt, random_canvas, sample
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
 from .tokenizer import LANGUAGES
@@ -107,12 +107,20 @@ def _align_words(model, ids: list[int], conf: list[float], log_probs: torch.Tens
 def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, languages: list,
                  word_timestamps: bool = True) -> list[Transcription]:
     """Transcribe ≤ 30 s arrays as one batch (word times relative to each array's start)."""
-    tok = model.tokenizer
-    times = {}
     t0 = time.perf_counter()
     feats = model.encode(audios)
-    times["encoder"] = time.perf_counter() - t0
+    times = {"encoder": time.perf_counter() - t0}
+    return decode_features(model, feats, [a.size / SAMPLE_RATE for a in audios], options, languages,
+                           word_timestamps, times)
 
+
+@torch.no_grad()
+def decode_features(model, feats: list, durations: list[float], options: DecodeOptions, languages: list,
+                    word_timestamps: bool = True, times: dict | None = None) -> list[Transcription]:
+    """Decode frozen-encoder features (list of (frames_i, d)) as one batch: the part of
+    `decode_batch` after the encoder, shared with evaluation on cached features during training."""
+    tok = model.tokenizer
+    times = {} if times is None else times
     t0 = time.perf_counter()
     audio_tokens, n_audio = model.project(feats)
     ctc = model.ctc_logits(audio_tokens)
@@ -121,9 +129,9 @@ def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, langua
 
     results = []
     if options.decoder == "ctc":
-        for a, ids, lang in zip(audios, ctc_ids, languages):
+        for d, ids, lang in zip(durations, ctc_ids, languages):
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=[1.0] * len(ids),
-                                         token_strings=tok.token_strings(ids), duration=a.size / SAMPLE_RATE, decoder="ctc"))
+                                         token_strings=tok.token_strings(ids), duration=d, decoder="ctc"))
     else:
         # Rows are grouped by canvas length and each row draws its noise from its own generator
         # seeded with options.seed, so a clip's transcript does not depend on its batch-mates.
@@ -137,12 +145,10 @@ def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, langua
             times["prefill"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
-            init = random_canvas(len(rows), L, tok.vocab_size, gens)
             if options.init == "ctc":  # seed the canvas with the CTC transcript, EOS, then padding
-                for j, i in enumerate(rows):
-                    row = (ctc_ids[i] + [tok.eos])[:L]
-                    init[j, : len(row)] = torch.tensor(row)
-                    init[j, len(row):] = tok.pad
+                init = clean_canvas([ctc_ids[i] for i in rows], L, tok.eos, tok.pad)
+            else:
+                init = random_canvas(len(rows), L, tok.vocab_size, gens)
 
             def step_fn(canvas, sc, cache=cache, mask=mask):
                 return model.backbone.denoise(cache, mask, canvas, sc)
@@ -154,10 +160,10 @@ def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, langua
                 ids, conf = _until_eos(out.tokens[j].tolist(), out.confidence[j].tolist(), tok)
                 out_rows[i] = (ids, conf, out.steps_run)
         times["steps_run"] = max(r[2] for r in out_rows.values())
-        for i, (a, lang) in enumerate(zip(audios, languages)):
+        for i, (d, lang) in enumerate(zip(durations, languages)):
             ids, conf, steps_run = out_rows[i]
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=conf,
-                                         token_strings=tok.token_strings(ids), duration=a.size / SAMPLE_RATE,
+                                         token_strings=tok.token_strings(ids), duration=d,
                                          decoder="diffusion", steps_run=steps_run))
     if word_timestamps:
         t0 = time.perf_counter()
@@ -201,9 +207,7 @@ def _model_language_scores(model, audio: np.ndarray, languages: tuple[str, ...],
     audio_tokens, n_audio = model.project(model.encode([audio]))
     ids = ctc_greedy(model.ctc_logits(audio_tokens), n_audio, blank=tok.pad)[0]
     L = canvas_length(len(ids), DecodeOptions(), model.config.canvas_length)
-    clean = torch.full((1, L), tok.pad, dtype=torch.long)
-    row = (ids + [tok.eos])[:L]
-    clean[0, : len(row)] = torch.tensor(row)
+    clean = clean_canvas([ids], L, tok.eos, tok.pad)
     g = torch.Generator().manual_seed(0)
     noisy = torch.cat([corrupt(clean, torch.tensor([r]), tok.vocab_size, g) for r in rates])  # (R, L)
     K, R = len(languages), len(rates)
