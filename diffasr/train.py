@@ -12,6 +12,9 @@ Losses, per batch:
 - ar: next-token CE of the transcript through the causal encoder, continuing after the audio prompt.
 - ctc: greedy-decodable CTC on lm_head(projector tokens), blank = pad. During `ctc_warmup_steps` the
   other losses are ramped in linearly, so the projector first learns transcript-predictive tokens.
+- ctc-seeded canvases (`ctc_canvas_prob`): some examples start from the model's own greedy CTC
+  transcript instead of uniform noise, the state `init="ctc"` decoding starts from, so the decoder
+  is trained to correct CTC's errors rather than only to denoise random tokens.
 
 Runs single-process or under `accelerate launch` (DDP, gloo on CPU). Checkpoints are written
 atomically (temp dir + rename) with optimizer, scheduler, RNG and data position, so `--resume`
@@ -41,6 +44,7 @@ from .errors import ConfigError, DataError
 from .model import DiffusionASR
 from .projector import conv_out_len
 from .tokenizer import LANGUAGES, BPETokenizer, spoken_form
+from .transcribe import ctc_greedy
 
 DEFAULTS = {
     "preset": "small", "out": "runs/small", "seed": 0, "init_from": "",
@@ -50,7 +54,7 @@ DEFAULTS = {
     "optim": {"lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01, "warmup_steps": 200, "max_steps": 20000,
               "min_lr_ratio": 0.1, "time_budget_min": 0.0, "stop_at": 0, "grad_clip": 1.0, "accumulate": 1, "bf16": True},
     "loss": {"diffusion": 1.0, "ar": 0.3, "ctc": 0.5, "ctc_warmup_steps": 300, "pad_weight": 0.1,
-             "self_cond_prob": 0.5, "schedule": "linear", "lang_drop": 0.2, "spec_augment": True},
+             "self_cond_prob": 0.5, "ctc_canvas_prob": 0.0, "schedule": "linear", "lang_drop": 0.2, "spec_augment": True},
     "eval": {"every": 500, "save_every": 250, "steps": 8, "log_every": 20},
 }
 
@@ -197,6 +201,19 @@ class LossModule(nn.Module):
         B, L = x0.shape
         t = self.schedule.sample_t(B, generator=gen)
         xt = corrupt(x0, self.schedule.rate(t), V, generator=gen)
+        # Fallback for positions a sampler step does not commit: fresh noise, or for CTC-seeded rows the seed.
+        fallback = torch.randint(0, V, (B, L), generator=gen)
+        if c["ctc_canvas_prob"] > 0:
+            # CTC-seeded rows: the canvas is the model's own greedy CTC transcript (what `init="ctc"` starts
+            # from at inference), a few positions re-randomised; the decoder learns to fix CTC's errors
+            # (misspellings, merges, missing words) from the audio and what it knows of the language.
+            ctc_rows = torch.rand(B, generator=gen) < c["ctc_canvas_prob"]
+            if ctc_rows.any():
+                with torch.no_grad():
+                    seed = clean_canvas(ctc_greedy(logp.detach().transpose(0, 1), n, tok.pad), L, tok.eos, tok.pad)
+                noisy = corrupt(seed, 0.3 * torch.rand(B, generator=gen), V, generator=gen)
+                xt = torch.where(ctc_rows[:, None], noisy, xt)
+                fallback = torch.where(ctc_rows[:, None], seed, fallback)
         sc_rows = torch.rand(B, generator=gen) < c["self_cond_prob"]
         sc_logits = None
         if sc_rows.any():
@@ -207,7 +224,7 @@ class LossModule(nn.Module):
                 n_keep = ((1 - self.schedule.rate(t2)) * L).round().long()
                 rank = conf.argsort(-1, descending=True).argsort(-1)
                 keep = rank < n_keep[:, None]
-                stepped = torch.where(keep, pred, torch.randint(0, V, (B, L), generator=gen))
+                stepped = torch.where(keep, pred, fallback)
                 xt = torch.where(sc_rows[:, None], stepped, xt)
                 sc_logits = first
         logits = m.backbone.denoise(cache, pmask, xt, sc_logits, sc_rows if sc_logits is not None else None)
@@ -258,15 +275,16 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int =
 
     model.eval()
     tok = model.tokenizer
-    refs, hyp_ctc, hyp_diff, langs = [], [], [], []
+    refs, hyp_ctc, hyp_diff, hyp_seed, langs = [], [], [], [], []
     ce = {"right": 0.0, "wrong": 0.0}
     g = torch.Generator().manual_seed(seed)
     for b in range(0, len(examples), batch):
         ex = examples[b: b + batch]
         feats, lang = [e.feats for e in ex], [e.lang for e in ex]
         durations = [e.feats.shape[0] / FRAMES_PER_SECOND for e in ex]
-        for decoder, hyps in (("ctc", hyp_ctc), ("diffusion", hyp_diff)):
-            options = DecodeOptions(decoder=decoder, steps=steps, seed=seed)
+        for decoder, init, hyps in (("ctc", "noise", hyp_ctc), ("diffusion", "noise", hyp_diff),
+                                    ("diffusion", "ctc", hyp_seed)):
+            options = DecodeOptions(decoder=decoder, steps=steps, seed=seed, init=init)
             hyps += [r.text for r in decode_features(model, feats, durations, options, lang, word_timestamps=False)]
         refs += [spoken_form(tok.decode(e.ids)) for e in ex]
         langs += lang
@@ -282,13 +300,14 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int =
         pairs = [(x, y) for x, y in zip(r, h) if x.strip()]
         return 100 * jiwer.cer([x for x, _ in pairs], [y for _, y in pairs]) if pairs else float("nan")
 
-    res = {"cer_ctc": cer(hyp_ctc, refs), "cer_diffusion": cer(hyp_diff, refs),
+    res = {"cer_ctc": cer(hyp_ctc, refs), "cer_diffusion": cer(hyp_diff, refs), "cer_ctc_seeded": cer(hyp_seed, refs),
            "ce_t1_right": ce["right"] / len(examples), "ce_t1_wrong": ce["wrong"] / len(examples), "per_lang": {}}
     for lang in sorted(set(langs)):
         idx = [i for i, l in enumerate(langs) if l == lang]
         res["per_lang"][lang] = {"cer_ctc": cer([hyp_ctc[i] for i in idx], [refs[i] for i in idx]),
-                                 "cer_diffusion": cer([hyp_diff[i] for i in idx], [refs[i] for i in idx])}
-    res["examples"] = [{"ref": refs[i], "ctc": hyp_ctc[i], "diffusion": hyp_diff[i]} for i in range(min(3, len(refs)))]
+                                 "cer_diffusion": cer([hyp_diff[i] for i in idx], [refs[i] for i in idx]),
+                                 "cer_ctc_seeded": cer([hyp_seed[i] for i in idx], [refs[i] for i in idx])}
+    res["examples"] = [{"ref": refs[i], "ctc": hyp_ctc[i], "diffusion": hyp_diff[i], "ctc_seeded": hyp_seed[i]} for i in range(min(3, len(refs)))]
     model.train()
     return res
 
@@ -325,7 +344,7 @@ def plot_curves(out: Path, history: list[dict]) -> None:
             ax[0].plot(*zip(*pts), label=key)
     ax[0].set(xlabel="step", ylabel="loss", title="training losses", yscale="log")
     ax[0].legend()
-    for key in ("cer_ctc", "cer_diffusion"):
+    for key in ("cer_ctc", "cer_diffusion", "cer_ctc_seeded"):
         pts = [(h["step"], h[key]) for h in ev if key in h]
         if pts:
             ax[1].plot(*zip(*pts), marker="o", label=key)
@@ -429,8 +448,9 @@ def train(cfg: dict, resume: bool = False) -> Path:
                 ev = evaluate_examples(acc.unwrap_model(lossmod).model, dev_ex, steps=cfg["eval"]["steps"])
                 state["history"].append({"kind": "eval", "step": s, "wall": round(state["wall"], 1), **ev})
                 acc.print(f"\nstep {s}: CER ctc {ev['cer_ctc']:.1f}  diffusion {ev['cer_diffusion']:.1f}  "
+                          f"ctc-seeded {ev['cer_ctc_seeded']:.1f}  "
                           f"CE(t=1) right/wrong {ev['ce_t1_right']:.2f}/{ev['ce_t1_wrong']:.2f}  "
-                          + " ".join(f"{l}:{v['cer_ctc']:.0f}/{v['cer_diffusion']:.0f}" for l, v in ev["per_lang"].items()))
+                          + " ".join(f"{l}:{v['cer_ctc']:.0f}/{v['cer_diffusion']:.0f}/{v['cer_ctc_seeded']:.0f}" for l, v in ev["per_lang"].items()))
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps({"step": s, **{k: v for k, v in ev.items() if k != "examples"}}) + "\n")
             if acc.is_main_process and (s % cfg["eval"]["save_every"] == 0 or stop):

@@ -84,7 +84,7 @@ def _manifest(out):
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
-def _check_corpus(out, langs):
+def _check_corpus(out, langs, min_s=synth.MIN_S):
     rows = _manifest(out)
     assert rows and [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     assert {r["lang"] for r in rows} == set(langs)
@@ -93,7 +93,7 @@ def _check_corpus(out, langs):
         info = sf.info(out / r["audio"])
         assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
         assert abs(info.frames / 16000 - r["duration_s"]) < 2e-3
-        assert 0.5 <= r["duration_s"] <= 20
+        assert min_s <= r["duration_s"] <= synth.MAX_S
     return rows
 
 
@@ -137,6 +137,31 @@ def test_interrupted_partial_manifest_is_recovered(tmp_path):
     (out / "manifest.partial.jsonl").write_text(json.dumps(rows[-1]) + "\n" + '{"id": "de_te')
     assert main(args) == 0
     assert _manifest(out) == rows
+
+
+@needs_espeak
+@needs_text
+def test_short_utterances(tmp_path):
+    """--kind short: 1-4 word clips (numbers, digit strings, fragments) with their own ids; a sentence
+    corpus directory refuses to be resumed as a short one."""
+    out = tmp_path / "s"
+    args = ["corpus", "synth", "--langs", "en,es", "--hours", "0.003", "--out", str(out), "--workers", "1",
+            "--engines", "espeak", "--kind", "short"]
+    assert main(args) == 0
+    rows = _check_corpus(out, ["en", "es"], min_s=synth.MIN_S_SHORT)
+    assert all("_s" in r["id"] and 1 <= len(r["text"].split()) <= 4 for r in rows)
+    assert min(r["duration_s"] for r in rows) < 1.5
+    assert json.loads((out / "corpus.json").read_text())["kind"] == "short"
+    assert main(args[:-2]) == 2  # same --out, other kind
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "fr", "es", "hi", "zh"])
+def test_number_words(lang):
+    from diffasr.data.text import number_words
+
+    words = [number_words(n, lang) for n in range(11)]
+    assert len(set(words)) == 11 and all(w and not any(c.isdigit() for c in w) for w in words)
+    assert number_words(7, "en") == "seven" and number_words(23, "zh") == "二十三"
 
 
 def test_bad_arguments(tmp_path, capsys):

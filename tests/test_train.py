@@ -133,7 +133,8 @@ def test_ctc_blank_handling_and_loss_shapes(tiny_model):
     assert loss.item() < 1e-3
 
 
-def test_loss_module_returns_three_finite_losses(tiny_model):
+@pytest.mark.parametrize("ctc_canvas_prob", [0.0, 1.0])
+def test_loss_module_returns_three_finite_losses(tiny_model, ctc_canvas_prob):
     import numpy as np
 
     from diffasr.data.datasets import Example
@@ -144,7 +145,7 @@ def test_loss_module_returns_three_finite_losses(tiny_model):
           Example(np.random.randn(80, 512).astype(np.float16), tok.encode("guten tag"), "de")]
     feats, lens, x0, targets, langs = collate(ex, tok, 3, 0.0, np.random.default_rng(0))
     assert x0.shape[1] % 8 == 0 and (x0[0, len(targets[0])] == tok.eos)
-    out = LossModule(tiny_model.train(), {"loss": DEFAULTS["loss"]})(
+    out = LossModule(tiny_model.train(), {"loss": DEFAULTS["loss"] | {"ctc_canvas_prob": ctc_canvas_prob}})(
         feats, lens, x0, targets, langs, {"ctc": 1, "diffusion": 1, "ar": 1}, torch.Generator().manual_seed(0))
     tiny_model.eval()
     assert set(out) == {"ctc", "diffusion", "ar"} and all(math.isfinite(v.item()) and v.item() > 0 for v in out.values())

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .text import LANGS, load_sentences
+from .text import LANGS, load_sentences, short_utterance
 
 SR = 16000
 MIN_S, MAX_S = 0.5, 20.0
+MIN_S_SHORT = 0.25  # one spoken digit is ~0.3 s
 SPLIT_CODES = {"train": 0, "test": 1}  # test draws from a disjoint seed stream -> unseen voice mixes
 # Share of utterances per engine and language (renormalised over the engines that are selected).
 # espeak fr/hi are left out: Whisper mishears them (CER ~0.6-0.9 in tts.md), so labels would be wrong.
@@ -238,6 +239,11 @@ def _engine(name: str) -> Engine:
     return _LIVE[name]
 
 
+def _uid(cfg: dict, lang: str, k: int) -> str:
+    """Utterance id; short utterances get an `s` so their ids never collide with sentence ids."""
+    return f"{lang}_{cfg['split']}_{'s' if cfg.get('kind') == 'short' else ''}{k:07d}"
+
+
 def make_clip(cfg: dict, lang: str, k: int) -> dict:
     """Synthesise utterance k of `lang`; write its FLAC. Returns {"record"} or {"error"}, plus stats.
 
@@ -249,13 +255,17 @@ def make_clip(cfg: dict, lang: str, k: int) -> dict:
     from .augment import augment_described, normalize_loudness, peak_limit, trim_silence
 
     li, code = LANGS.index(lang), SPLIT_CODES[cfg["split"]]
-    uid = f"{lang}_{cfg['split']}_{k:07d}"
+    short = cfg.get("kind") == "short"
+    uid = _uid(cfg, lang, k)
     sents = load_sentences(lang, cfg["split"], cfg.get("text_dir"))
-    pkey = (cfg["seed"], code, li, len(sents))
-    if pkey not in _PERM:  # a permutation instead of sampling with replacement: no repeats until wrap-around
-        _PERM[pkey] = np.random.default_rng([cfg["seed"], code, li]).permutation(len(sents))
-    text = sents[_PERM[pkey][k % len(sents)]]
     rng = np.random.default_rng([cfg["seed"], code, li, k])
+    if short:
+        text = short_utterance(lang, sents, rng)
+    else:
+        pkey = (cfg["seed"], code, li, len(sents))
+        if pkey not in _PERM:  # a permutation instead of sampling with replacement: no repeats until wrap-around
+            _PERM[pkey] = np.random.default_rng([cfg["seed"], code, li]).permutation(len(sents))
+        text = sents[_PERM[pkey][k % len(sents)]]
     names, w = zip(*cfg["weights"][lang].items())
     ename = str(rng.choice(names, p=np.asarray(w) / sum(w)))
     eng = _engine(ename)
@@ -276,8 +286,9 @@ def make_clip(cfg: dict, lang: str, k: int) -> dict:
         x = soxr.resample(x, sr, SR).astype(np.float32)
     x = trim_silence(x)
     dur = len(x) / SR
-    if not (MIN_S <= dur <= MAX_S) or not np.isfinite(x).all():
-        out["error"] = f"dropped: duration {dur:.2f}s outside [{MIN_S}, {MAX_S}] or non-finite"
+    lo = MIN_S_SHORT if short else MIN_S
+    if not (lo <= dur <= MAX_S) or not np.isfinite(x).all():
+        out["error"] = f"dropped: duration {dur:.2f}s outside [{lo}, {MAX_S}] or non-finite"
         return out
     if cfg["augment"]:
         x, aug = augment_described(x, rng)
@@ -303,7 +314,7 @@ def safe_clip(cfg: dict, lang: str, k: int) -> dict:
     except OSError:
         raise
     except Exception as e:
-        return {"id": f"{lang}_{cfg['split']}_{k:07d}", "lang": lang, "engine": "?", "cpu_s": 0.0,
+        return {"id": _uid(cfg, lang, k), "lang": lang, "engine": "?", "cpu_s": 0.0,
                 "error": f"{type(e).__name__}: {e}"}
 
 
@@ -340,6 +351,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--split", default="train", choices=sorted(SPLIT_CODES),
                    help="train, or test: held-out sentences, unseen voice mixes, no augmentation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", default="sentences", choices=("sentences", "short"),
+                   help="sentences, or short: 1-4 word utterances (numbers, digit strings, sentence fragments)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (one thread each)")
     p.add_argument("--engines", default=None, help=f"restrict to these engines ({','.join(ENGINES)})")
     p.add_argument("--no-augment", action="store_true", help="no noise/reverb/codec augmentation")
@@ -372,7 +385,7 @@ def _config(args) -> dict:
             can = [e for e in WEIGHTS[lang]]
             raise ConfigError(f"no selected engine speaks {lang}; engines for {lang}: {','.join(can)}")
     return {"out": str(Path(args.out).resolve()), "langs": langs, "hours": float(args.hours),
-            "split": args.split, "seed": int(args.seed), "augment": args.split == "train" and not args.no_augment,
+            "split": args.split, "seed": int(args.seed), "kind": args.kind, "augment": args.split == "train" and not args.no_augment,
             "engines": usable, "weights": weights, "workers": int(args.workers),
             "text_dir": args.text_dir}
 
@@ -406,16 +419,18 @@ def _merge(out: Path) -> list[dict]:
 
 def _check_corpus_json(out: Path, cfg: dict) -> None:
     """A resumed corpus must use the same generator parameters; --hours and --langs may change."""
-    path, keys = out / "corpus.json", ("seed", "split", "augment", "engines")
+    path, keys = out / "corpus.json", ("seed", "split", "kind", "augment", "engines")
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
+        old.setdefault("kind", "sentences")  # corpora from before --kind existed
         diff = [k for k in keys if old.get(k) != cfg[k]]
         if diff:
             raise ConfigError(f"{out} holds a corpus built with other {', '.join(diff)} "
                               f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out")
-    meta = {k: cfg[k] for k in ("langs", "hours", "split", "seed", "augment", "engines", "weights")}
+    meta = {k: cfg[k] for k in ("langs", "hours", "split", "seed", "kind", "augment", "engines", "weights")}
     meta["command"] = (f"diffasr corpus synth --langs {','.join(cfg['langs'])} --hours {cfg['hours']:g} "
                        f"--out {out} --split {cfg['split']} --seed {cfg['seed']} --engines {','.join(cfg['engines'])}"
+                       + ("" if cfg["kind"] == "sentences" else f" --kind {cfg['kind']}")
                        + ("" if cfg["augment"] or cfg["split"] == "test" else " --no-augment"))
     meta["sample_rate"] = SR
     tmp = out / ".corpus.json.tmp"
@@ -453,7 +468,7 @@ def run(args) -> int:
         if not open_:
             return None
         lang = min(open_, key=lambda lg: (secs[lg] + inflight[lg] * 4.0, lg))  # ~4 s per pending clip
-        while f"{lang}_{cfg['split']}_{next_k[lang]:07d}" in have:
+        while _uid(cfg, lang, next_k[lang]) in have:
             next_k[lang] += 1
         next_k[lang] += 1
         return lang, next_k[lang] - 1

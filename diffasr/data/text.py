@@ -104,3 +104,53 @@ def load_sentences(lang: str, split: str, text_dir: str | os.PathLike | None = N
         raise DataError(f"n_test must be >= 0, got {n_test}")
     d = str(Path(text_dir) if text_dir is not None else TEXT_DIR)
     return list(_split_lists(lang, d, int(n_test))[split])
+
+
+# ------------------------------------------------------------------ short utterances
+
+# Number words for the languages num2words does not cover; 0-10 is what isolated-digit speech needs.
+_DIGITS = {
+    "hi": ["शून्य", "एक", "दो", "तीन", "चार", "पांच", "छह", "सात", "आठ", "नौ", "दस"],
+    "zh": ["零", "一", "二", "三", "四", "五", "六", "七", "八", "九", "十"],
+}
+
+
+def number_words(n: int, lang: str) -> str:
+    """`n` spelled out in `lang` (0 <= n <= 99 for zh, <= 10 for hi, any for the num2words languages)."""
+    if lang == "zh":
+        d = _DIGITS["zh"]
+        if n <= 10:
+            return d[n]
+        tens, ones = divmod(n, 10)
+        return (d[tens] if tens > 1 else "") + "十" + (d[ones] if ones else "")
+    if lang == "hi":
+        return _DIGITS["hi"][n]
+    from num2words import num2words
+
+    return num2words(n, lang=lang)
+
+
+def short_utterance(lang: str, sentences: list[str], rng) -> str:
+    """A 1-4 word utterance: a number, a spoken digit string, or a fragment of a training sentence.
+
+    The sentence corpus has no short speech at all, so a model trained on it alone hallucinates on
+    one-word commands and spoken digits; these fill that gap with text the tokenizer already covers.
+    """
+    u = rng.random()
+    hi_max = 10 if lang == "hi" else 99
+    if u < 0.30:  # one number, mostly 0-10
+        return number_words(int(rng.integers(0, 11)) if rng.random() < 0.7 else int(rng.integers(0, hi_max + 1)), lang)
+    if u < 0.45:  # a digit string, read digit by digit ("three one four")
+        digits = [number_words(int(d), lang) for d in rng.integers(0, 10, int(rng.integers(2, 5)))]
+        return ("" if lang == "zh" else " ").join(digits)
+    s = sentences[int(rng.integers(len(sentences)))]
+    if lang == "zh":  # a run of 2-6 characters, cut at punctuation
+        chars = [c for c in s if unicodedata.category(c)[0] in "LN"]
+        n = int(rng.integers(2, 7))
+        i = int(rng.integers(0, max(1, len(chars) - n + 1)))
+        return "".join(chars[i: i + n])
+    words = [w.strip(".,;:!?¿¡\"'«»()।") for w in s.split()]
+    words = [w for w in words if w]
+    n = int(rng.integers(1, 5))
+    i = int(rng.integers(0, max(1, len(words) - n + 1)))
+    return " ".join(words[i: i + n])
