@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from diffasr.diffusion import DecodeOptions
+from diffasr.errors import ConfigError
 from diffasr.model import DiffusionASR
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     try:
         defaults = json.loads(args.decode_defaults)
         DecodeOptions(**defaults)  # an unknown field or a bad value is refused here, not at load time
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, TypeError, ConfigError) as e:
         p.error(f"--decode-defaults: {e}")
     if not (Path(args.checkpoint) / "config.json").is_file():
         p.error(f"{args.checkpoint}: not a checkpoint directory (no config.json)")

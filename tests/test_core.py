@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -195,6 +197,28 @@ def test_checkpoint_round_trip_is_exact(tiny_model, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["preset"] == "tiny" and cfg["tokens"]["audio"] == tiny_model.tokenizer.audio
     assert cfg["lm_config"]["text_config"]["hidden_size"] == 64 and cfg["projector"]["strides"] == [2, 2, 1]
+
+
+def test_export_script_writes_fp16_model_with_defaults_and_history(tiny_model, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from diffasr.model import DiffusionASR
+
+    ck = tiny_model.save(tmp_path / "ck", training={"steps": 7})
+    prev = tiny_model.save(tmp_path / "prev", training={"steps": 3})
+    script = Path(__file__).parents[1] / "scripts" / "export_model.py"
+    run = [sys.executable, str(script), str(ck), str(tmp_path / "out")]
+    r = subprocess.run(run + ["--decode-defaults", '{"init": "ctc"}', "--previous", str(prev)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["decode_defaults"] == {"init": "ctc"} and cfg["training"]["steps"] == 7
+    assert cfg["training"]["previous_stages"] == [{"steps": 3}]
+    m = DiffusionASR.load(tmp_path / "out")
+    assert m.config.decode_defaults == {"init": "ctc"}
+    bad = subprocess.run(run + ["--decode-defaults", '{"init": "nope"}'], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("export_model.py: error: --decode-defaults")
 
 
 def test_transcribe_api_on_real_clips(tiny_model, en_clip):
