@@ -69,10 +69,12 @@ class DecodeOptions:
     decoder: str = "diffusion"  # "diffusion" | "ctc" (greedy CTC on the projector head)
     steps: int = 8  # denoising steps; cost is set by this, not by transcript length
     sampler: str = "refine"  # "refine": sticky confidence commits | "entropy": EntropyBound (not sticky)
+    #                          | "edit" (init="ctc" only): keep the seed, replace only confident tokens
     init: str = "noise"  # "noise": uniform random canvas | "ctc": start from the CTC transcript and refine it
     temperature: float = 0.0  # 0: commit argmax tokens; > 0 samples (refine) / t_max (entropy)
     threshold: float = 0.9  # refine: commit any position whose confidence exceeds this early
-    edit_threshold: float | None = 0.95  # refine: revise a committed token when this sure of another
+    edit_threshold: float | None = 0.95  # refine: revise a committed token when this sure of another;
+    #                                      edit: replace a seed token when this sure of another
     self_condition: bool = True  # feed each step the previous step's logits
     canvas: int | None = None  # canvas length; None: estimated from the CTC length (+ margin)
     length_margin: float = 0.25  # estimated canvas = ceil(n_ctc * (1 + margin)) + 4, rounded up to 8
@@ -84,8 +86,12 @@ class DecodeOptions:
         checks = [
             (self.decoder in ("diffusion", "ctc"), f"decoder must be 'diffusion' or 'ctc', not {self.decoder!r}"),
             (isinstance(self.steps, int) and 1 <= self.steps <= 64, f"steps must be an integer in 1..64, not {self.steps!r}"),
-            (self.sampler in ("refine", "entropy"), f"sampler must be 'refine' or 'entropy', not {self.sampler!r}"),
+            (self.sampler in ("refine", "entropy", "edit"),
+             f"sampler must be 'refine', 'entropy' or 'edit', not {self.sampler!r}"),
             (self.init in ("noise", "ctc"), f"init must be 'noise' or 'ctc', not {self.init!r}"),
+            (self.sampler != "edit" or self.init == "ctc", "sampler 'edit' needs a seeded canvas (init='ctc')"),
+            (self.sampler != "edit" or (self.edit_threshold is not None and 0 < self.edit_threshold <= 1),
+             f"sampler 'edit' needs edit_threshold in (0, 1], not {self.edit_threshold}"),
             (0.0 <= self.temperature <= 2.0, f"temperature must be in [0, 2], not {self.temperature}"),
             (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1], not {self.threshold}"),
             (self.canvas is None or 8 <= self.canvas <= 512, f"canvas must be in 8..512, not {self.canvas}"),
@@ -131,6 +137,8 @@ def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: Decode
     """
     from diffusers import BlockRefinementScheduler, EntropyBoundScheduler
 
+    if options.sampler == "edit":
+        return edit(step_fn, init, options)
     n = options.steps
     if options.sampler == "refine":
         sched = BlockRefinementScheduler(threshold=options.threshold, editing_threshold=options.edit_threshold)
@@ -172,6 +180,29 @@ def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: Decode
         final = logits.argmax(-1)  # EntropyBound commits nothing for good: take the last argmax
     conf = probs.gather(-1, final[..., None])[..., 0]
     return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
+
+
+@torch.no_grad()
+def edit(step_fn: StepFn, init: torch.Tensor, options: DecodeOptions) -> SampleOutput:
+    """Refine a seeded canvas (B, L) by confident edits only: each step, a position takes the
+    decoder's prediction when its probability is ≥ `edit_threshold`, and keeps its current token
+    otherwise. A decoder weaker than its seed cannot make the seed worse by much, and one that is
+    sure of a correction gets to make it; stops early when a step changes nothing."""
+    canvas, sc, probs = init, None, None
+    steps_run = 0
+    for _ in range(options.steps):
+        logits = step_fn(canvas, sc if options.self_condition else None)
+        steps_run += 1
+        probs = logits.float().softmax(-1)
+        conf, pred = probs.max(-1)
+        new = torch.where(conf >= options.edit_threshold, pred, canvas)
+        sc = logits
+        changed = not torch.equal(new, canvas)
+        canvas = new
+        if options.early_stop and not changed:
+            break
+    conf = probs.gather(-1, canvas[..., None])[..., 0]
+    return SampleOutput(tokens=canvas, confidence=conf, steps_run=steps_run)
 
 
 def clean_canvas(rows: list[list[int]], length: int, eos: int, pad: int) -> torch.Tensor:

@@ -119,13 +119,14 @@ def transcribe_plain(model, audio, **kwargs):
 
 
 def run_diffasr(model, clips: list[Utterance], arrays: list, decoder: str, steps: int, batch_size: int,
-                seed: int = 0, sampler: str = "refine", progress=None, init: str = "noise") -> SystemRun:
-    """Transcribe language by language (the language is given), in batches of `batch_size`."""
+                progress=None, **decode) -> SystemRun:
+    """Transcribe language by language (the language is given), in batches of `batch_size`;
+    `decode`: further DecodeOptions fields (seed, sampler, init, edit_threshold)."""
     from .diffusion import DecodeOptions
 
     hyps, seconds = [""] * len(clips), {}
     for lang in dict.fromkeys(c.lang for c in clips):
-        options = DecodeOptions(decoder=decoder, steps=steps, language=lang, seed=seed, sampler=sampler, init=init)
+        options = DecodeOptions(decoder=decoder, steps=steps, language=lang, **decode)
         idx = [i for i, c in enumerate(clips) if c.lang == lang]
         for b in range(0, len(idx), batch_size):
             chunk = idx[b: b + batch_size]
@@ -285,7 +286,8 @@ def report(summary: dict) -> str:
     lines = [
         f"# diffasr eval: {summary['manifest']}", "",
         f"- model: `{summary['model']}`; decoders: {', '.join(s['decoders'])}; steps: {', '.join(map(str, s['steps']))}; "
-        f"batch size {s['batch_size']}; threads {s['threads'] or 'default'}; sampler {s['sampler']}, seed {s['seed']}",
+        f"batch size {s['batch_size']}; threads {s['threads'] or 'default'}; sampler {s['sampler']}, init {s.get('init', 'noise')}, "
+        f"edit threshold {s.get('edit_threshold', 0.95)}, seed {s['seed']}",
         f"- {summary['n_clips']} clips, {summary['audio_s']:.1f} s of audio; language given to every system",
         f"- command: `{summary['command']}`", "",
         "## Per language", "", language_table(summary["results"]), "",
@@ -318,8 +320,11 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", default=None, metavar="OUT.png", help="plot error rate and speed vs steps")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
-    p.add_argument("--sampler", default="refine", choices=["refine", "entropy"], help="sampler (default refine)")
+    p.add_argument("--sampler", default="refine", choices=["refine", "entropy", "edit"],
+                   help="sampler (default refine; edit: confident edits of a CTC-seeded canvas)")
     p.add_argument("--init", default="noise", choices=["noise", "ctc"], help="diffusion canvas start (default noise)")
+    p.add_argument("--edit-threshold", type=float, default=0.95,
+                   help="refine: revise a committed token; edit: replace a seed token, when this sure (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for every system (default: library defaults)")
     p.add_argument("--device", default="cpu", help="torch device for diffasr (default cpu)")
@@ -381,9 +386,13 @@ def run(args) -> int:
     bar = tqdm(total=total, unit="clip", desc="eval", disable=not sys.stderr.isatty())
     # Warm-up (lazy encoder load, first-call allocations) on the shortest clip, not timed.
     warm = min(range(len(clips)), key=lambda i: durations[i])
-    run_diffasr(model, [clips[warm]], [arrays[warm]], configs[0][0] if configs else "ctc", configs[0][1] if configs else 1, 1)
-    runs = [run_diffasr(model, clips, arrays, d, s, args.batch_size, args.seed, args.sampler, bar, args.init)
-            for d, s in configs]
+    from .diffusion import DecodeOptions
+
+    decode = dict(seed=args.seed, sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold)
+    DecodeOptions(**decode)  # a bad combination is one error here, before any audio is decoded
+    run_diffasr(model, [clips[warm]], [arrays[warm]], configs[0][0] if configs else "ctc", configs[0][1] if configs else 1, 1,
+                **decode)
+    runs = [run_diffasr(model, clips, arrays, d, s, args.batch_size, bar, **decode) for d, s in configs]
     if fw is not None:
         faster_whisper_text(fw, arrays[warm], clips[warm].lang)
         runs.append(run_faster_whisper(fw, clips, arrays, bar))
@@ -394,7 +403,7 @@ def run(args) -> int:
         manifest=str(args.manifest), model=str(args.model or "default"),
         command="diffasr " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "diffasr eval ...",
         settings=dict(steps=steps, decoders=decoders, baseline=args.baseline, batch_size=args.batch_size,
-                      sampler=args.sampler, init=args.init, seed=args.seed, threads=args.threads, device=args.device),
+                      sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, seed=args.seed, threads=args.threads, device=args.device),
         n_clips=len(clips), audio_s=sum(durations), results=results,
     )
     print("Per language (error rate, real-time factor):\n" + language_table(results) + "\n")

@@ -348,8 +348,10 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=8, help="denoising steps (default 8)")
     p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)")
     p.add_argument("--decoder", default="diffusion", choices=["diffusion", "ctc"], help="decoder (default diffusion)")
-    p.add_argument("--sampler", default="refine", choices=["refine", "entropy"], help="sampler (default refine)")
+    p.add_argument("--sampler", default=None, choices=["refine", "entropy", "edit"],
+                   help="sampler (default: the model's, else refine; edit: confident edits of a CTC-seeded canvas)")
     p.add_argument("--init", default=None, choices=["noise", "ctc"], help="canvas start: noise or the CTC transcript (default: the model's, else noise)")
+    p.add_argument("--edit-threshold", type=float, default=None, help="confidence needed to revise a token (default: the model's, else 0.95)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
     p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
@@ -371,9 +373,9 @@ def run(args) -> int:
     if len(formats) > 1 and not args.output_dir:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
-    extra = {**model.config.decode_defaults, **({"init": args.init} if args.init else {})}
-    options = DecodeOptions(steps=args.steps, language=args.language, decoder=args.decoder, sampler=args.sampler,
-                            seed=args.seed, **extra)
+    given = {"init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold}
+    extra = {**model.config.decode_defaults, **{k: v for k, v in given.items() if v is not None}}
+    options = DecodeOptions(steps=args.steps, language=args.language, decoder=args.decoder, seed=args.seed, **extra)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)

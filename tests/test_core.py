@@ -176,9 +176,30 @@ def test_refine_sampler_commits_everything_by_the_last_step(tiny_model):
 
 
 def test_decode_options_validated_once():
-    for bad in (dict(steps=0), dict(steps=100), dict(sampler="beam"), dict(decoder="x"), dict(temperature=-1)):
+    for bad in (dict(steps=0), dict(steps=100), dict(sampler="beam"), dict(decoder="x"), dict(temperature=-1),
+                dict(sampler="edit"), dict(sampler="edit", init="ctc", edit_threshold=None)):
         with pytest.raises(ConfigError):
             DecodeOptions(**bad)
+
+
+def test_edit_sampler_changes_only_confident_positions():
+    """sampler="edit": a seed token is replaced only where the decoder is sure of another; a step
+    that changes nothing ends the loop."""
+    seed = torch.tensor([[7, 8, 9, 1, 0, 0]])
+    calls = []
+
+    def step_fn(canvas, sc):
+        calls.append(canvas.clone())
+        logits = torch.zeros(1, 6, 12)
+        logits[0, 0, 3] = 20.0  # sure: position 0 should be 3
+        logits[0, 1, 4] = 1.0  # a weak preference: position 1 keeps its seed
+        return logits
+
+    out = sample(step_fn, seed, 12, DecodeOptions(sampler="edit", init="ctc", steps=8, edit_threshold=0.9),
+                 torch.Generator().manual_seed(0))
+    assert out.tokens.tolist() == [[3, 8, 9, 1, 0, 0]]
+    assert out.steps_run == 2 and len(calls) == 2  # step 2 changed nothing: stop
+    assert out.confidence[0, 0] > 0.99 and out.confidence[0, 1] < 0.2
 
 
 # ------------------------------------------------------------------ model, checkpoints, API
