@@ -49,8 +49,10 @@ def _t2s():
     return OpenCC("t2s")
 
 
-def metric_for(lang: str) -> str:
-    """'cer' for zh/hi, 'wer' otherwise."""
+def metric_for(lang: str, metric: str = "auto") -> str:
+    """'cer' for zh/hi, 'wer' otherwise; `metric` "cer" or "wer" forces one for every language."""
+    if metric != "auto":
+        return metric
     return "cer" if lang in CER_LANGUAGES else "wer"
 
 
@@ -65,15 +67,16 @@ def normalize(text: str, lang: str) -> str:
     return " ".join(text.split())
 
 
-def edit_counts(refs: list[str], hyps: list[str], lang: str) -> tuple[int, int]:
+def edit_counts(refs: list[str], hyps: list[str], lang: str, metric: str = "auto") -> tuple[int, int]:
     """(edits, reference units) over a corpus, after normalisation. Units are words (WER) or
-    characters (CER). A reference that normalises to nothing adds its hypothesis as insertions."""
+    characters (CER; for spaced languages the single spaces between words count as characters).
+    A reference that normalises to nothing adds its hypothesis as insertions."""
     import jiwer
 
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     pairs = [(normalize(r, lang), normalize(h, lang)) for r, h in zip(refs, hyps)]
-    cer = metric_for(lang) == "cer"
+    cer = metric_for(lang, metric) == "cer"
     units = (lambda s: len(s)) if cer else (lambda s: len(s.split()))
     edits = sum(units(h) for r, h in pairs if not r)
     scored = [(r, h) for r, h in pairs if r]
@@ -85,11 +88,11 @@ def edit_counts(refs: list[str], hyps: list[str], lang: str) -> tuple[int, int]:
     return edits, out.substitutions + out.deletions + out.hits
 
 
-def error_rate(refs: list[str], hyps: list[str], lang: str) -> tuple[float, str]:
+def error_rate(refs: list[str], hyps: list[str], lang: str, metric: str = "auto") -> tuple[float, str]:
     """Corpus-level (rate, 'wer' | 'cer') of raw hypotheses against raw references in `lang`.
     NaN when the references hold no words at all."""
-    edits, n = edit_counts(refs, hyps, lang)
-    return (edits / n if n else math.nan), metric_for(lang)
+    edits, n = edit_counts(refs, hyps, lang, metric)
+    return (edits / n if n else math.nan), metric_for(lang, metric)
 
 
 # ---------------------------------------------------------------------- systems
@@ -180,14 +183,14 @@ def groups(clips: list[Utterance]) -> dict[str, list[int]]:
     return out
 
 
-def score(run: SystemRun, clips: list[Utterance], durations: list[float]) -> dict:
+def score(run: SystemRun, clips: list[Utterance], durations: list[float], metric: str = "auto") -> dict:
     """Per-row metrics (n, audio_s, metric, error_rate; rtf for whole languages) and overall speed."""
     rows = {}
     for name, idx in groups(clips).items():
         lang = clips[idx[0]].lang
-        rate, metric = error_rate([clips[i].text for i in idx], [run.hyps[i] for i in idx], lang)
+        rate, metric_used = error_rate([clips[i].text for i in idx], [run.hyps[i] for i in idx], lang, metric)
         audio_s = sum(durations[i] for i in idx)
-        row = dict(n=len(idx), audio_s=round(audio_s, 3), metric=metric, error_rate=rate)
+        row = dict(n=len(idx), audio_s=round(audio_s, 3), metric=metric_used, error_rate=rate)
         if ":" not in name:  # times are kept per language (batches never mix languages)
             row.update(seconds=round(run.seconds[lang], 4), rtf=run.seconds[lang] / audio_s)
         rows[name] = row
@@ -326,6 +329,8 @@ def add_arguments(p) -> None:
     p.add_argument("--edit-threshold", type=float, default=0.95,
                    help="refine: revise a committed token; edit: replace a seed token, when this sure (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--metric", default="auto", choices=["auto", "cer", "wer"],
+                   help="auto: WER, CER for zh/hi (default); cer or wer: that metric for every language")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for every system (default: library defaults)")
     p.add_argument("--device", default="cpu", help="torch device for diffasr (default cpu)")
 
@@ -398,12 +403,12 @@ def run(args) -> int:
         runs.append(run_faster_whisper(fw, clips, arrays, bar))
     bar.close()
 
-    results = [dict(name=r.name, decoder=r.decoder, steps=r.steps, **score(r, clips, durations)) for r in runs]
+    results = [dict(name=r.name, decoder=r.decoder, steps=r.steps, **score(r, clips, durations, args.metric)) for r in runs]
     summary = dict(
         manifest=str(args.manifest), model=str(args.model or "default"),
         command="diffasr " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "diffasr eval ...",
         settings=dict(steps=steps, decoders=decoders, baseline=args.baseline, batch_size=args.batch_size,
-                      sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, seed=args.seed, threads=args.threads, device=args.device),
+                      sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, metric=args.metric, seed=args.seed, threads=args.threads, device=args.device),
         n_clips=len(clips), audio_s=sum(durations), results=results,
     )
     print("Per language (error rate, real-time factor):\n" + language_table(results) + "\n")

@@ -41,6 +41,13 @@ def test_normalize():
     assert [metric_for(lang) for lang in ("en", "de", "fr", "es", "zh", "hi")] == ["wer"] * 4 + ["cer"] * 2
 
 
+def test_metric_override_scores_characters_with_spaces():
+    # "hello world" vs "hallo world": 1 character edit over 11 characters (the space counts)
+    assert error_rate(["Hello world."], ["hallo world"], "en", metric="cer") == (1 / 11, "cer")
+    assert error_rate(["Hello world."], ["hallo world"], "en")[1] == "wer"
+    assert error_rate(["你好"], ["你们"], "zh", metric="wer")[1] == "wer"
+
+
 def test_error_rate_without_reference_words_is_nan():
     assert math.isnan(error_rate(["[laughs]"], ["x"], "en")[0])
 
