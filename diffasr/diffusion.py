@@ -81,6 +81,7 @@ class DecodeOptions:
     early_stop: bool = True  # stop once every position is committed and predictions are stable
     seed: int = 0  # same seed, same input -> same output
     language: str | None = None  # None: auto
+    restrict_script: bool = True  # a known language's output uses only its script's tokens
 
     def __post_init__(self):
         checks = [

@@ -74,6 +74,32 @@ class Tokenizer:
         """Write tokenizer files into `directory`; return the dict that config.json stores."""
         raise NotImplementedError
 
+    def script_mask(self, language: str):
+        """Bool tensor (vocab_size,): tokens that can occur in `language`'s text. A token is ruled out
+        when it holds a letter of another script (Latin for en/de/fr/es, Devanagari for hi, CJK for
+        zh); specials and letter-free tokens stay. Cached per language."""
+        cache = self.__dict__.setdefault("_script_masks", {})
+        if language not in cache:
+            import torch
+
+            want = SCRIPTS[language]
+            strings = self.token_strings(range(self.vocab_size))
+            mask = torch.tensor([_in_script(t, want) for t in strings], dtype=torch.bool)
+            mask[[self.pad, self.eos]] = True  # the CTC blank and the end of the transcript
+            cache[language] = mask
+        return cache[language]
+
+
+# The script of each language's letters, as the first word of their Unicode names.
+SCRIPTS = {"en": "LATIN", "de": "LATIN", "fr": "LATIN", "es": "LATIN", "hi": "DEVANAGARI", "zh": "CJK"}
+
+
+def _in_script(token: str, script: str) -> bool:
+    for ch in token:  # letters and combining marks (Devanagari vowel signs are marks, not letters)
+        if unicodedata.category(ch)[0] in "LM" and not unicodedata.name(ch, "").startswith(script):
+            return False
+    return True
+
 
 class BPETokenizer(Tokenizer):
     """Compact BPE (`tokenizers`), Metaspace pre-tokenisation, SPECIALS at ids 0..len(SPECIALS)-1."""

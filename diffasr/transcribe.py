@@ -25,7 +25,7 @@ from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
 from .diffusion import DecodeOptions, canvas_length, clean_canvas, corrupt, random_canvas, sample
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
-from .tokenizer import LANGUAGES
+from .tokenizer import LANGUAGES, SCRIPTS
 from .vad import Chunk, file_duration, fixed_chunks, read_chunks, scan_file, speech_chunks
 
 STREAM_SECONDS = 600.0  # files longer than this are streamed (two block-wise passes) instead of loaded
@@ -70,6 +70,16 @@ def ctc_greedy(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[
             prev = t
         out.append(ids)
     return out
+
+
+def _allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torch.Tensor | None:
+    """(B, V) bool: the tokens each row may emit given its language (all for rows without one), or
+    None when nothing is restricted. Without it, a weak acoustic model spells unclear Spanish with
+    Devanagari pieces: every language shares one vocabulary and the CTC head never sees the prompt."""
+    if not options.restrict_script or not any(lang in SCRIPTS for lang in languages):
+        return None
+    every = torch.ones(tok.vocab_size, dtype=torch.bool)
+    return torch.stack([tok.script_mask(lang) if lang in SCRIPTS else every for lang in languages]).to(device)
 
 
 def _until_eos(ids: list[int], conf: list[float], tok) -> tuple[list[int], list[float]]:
@@ -124,6 +134,9 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     t0 = time.perf_counter()
     audio_tokens, n_audio = model.project(feats)
     ctc = model.ctc_logits(audio_tokens)
+    allowed = _allowed_tokens(tok, languages, options, ctc.device)
+    if allowed is not None:  # a known language rules out the other scripts' tokens, in CTC and decoder alike
+        ctc = ctc.masked_fill(~allowed[:, None, :], -1e4)
     ctc_ids = ctc_greedy(ctc, n_audio, blank=tok.pad)
     times["projector_ctc"] = time.perf_counter() - t0
 
@@ -150,8 +163,9 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
             else:
                 init = random_canvas(len(rows), L, tok.vocab_size, gens)
 
-            def step_fn(canvas, sc, cache=cache, mask=mask):
-                return model.backbone.denoise(cache, mask, canvas, sc)
+            def step_fn(canvas, sc, cache=cache, mask=mask, ok=None if allowed is None else allowed[rows]):
+                logits = model.backbone.denoise(cache, mask, canvas, sc)
+                return logits if ok is None else logits.masked_fill(~ok[:, None, :], -1e4)
 
             out = sample(step_fn, init.to(model.device), tok.vocab_size, options,
                          torch.Generator().manual_seed(options.seed), row_generators=gens)

@@ -252,6 +252,23 @@ def test_transcribe_api_on_real_clips(tiny_model, en_clip):
     assert len(rs) == 2 and rs[0].text == rs[1].text and rs[0].decoder == "ctc"
 
 
+@pytest.mark.parametrize("decoder", ["ctc", "diffusion"])
+def test_known_language_restricts_output_to_its_script(tiny_model, en_clip, decoder):
+    """A random tiny model emits tokens of every script; with language="zh" every emitted token is
+    CJK (or letter-free), with restrict_script=False it is not."""
+    import unicodedata
+
+    tok = tiny_model.tokenizer
+    zh = tok.script_mask("zh")
+    assert zh[tok.pad] and zh[tok.eos] and not tok.script_mask("en")[tok.encode("中")[-1]]
+    assert tok.script_mask("en")[tok.encode("hello")[-1]] and not zh[tok.encode("hello")[-1]]
+    r = tiny_model.transcribe(str(en_clip), steps=4, language="zh", decoder=decoder)
+    letters = [c for c in r.text if unicodedata.category(c)[0] in "LM"]
+    assert letters and all(unicodedata.name(c).startswith("CJK") for c in letters), r.text
+    free = tiny_model.transcribe(str(en_clip), steps=4, language="zh", decoder=decoder, restrict_script=False)
+    assert any(not unicodedata.name(c).startswith("CJK") for c in free.text if unicodedata.category(c)[0] in "LM")
+
+
 def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
     """Same structure as the published recipe (8x projector from 768-d whisper-small features, frozen
     backbone, one LoRA shared by encoder and decoder), on a tiny random DiffusionGemma."""
