@@ -105,6 +105,15 @@ class DecodeOptions:
                 raise ConfigError(msg)
 
 
+def with_defaults(defaults: dict, given: dict) -> dict:
+    """A model's `decode_defaults` overridden by the caller's fields. Asking for a noise start
+    without naming a sampler drops a default `edit` sampler, which only edits seeded canvases."""
+    merged = {**defaults, **given}
+    if given.get("init") == "noise" and "sampler" not in given and merged.get("sampler") == "edit":
+        del merged["sampler"]
+    return merged
+
+
 def canvas_length(n_ctc: int, options: DecodeOptions, max_len: int) -> int:
     """Canvas size from a CTC token count: room for the transcript, EOS and a margin, multiple of 8."""
     if options.canvas is not None:

@@ -22,7 +22,7 @@ import torch
 
 from .align import Word, ctc_align, words_from_tokens
 from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
-from .diffusion import DecodeOptions, canvas_length, clean_canvas, corrupt, random_canvas, sample
+from .diffusion import DecodeOptions, canvas_length, clean_canvas, corrupt, random_canvas, sample, with_defaults
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
 from .tokenizer import LANGUAGES, SCRIPTS
@@ -331,7 +331,7 @@ def transcribe(model, audio, steps: int = 8, language: str | None = None, batch_
     items = [audio] if single else list(audio)
     if options is None:
         # The checkpoint may name better defaults (e.g. init="ctc"); explicit keywords win.
-        options = DecodeOptions(steps=steps, language=language, **{**model.config.decode_defaults, **kwargs})
+        options = DecodeOptions(steps=steps, language=language, **with_defaults(model.config.decode_defaults, kwargs))
     if options.language == "auto":
         options = dataclasses.replace(options, language=None)
     if options.language is not None and options.language not in model.config.languages:
@@ -388,7 +388,7 @@ def run(args) -> int:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
     given = {"init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold}
-    extra = {**model.config.decode_defaults, **{k: v for k, v in given.items() if v is not None}}
+    extra = with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None})
     options = DecodeOptions(steps=args.steps, language=args.language, decoder=args.decoder, seed=args.seed, **extra)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:

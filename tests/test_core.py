@@ -182,6 +182,16 @@ def test_decode_options_validated_once():
             DecodeOptions(**bad)
 
 
+def test_model_defaults_merge_with_caller_options():
+    from diffasr.diffusion import with_defaults
+
+    d = {"init": "ctc", "sampler": "edit", "edit_threshold": 0.9}
+    assert with_defaults(d, {"steps": 4}) == {**d, "steps": 4}
+    assert with_defaults(d, {"init": "noise"}) == {"init": "noise", "edit_threshold": 0.9}  # refine from noise
+    assert with_defaults(d, {"init": "noise", "sampler": "edit"})["sampler"] == "edit"  # asked for: refused later
+    DecodeOptions(**with_defaults(d, {"init": "noise"}))
+
+
 def test_edit_sampler_changes_only_confident_positions():
     """sampler="edit": a seed token is replaced only where the decoder is sure of another; a step
     that changes nothing ends the loop."""
