@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from .audio import SAMPLE_RATE, load_audio
-from .diffusion import DecodeOptions
+from .diffusion import DecodeOptions, with_defaults
 from .errors import AudioError, ConfigError, DiffasrError
 from .transcribe import Transcription, transcribe
 from .writers import write_srt, write_txt, write_vtt
@@ -199,8 +199,8 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
     steps = _number(form, "steps", int, 8)
     temperature = _number(form, "temperature", float, 0.0)
     try:
-        options = DecodeOptions(**{**model.config.decode_defaults, "steps": steps, "language": language,
-                                   "temperature": temperature})
+        options = DecodeOptions(**with_defaults(model.config.decode_defaults,
+                                                {"steps": steps, "language": language, "temperature": temperature}))
     except ConfigError as e:
         param = next((f for f in ("steps", "temperature") if str(e).startswith(f)), None)
         raise ApiError(400, str(e), param=param, code="invalid_value") from None

@@ -331,7 +331,8 @@ def transcribe(model, audio, steps: int = 8, language: str | None = None, batch_
     items = [audio] if single else list(audio)
     if options is None:
         # The checkpoint may name better defaults (e.g. init="ctc"); explicit keywords win.
-        options = DecodeOptions(steps=steps, language=language, **with_defaults(model.config.decode_defaults, kwargs))
+        given = {"steps": steps, "language": language, **kwargs}
+        options = DecodeOptions(**with_defaults(model.config.decode_defaults, given))
     if options.language == "auto":
         options = dataclasses.replace(options, language=None)
     if options.language is not None and options.language not in model.config.languages:
@@ -387,9 +388,9 @@ def run(args) -> int:
     if len(formats) > 1 and not args.output_dir:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
-    given = {"init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold}
-    extra = with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None})
-    options = DecodeOptions(steps=args.steps, language=args.language, decoder=args.decoder, seed=args.seed, **extra)
+    given = {"steps": args.steps, "language": args.language, "decoder": args.decoder, "seed": args.seed,
+             "init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold}
+    options = DecodeOptions(**with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None}))
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
