@@ -87,8 +87,9 @@ def stage_times(model, clip: Path, language: str | None, batch: int, steps: int 
     with torch.no_grad():
         audios = [load_audio(clip)] * batch
         audio_tokens, n_audio = model.project(model.encode(audios))
-        ctc = ctc_greedy(model.ctc_logits(audio_tokens), n_audio, blank=tok.pad)
-        cache, mask, _ = model.prefill(audio_tokens, n_audio, [language] * batch)
+        logits, prefilled = model.ctc(audio_tokens, n_audio, [language] * batch)
+        ctc = ctc_greedy(logits, n_audio, blank=tok.pad)
+        cache, mask, _ = prefilled or model.prefill(audio_tokens, n_audio, [language] * batch)
         L = max(canvas_length(len(ids), DecodeOptions(steps=steps), model.config.canvas_length) for ids in ctc)
         canvas = torch.randint(0, tok.vocab_size, (batch, L), generator=torch.Generator().manual_seed(0)).to(model.device)
         sc = model.backbone.denoise(cache, mask, canvas, None)

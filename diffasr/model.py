@@ -68,6 +68,10 @@ class ModelConfig:
     lm_config: dict | None = None  # DiffusionGemmaConfig.to_dict() for scratch backbones
     training: dict = field(default_factory=dict)  # provenance: data hours, steps, wall time, recipe
     decode_defaults: dict = field(default_factory=dict)  # DecodeOptions fields this model is best used with
+    # Where the CTC head reads: "projector" (published: lm_head over the projector's audio tokens) or
+    # "prompt" (lm_head over the prompt encoder's states at the audio slots: six causal layers deeper,
+    # language-aware, and free at inference because the prefill runs anyway).
+    ctc_from: str = "projector"
     format_version: int = FORMAT_VERSION
 
     @property
@@ -88,6 +92,8 @@ class DiffusionASR(nn.Module):
         from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
         self.config, self.tokenizer = config, tokenizer
+        if config.ctc_from not in ("projector", "prompt"):
+            raise ModelError(f"ctc_from must be 'projector' or 'prompt', not {config.ctc_from!r}")
         if lm is None:
             if config.lm_config is None:
                 raise ModelError("config has no backbone config (lm_config)")
@@ -199,6 +205,26 @@ class DiffusionASR(nn.Module):
     def ctc_logits(self, audio_tokens: torch.Tensor) -> torch.Tensor:
         """Per-audio-token vocabulary logits (B, T', V) through the tied lm_head (blank = pad id)."""
         return self.backbone.token_logits(audio_tokens)
+
+    def prompt_ctc_logits(self, hidden: torch.Tensor, n_audio: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits (B, T', V) of the prompt encoder's (normed) states at the audio slots.
+
+        hidden (B, P, h) from `prefill`. Every prompt layout ends `audio × n_i, sep` and is left-padded,
+        so row i's audio sits at P-1-n_i .. P-2; positions past n_i are clamped (CTC masks them).
+        """
+        B, P, h = hidden.shape
+        T = int(n_audio.max())
+        idx = ((P - 1 - n_audio)[:, None] + torch.arange(T, device=hidden.device)[None]).clamp(max=P - 1)
+        states = hidden.gather(1, idx[..., None].expand(B, T, h))
+        return self.backbone._cap(self.backbone.lm.lm_head(states))
+
+    def ctc(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list):
+        """CTC logits (B, T', V) from where this model's head reads, and the prefill
+        (cache, mask, hidden) when computing them needed it (`ctc_from="prompt"`), else None."""
+        if self.config.ctc_from == "prompt":
+            pre = self.prefill(audio_tokens, n_audio, languages)
+            return self.prompt_ctc_logits(pre[2], n_audio), pre
+        return self.ctc_logits(audio_tokens), None
 
     # ------------------------------------------------------------------ checkpoints
 

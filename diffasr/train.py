@@ -12,9 +12,16 @@ Losses, per batch:
 - ar: next-token CE of the transcript through the causal encoder, continuing after the audio prompt.
 - ctc: greedy-decodable CTC on lm_head(projector tokens), blank = pad. During `ctc_warmup_steps` the
   other losses are ramped in linearly, so the projector first learns transcript-predictive tokens.
+- ctc_prompt: the same CTC on the prompt encoder's states at the audio slots (`ctc_from = "prompt"`
+  makes the model decode with this head): six causal layers over the audio tokens, aware of the
+  language token, and what trains those states to hold the transcript the decoder then reads.
 - ctc-seeded canvases (`ctc_canvas_prob`): some examples start from the model's own greedy CTC
   transcript instead of uniform noise, the state `init="ctc"` decoding starts from, so the decoder
-  is trained to correct CTC's errors rather than only to denoise random tokens.
+  is trained to correct CTC's errors rather than only to denoise random tokens. `seed_targets`:
+  "position" scores those rows against the transcript position by position (one missing token
+  misaligns everything after it); "aligned" scores each seed position against the transcript token
+  it aligns to (edit distance), ignores seed tokens with no counterpart, and puts EOS at the seed's
+  end: the length-keeping corrections the `edit` sampler makes.
 
 Runs single-process or under `accelerate launch` (DDP, gloo on CPU). Checkpoints are written
 atomically (temp dir + rename) with optimizer, scheduler, RNG and data position, so `--resume`
@@ -47,14 +54,14 @@ from .tokenizer import LANGUAGES, BPETokenizer, spoken_form
 from .transcribe import ctc_greedy
 
 DEFAULTS = {
-    "preset": "small", "out": "runs/small", "seed": 0, "init_from": "",
+    "preset": "small", "out": "runs/small", "seed": 0, "init_from": "", "ctc_from": "",
     "tokenizer": {"path": "", "vocab_size": 5000, "limit_alphabet": 3000, "sentences_per_lang": 20000},
     "data": {"train": [], "dev": "", "cache": "data/features", "max_frames": 6000, "max_batch": 32, "dev_limit": 120,
              "max_seconds": 20.0},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01, "warmup_steps": 200, "max_steps": 20000,
               "min_lr_ratio": 0.1, "time_budget_min": 0.0, "stop_at": 0, "grad_clip": 1.0, "accumulate": 1, "bf16": True},
-    "loss": {"diffusion": 1.0, "ar": 0.3, "ctc": 0.5, "ctc_warmup_steps": 300, "pad_weight": 0.1,
-             "self_cond_prob": 0.5, "ctc_canvas_prob": 0.0, "schedule": "linear", "lang_drop": 0.2, "spec_augment": True},
+    "loss": {"diffusion": 1.0, "ar": 0.3, "ctc": 0.5, "ctc_prompt": 0.0, "ctc_warmup_steps": 300, "pad_weight": 0.1,
+             "self_cond_prob": 0.5, "ctc_canvas_prob": 0.0, "seed_targets": "position", "schedule": "linear", "lang_drop": 0.2, "spec_augment": True},
     "eval": {"every": 500, "save_every": 250, "steps": 8, "log_every": 20},
 }
 
@@ -177,6 +184,25 @@ def spec_augment(feats: torch.Tensor, lens: torch.Tensor, gen: torch.Generator) 
 # ---------------------------------------------------------------------------- losses
 
 
+def aligned_targets(seeds: list[list[int]], truths: list[list[int]], L: int, eos: int, pad: int) -> torch.Tensor:
+    """Targets (B, L) for seed canvases: each seed position gets the transcript token it aligns to
+    (Levenshtein opcodes; a replace block pairs positions in order), -100 (ignored) where it has none,
+    EOS right after the seed, pad after that. A seed that fills the canvas has no EOS position."""
+    from rapidfuzz.distance import Levenshtein
+
+    out = torch.full((len(seeds), L), -100, dtype=torch.long)
+    for b, (s, y) in enumerate(zip(seeds, truths)):
+        s = s[: L - 1]
+        for op in Levenshtein.opcodes(s, y):
+            if op.tag in ("equal", "replace"):
+                k = min(op.src_end - op.src_start, op.dest_end - op.dest_start)
+                out[b, op.src_start: op.src_start + k] = torch.tensor(y[op.dest_start: op.dest_start + k], dtype=torch.long)
+        out[b, len(s)] = eos
+        out[b, len(s) + 1:] = pad
+    return out
+
+
+
 class LossModule(nn.Module):
     """forward(batch) -> dict of losses; one module so DDP sees every parameter in one call."""
 
@@ -184,10 +210,13 @@ class LossModule(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg["loss"]
         self.schedule = SCHEDULES[self.cfg["schedule"]]()
+        if self.cfg["seed_targets"] not in ("position", "aligned"):
+            raise ConfigError(f"loss.seed_targets must be 'position' or 'aligned', not {self.cfg['seed_targets']!r}")
 
     def forward(self, feats, lens, x0, targets, langs, weights: dict, gen: torch.Generator) -> dict:
         m, tok, c = self.model, self.model.tokenizer, self.cfg
         V = tok.vocab_size
+        target = x0  # what the decoder is scored against (CTC-seeded rows may change it)
         a, n = m.projector(feats, lens)
         out = {}
         # CTC over the projector tokens, through the tied lm_head.
@@ -195,9 +224,16 @@ class LossModule(nn.Module):
         flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
         tl = torch.tensor([len(ids) for ids in targets])
         out["ctc"] = F.ctc_loss(logp, flat, n, tl, blank=tok.pad, reduction="mean", zero_infinity=True)
-        if weights["diffusion"] == 0 and weights["ar"] == 0:
+        if weights["diffusion"] == 0 and weights["ar"] == 0 and weights.get("ctc_prompt", 0) == 0:
             return out
         cache, pmask, hidden = m.prefill(a, n, langs)
+        if weights.get("ctc_prompt", 0) > 0 or m.config.ctc_from == "prompt":
+            plogp = m.prompt_ctc_logits(hidden, n).float().log_softmax(-1).transpose(0, 1)
+            out["ctc_prompt"] = F.ctc_loss(plogp, flat, n, tl, blank=tok.pad, reduction="mean", zero_infinity=True)
+            if m.config.ctc_from == "prompt":
+                logp = plogp  # the CTC-seeded canvases below start from the head the model decodes with
+        if weights["diffusion"] == 0 and weights["ar"] == 0:
+            return out
         B, L = x0.shape
         t = self.schedule.sample_t(B, generator=gen)
         xt = corrupt(x0, self.schedule.rate(t), V, generator=gen)
@@ -210,7 +246,10 @@ class LossModule(nn.Module):
             ctc_rows = torch.rand(B, generator=gen) < c["ctc_canvas_prob"]
             if ctc_rows.any():
                 with torch.no_grad():
-                    seed = clean_canvas(ctc_greedy(logp.detach().transpose(0, 1), n, tok.pad), L, tok.eos, tok.pad)
+                    seed_ids = ctc_greedy(logp.detach().transpose(0, 1), n, tok.pad)
+                    seed = clean_canvas(seed_ids, L, tok.eos, tok.pad)
+                if c["seed_targets"] == "aligned":
+                    target = torch.where(ctc_rows[:, None], aligned_targets(seed_ids, targets, L, tok.eos, tok.pad), x0)
                 noisy = corrupt(seed, 0.3 * torch.rand(B, generator=gen), V, generator=gen)
                 xt = torch.where(ctc_rows[:, None], noisy, xt)
                 fallback = torch.where(ctc_rows[:, None], seed, fallback)
@@ -228,8 +267,8 @@ class LossModule(nn.Module):
                 xt = torch.where(sc_rows[:, None], stepped, xt)
                 sc_logits = first
         logits = m.backbone.denoise(cache, pmask, xt, sc_logits, sc_rows if sc_logits is not None else None)
-        w = torch.where(x0 == tok.pad, c["pad_weight"], 1.0)
-        ce = F.cross_entropy(logits.reshape(-1, V), x0.reshape(-1), reduction="none").view(B, L)
+        w = torch.where(target == tok.pad, c["pad_weight"], 1.0) * (target != -100)
+        ce = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), reduction="none", ignore_index=-100).view(B, L)
         out["diffusion"] = (ce * w).sum() / w.sum()
         if weights["ar"] > 0:
             # Next-token CE through the causal encoder: the sep position predicts token 1, and each
@@ -250,7 +289,7 @@ class LossModule(nn.Module):
 def loss_weights(cfg: dict, step: int) -> dict:
     c = cfg["loss"]
     ramp = min(1.0, step / c["ctc_warmup_steps"]) if c["ctc_warmup_steps"] > 0 else 1.0
-    return {"ctc": c["ctc"], "diffusion": c["diffusion"] * ramp, "ar": c["ar"] * ramp}
+    return {"ctc": c["ctc"], "ctc_prompt": c["ctc_prompt"], "diffusion": c["diffusion"] * ramp, "ar": c["ar"] * ramp}
 
 
 def lr_at(cfg: dict, step: int) -> float:
@@ -266,8 +305,8 @@ def lr_at(cfg: dict, step: int) -> float:
 
 @torch.no_grad()
 def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int = 8, batch: int = 16, seed: int = 123) -> dict:
-    """CER of greedy CTC and of the diffusion sampler on cached features (decoded exactly as
-    `transcribe` decodes), plus the decoder's CE on an all-noise canvas with the right audio vs
+    """CER of greedy CTC, of the diffusion sampler from noise, of the default sampler on a CTC-seeded
+    canvas and of the edit sampler on it (decoded exactly as `transcribe` decodes), plus the decoder's CE on an all-noise canvas with the right audio vs
     another utterance's audio (a large gap = it listens)."""
     import jiwer
 
@@ -275,16 +314,17 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int =
 
     model.eval()
     tok = model.tokenizer
-    refs, hyp_ctc, hyp_diff, hyp_seed, langs = [], [], [], [], []
+    refs, hyp_ctc, hyp_diff, hyp_seed, hyp_edit, langs = [], [], [], [], [], []
     ce = {"right": 0.0, "wrong": 0.0}
     g = torch.Generator().manual_seed(seed)
     for b in range(0, len(examples), batch):
         ex = examples[b: b + batch]
         feats, lang = [e.feats for e in ex], [e.lang for e in ex]
         durations = [e.feats.shape[0] / FRAMES_PER_SECOND for e in ex]
-        for decoder, init, hyps in (("ctc", "noise", hyp_ctc), ("diffusion", "noise", hyp_diff),
-                                    ("diffusion", "ctc", hyp_seed)):
-            options = DecodeOptions(decoder=decoder, steps=steps, seed=seed, init=init)
+        for decoder, init, sampler, hyps in (("ctc", "noise", "refine", hyp_ctc), ("diffusion", "noise", "refine", hyp_diff),
+                                             ("diffusion", "ctc", "refine", hyp_seed), ("diffusion", "ctc", "edit", hyp_edit)):
+            options = DecodeOptions(decoder=decoder, steps=steps, seed=seed, init=init, sampler=sampler,
+                                    edit_threshold=0.9 if sampler == "edit" else DecodeOptions.edit_threshold)
             hyps += [r.text for r in decode_features(model, feats, durations, options, lang, word_timestamps=False)]
         refs += [spoken_form(tok.decode(e.ids)) for e in ex]
         langs += lang
@@ -301,12 +341,14 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int =
         return 100 * jiwer.cer([x for x, _ in pairs], [y for _, y in pairs]) if pairs else float("nan")
 
     res = {"cer_ctc": cer(hyp_ctc, refs), "cer_diffusion": cer(hyp_diff, refs), "cer_ctc_seeded": cer(hyp_seed, refs),
+           "cer_edit": cer(hyp_edit, refs),
            "ce_t1_right": ce["right"] / len(examples), "ce_t1_wrong": ce["wrong"] / len(examples), "per_lang": {}}
     for lang in sorted(set(langs)):
         idx = [i for i, l in enumerate(langs) if l == lang]
         res["per_lang"][lang] = {"cer_ctc": cer([hyp_ctc[i] for i in idx], [refs[i] for i in idx]),
                                  "cer_diffusion": cer([hyp_diff[i] for i in idx], [refs[i] for i in idx]),
-                                 "cer_ctc_seeded": cer([hyp_seed[i] for i in idx], [refs[i] for i in idx])}
+                                 "cer_ctc_seeded": cer([hyp_seed[i] for i in idx], [refs[i] for i in idx]),
+                                 "cer_edit": cer([hyp_edit[i] for i in idx], [refs[i] for i in idx])}
     res["examples"] = [{"ref": refs[i], "ctc": hyp_ctc[i], "diffusion": hyp_diff[i], "ctc_seeded": hyp_seed[i]} for i in range(min(3, len(refs)))]
     model.train()
     return res
@@ -338,13 +380,13 @@ def plot_curves(out: Path, history: list[dict]) -> None:
     tr = [h for h in history if h["kind"] == "train"]
     ev = [h for h in history if h["kind"] == "eval"]
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("diffusion", "ar", "ctc"):
+    for key in ("diffusion", "ar", "ctc", "ctc_prompt"):
         pts = [(h["step"], h[key]) for h in tr if key in h]
         if pts:
             ax[0].plot(*zip(*pts), label=key)
     ax[0].set(xlabel="step", ylabel="loss", title="training losses", yscale="log")
     ax[0].legend()
-    for key in ("cer_ctc", "cer_diffusion", "cer_ctc_seeded"):
+    for key in ("cer_ctc", "cer_diffusion", "cer_ctc_seeded", "cer_edit"):
         pts = [(h["step"], h[key]) for h in ev if key in h]
         if pts:
             ax[1].plot(*zip(*pts), marker="o", label=key)
@@ -381,6 +423,10 @@ def train(cfg: dict, resume: bool = False) -> Path:
             model = DiffusionASR.load(_p(cfg, cfg["init_from"]))
         else:
             model = DiffusionASR.from_preset(cfg["preset"], tokenizer=build_tokenizer(cfg))
+        if cfg["ctc_from"]:
+            if cfg["ctc_from"] not in ("projector", "prompt"):
+                raise ConfigError(f"ctc_from must be 'projector' or 'prompt', not {cfg['ctc_from']!r}")
+            model.config.ctc_from = cfg["ctc_from"]
     model.train()
     d = cfg["data"]
     if not d["train"]:
@@ -448,9 +494,9 @@ def train(cfg: dict, resume: bool = False) -> Path:
                 ev = evaluate_examples(acc.unwrap_model(lossmod).model, dev_ex, steps=cfg["eval"]["steps"])
                 state["history"].append({"kind": "eval", "step": s, "wall": round(state["wall"], 1), **ev})
                 acc.print(f"\nstep {s}: CER ctc {ev['cer_ctc']:.1f}  diffusion {ev['cer_diffusion']:.1f}  "
-                          f"ctc-seeded {ev['cer_ctc_seeded']:.1f}  "
+                          f"ctc-seeded {ev['cer_ctc_seeded']:.1f}  edit {ev['cer_edit']:.1f}  "
                           f"CE(t=1) right/wrong {ev['ce_t1_right']:.2f}/{ev['ce_t1_wrong']:.2f}  "
-                          + " ".join(f"{l}:{v['cer_ctc']:.0f}/{v['cer_diffusion']:.0f}/{v['cer_ctc_seeded']:.0f}" for l, v in ev["per_lang"].items()))
+                          + " ".join(f"{l}:{v['cer_ctc']:.0f}/{v['cer_diffusion']:.0f}/{v['cer_ctc_seeded']:.0f}/{v['cer_edit']:.0f}" for l, v in ev["per_lang"].items()))
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps({"step": s, **{k: v for k, v in ev.items() if k != "examples"}}) + "\n")
             if acc.is_main_process and (s % cfg["eval"]["save_every"] == 0 or stop):

@@ -133,7 +133,7 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     times = {} if times is None else times
     t0 = time.perf_counter()
     audio_tokens, n_audio = model.project(feats)
-    ctc = model.ctc_logits(audio_tokens)
+    ctc, prefilled = model.ctc(audio_tokens, n_audio, languages)
     allowed = _allowed_tokens(tok, languages, options, ctc.device)
     if allowed is not None:  # a known language rules out the other scripts' tokens, in CTC and decoder alike
         ctc = ctc.masked_fill(~allowed[:, None, :], -1e4)
@@ -154,7 +154,10 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
         for L in sorted(set(lengths)):
             rows = [i for i, l in enumerate(lengths) if l == L]
             t0 = time.perf_counter()
-            cache, mask, _ = model.prefill(audio_tokens[rows], n_audio[rows], [languages[i] for i in rows])
+            if prefilled is not None and len(rows) == len(feats):  # the CTC head's prefill serves every row
+                cache, mask, _ = prefilled
+            else:
+                cache, mask, _ = model.prefill(audio_tokens[rows], n_audio[rows], [languages[i] for i in rows])
             times["prefill"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
@@ -216,10 +219,10 @@ def _model_language_scores(model, audio: np.ndarray, languages: tuple[str, ...],
                            rates: tuple[float, ...] = (0.3, 0.7)) -> list[tuple[str, float]]:
     """Score each `<|lang|>` prompt by how well the denoiser restores the CTC transcript (+ EOS)
     from a corrupted copy (fixed seed, a few corruption rates): a one-step, Monte Carlo estimate of
-    log p(transcript | audio, lang). The CTC head ignores the prompt, so the transcript is shared."""
+    log p(transcript | audio, lang). The transcript is shared: CTC with no language given."""
     tok = model.tokenizer
     audio_tokens, n_audio = model.project(model.encode([audio]))
-    ids = ctc_greedy(model.ctc_logits(audio_tokens), n_audio, blank=tok.pad)[0]
+    ids = ctc_greedy(model.ctc(audio_tokens, n_audio, [None])[0], n_audio, blank=tok.pad)[0]
     L = canvas_length(len(ids), DecodeOptions(), model.config.canvas_length)
     clean = clean_canvas([ids], L, tok.eos, tok.pad)
     g = torch.Generator().manual_seed(0)

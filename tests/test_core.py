@@ -14,7 +14,7 @@ import torch
 
 from diffasr.audio import SAMPLE_RATE, load_audio, log_mel
 from diffasr.diffusion import DecodeOptions, corrupt, random_canvas, sample
-from diffasr.errors import AudioError, ConfigError
+from diffasr.errors import AudioError, ConfigError, ModelError
 from diffasr.projector import Projector, conv_out_len
 
 # ------------------------------------------------------------------ audio
@@ -120,6 +120,50 @@ def test_batched_equals_single(tiny_model):
         c1, m1, _ = m.prefill(*m.project(feats[1:]), ["de"])
         one = m.backbone.denoise(c1, m1, canvas[1:])
     torch.testing.assert_close(both[1:], one, atol=1e-4, rtol=1e-4)
+
+
+def test_prompt_ctc_reads_exactly_the_audio_slots(tiny_model):
+    """The prompt CTC head gathers the prompt encoder's states at each row's audio slots, through
+    left padding and different lengths, and a padded row agrees with the same clip alone."""
+    m = tiny_model
+    feats = [np.random.randn(90, 512).astype(np.float32), np.random.randn(50, 512).astype(np.float32)]
+    with torch.no_grad():
+        a, n = m.project(feats)
+        ids, _ = m.prompt(n, ["en", "de"])
+        _, _, hidden = m.prefill(a, n, ["en", "de"])
+        logits = m.prompt_ctc_logits(hidden, n)
+        for i in range(2):
+            at_slots = hidden[i][ids[i] == m.tokenizer.audio]
+            want = m.backbone._cap(m.backbone.lm.lm_head(at_slots))
+            torch.testing.assert_close(logits[i, : n[i]], want)
+        a1, n1 = m.project(feats[1:])
+        alone = m.prompt_ctc_logits(m.prefill(a1, n1, ["de"])[2], n1)
+    torch.testing.assert_close(logits[1, : n[1]], alone[0], atol=1e-4, rtol=1e-4)
+
+
+def test_prompt_ctc_model_decodes_and_round_trips(tiny_model, en_clip, tmp_path):
+    import copy
+
+    from diffasr.model import DiffusionASR
+
+    m = copy.deepcopy(tiny_model)
+    m.config.ctc_from = "prompt"
+    d = m.save(tmp_path / "prompt")
+    m2 = DiffusionASR.load(d)
+    assert m2.config.ctc_from == "prompt"
+    a = load_audio(en_clip)[: 4 * SAMPLE_RATE]
+    feats = m2.encode([a])
+    with torch.no_grad():
+        logits, pre = m2.ctc(*m2.project(feats), ["en"])
+    assert pre is not None and logits.shape[-1] == m2.tokenizer.vocab_size
+    for decoder in ("ctc", "diffusion"):
+        r = m2.transcribe(a, steps=2, language="en", decoder=decoder, init="ctc", vad=False, word_timestamps=False)
+        s = m.transcribe(a, steps=2, language="en", decoder=decoder, init="ctc", vad=False, word_timestamps=False)
+        assert r.tokens == s.tokens  # the saved model decodes exactly as the one in memory
+    bad = copy.deepcopy(m.config)
+    bad.ctc_from = "decoder"
+    with pytest.raises(ModelError, match="ctc_from"):
+        DiffusionASR(bad, m.tokenizer)
 
 
 # ------------------------------------------------------------------ diffusion

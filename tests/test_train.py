@@ -133,8 +133,21 @@ def test_ctc_blank_handling_and_loss_shapes(tiny_model):
     assert loss.item() < 1e-3
 
 
-@pytest.mark.parametrize("ctc_canvas_prob", [0.0, 1.0])
-def test_loss_module_returns_three_finite_losses(tiny_model, ctc_canvas_prob):
+def test_aligned_seed_targets_follow_the_edit_alignment():
+    from diffasr.train import aligned_targets
+
+    eos, pad = 1, 0
+    # seed 5 6 7 8 vs truth 5 9 7 10 8: 6 -> 9 replaced, 10 missing from the seed; 8 still targets 8
+    # (position-aligned targets would ask for 10 there), EOS right after the seed's 4 tokens.
+    got = aligned_targets([[5, 6, 7, 8], [5, 9, 7, 10, 8], [2, 3]], [[5, 9, 7, 10, 8], [5, 6, 7, 8], []], 8, eos, pad)
+    assert got[0].tolist() == [5, 9, 7, 8, eos, pad, pad, pad]
+    assert got[1].tolist() == [5, 6, 7, -100, 8, eos, pad, pad]  # the seed's extra 10 has no target
+    assert got[2].tolist() == [-100, -100, eos, pad, pad, pad, pad, pad]
+
+
+@pytest.mark.parametrize("ctc_canvas_prob,ctc_from,seed_targets", [(0.0, "projector", "position"), (1.0, "projector", "position"),
+                                                                    (1.0, "prompt", "aligned")])
+def test_loss_module_returns_finite_losses(tiny_model, ctc_canvas_prob, ctc_from, seed_targets):
     import numpy as np
 
     from diffasr.data.datasets import Example
@@ -145,10 +158,16 @@ def test_loss_module_returns_three_finite_losses(tiny_model, ctc_canvas_prob):
           Example(np.random.randn(80, 512).astype(np.float16), tok.encode("guten tag"), "de")]
     feats, lens, x0, targets, langs = collate(ex, tok, 3, 0.0, np.random.default_rng(0))
     assert x0.shape[1] % 8 == 0 and (x0[0, len(targets[0])] == tok.eos)
-    out = LossModule(tiny_model.train(), {"loss": DEFAULTS["loss"] | {"ctc_canvas_prob": ctc_canvas_prob}})(
-        feats, lens, x0, targets, langs, {"ctc": 1, "diffusion": 1, "ar": 1}, torch.Generator().manual_seed(0))
-    tiny_model.eval()
-    assert set(out) == {"ctc", "diffusion", "ar"} and all(math.isfinite(v.item()) and v.item() > 0 for v in out.values())
+    weights = {"ctc": 1, "diffusion": 1, "ar": 1} | ({"ctc_prompt": 1} if ctc_from == "prompt" else {})
+    tiny_model.config.ctc_from = ctc_from
+    try:
+        out = LossModule(tiny_model.train(), {"loss": DEFAULTS["loss"] | {"ctc_canvas_prob": ctc_canvas_prob,
+                                                                     "seed_targets": seed_targets}})(
+            feats, lens, x0, targets, langs, weights, torch.Generator().manual_seed(0))
+    finally:
+        tiny_model.config.ctc_from = "projector"
+        tiny_model.eval()
+    assert set(out) == set(weights) and all(math.isfinite(v.item()) and v.item() > 0 for v in out.values())
 
 
 def test_two_process_ddp(tmp_path, corpus):
