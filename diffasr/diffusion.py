@@ -75,6 +75,8 @@ class DecodeOptions:
     threshold: float = 0.9  # refine: commit any position whose confidence exceeds this early
     edit_threshold: float | None = 0.95  # refine: revise a committed token when this sure of another;
     #                                      edit: replace a seed token when this sure of another
+    remask: float = 0.0  # edit: seed tokens whose CTC probability is below this start as noise and take
+    #                      the decoder's prediction whatever its confidence (Mask-CTC); 0: off
     self_condition: bool = True  # feed each step the previous step's logits
     canvas: int | None = None  # canvas length; None: estimated from the CTC length (+ margin)
     length_margin: float = 0.25  # estimated canvas = ceil(n_ctc * (1 + margin)) + 4, rounded up to 8
@@ -93,6 +95,8 @@ class DecodeOptions:
             (self.sampler != "edit" or self.init == "ctc", "sampler 'edit' needs a seeded canvas (init='ctc')"),
             (self.sampler != "edit" or (self.edit_threshold is not None and 0 < self.edit_threshold <= 1),
              f"sampler 'edit' needs edit_threshold in (0, 1], not {self.edit_threshold}"),
+            (0.0 <= self.remask < 1.0, f"remask must be in [0, 1), not {self.remask}"),
+            (self.remask == 0 or self.sampler == "edit", "remask needs the edit sampler"),
             (0.0 <= self.temperature <= 2.0, f"temperature must be in [0, 2], not {self.temperature}"),
             (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1], not {self.threshold}"),
             (self.canvas is None or 8 <= self.canvas <= 512, f"canvas must be in 8..512, not {self.canvas}"),
@@ -107,10 +111,13 @@ class DecodeOptions:
 
 def with_defaults(defaults: dict, given: dict) -> dict:
     """A model's `decode_defaults` overridden by the caller's fields. Asking for a noise start
-    without naming a sampler drops a default `edit` sampler, which only edits seeded canvases."""
+    without naming a sampler drops a default `edit` sampler, which only edits seeded canvases, and
+    a default `remask`, which belongs to it."""
     merged = {**defaults, **given}
     if given.get("init") == "noise" and "sampler" not in given and merged.get("sampler") == "edit":
         del merged["sampler"]
+    if merged.get("sampler", "refine") != "edit" and "remask" not in given:
+        merged.pop("remask", None)
     return merged
 
 
@@ -137,18 +144,18 @@ StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 @torch.no_grad()
 def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: DecodeOptions, generator: torch.Generator,
-           row_generators: list[torch.Generator] | None = None) -> SampleOutput:
+           row_generators: list[torch.Generator] | None = None, free: torch.Tensor | None = None) -> SampleOutput:
     """Denoise `init` (B, L) in `options.steps` steps; `step_fn(canvas, sc) -> logits (B, L, V)`.
 
     The loop is the same for both schedulers: predict, let the scheduler commit / re-randomise,
     feed the (temperature-scaled) logits back as self-conditioning. With `row_generators` (one per
     row), re-randomised positions are drawn per row, so a row's result does not depend on which
-    other rows share its batch.
+    other rows share its batch. `free` (B, L) marks positions the edit sampler fills unconditionally.
     """
     from diffusers import BlockRefinementScheduler, EntropyBoundScheduler
 
     if options.sampler == "edit":
-        return edit(step_fn, init, options)
+        return edit(step_fn, init, options, free)
     n = options.steps
     if options.sampler == "refine":
         sched = BlockRefinementScheduler(threshold=options.threshold, editing_threshold=options.edit_threshold)
@@ -193,11 +200,12 @@ def sample(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options: Decode
 
 
 @torch.no_grad()
-def edit(step_fn: StepFn, init: torch.Tensor, options: DecodeOptions) -> SampleOutput:
+def edit(step_fn: StepFn, init: torch.Tensor, options: DecodeOptions, free: torch.Tensor | None = None) -> SampleOutput:
     """Refine a seeded canvas (B, L) by confident edits only: each step, a position takes the
     decoder's prediction when its probability is ≥ `edit_threshold`, and keeps its current token
     otherwise. A decoder weaker than its seed cannot make the seed worse by much, and one that is
-    sure of a correction gets to make it; stops early when a step changes nothing."""
+    sure of a correction gets to make it; stops early when a step changes nothing. Positions in
+    `free` (B, L) (seed tokens CTC was unsure of, started as noise) always take the prediction."""
     canvas, sc, probs = init, None, None
     steps_run = 0
     for _ in range(options.steps):
@@ -205,7 +213,10 @@ def edit(step_fn: StepFn, init: torch.Tensor, options: DecodeOptions) -> SampleO
         steps_run += 1
         probs = logits.float().softmax(-1)
         conf, pred = probs.max(-1)
-        new = torch.where(conf >= options.edit_threshold, pred, canvas)
+        take = conf >= options.edit_threshold
+        if free is not None:
+            take = take | free
+        new = torch.where(take, pred, canvas)
         sc = logits
         changed = not torch.equal(new, canvas)
         canvas = new

@@ -72,6 +72,23 @@ def ctc_greedy(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[
     return out
 
 
+def ctc_token_confidence(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[float]]:
+    """Per token of `ctc_greedy`'s output, the highest probability it had on the frames that emitted it."""
+    probs, best = logits.float().softmax(-1).max(-1)
+    out = []
+    for p_row, row, n in zip(probs.tolist(), best.tolist(), lengths.tolist()):
+        conf, prev = [], None
+        for p, t in zip(p_row[:n], row[:n]):
+            if t != blank:
+                if t != prev:
+                    conf.append(p)
+                else:
+                    conf[-1] = max(conf[-1], p)
+            prev = t
+        out.append(conf)
+    return out
+
+
 def _allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torch.Tensor | None:
     """(B, V) bool: the tokens each row may emit given its language (all for rows without one), or
     None when nothing is restricted. Without it, a weak acoustic model spells unclear Spanish with
@@ -161,8 +178,16 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
             times["prefill"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
+            free = None
             if options.init == "ctc":  # seed the canvas with the CTC transcript, EOS, then padding
                 init = clean_canvas([ctc_ids[i] for i in rows], L, tok.eos, tok.pad)
+                if options.remask > 0:  # Mask-CTC: tokens CTC was unsure of become noise for the decoder to fill
+                    confs = ctc_token_confidence(ctc[rows], n_audio[rows], tok.pad)
+                    free = torch.zeros_like(init, dtype=torch.bool)
+                    for j, c in enumerate(confs):
+                        c = torch.tensor(c[: L], dtype=torch.float32)
+                        free[j, : len(c)] = c < options.remask
+                    init = torch.where(free, random_canvas(len(rows), L, tok.vocab_size, gens), init)
             else:
                 init = random_canvas(len(rows), L, tok.vocab_size, gens)
 
@@ -171,7 +196,8 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
                 return logits if ok is None else logits.masked_fill(~ok[:, None, :], -1e4)
 
             out = sample(step_fn, init.to(model.device), tok.vocab_size, options,
-                         torch.Generator().manual_seed(options.seed), row_generators=gens)
+                         torch.Generator().manual_seed(options.seed), row_generators=gens,
+                         free=None if free is None else free.to(model.device))
             times["denoise"] += time.perf_counter() - t0
             for j, i in enumerate(rows):
                 ids, conf = _until_eos(out.tokens[j].tolist(), out.confidence[j].tolist(), tok)
@@ -370,6 +396,8 @@ def add_arguments(p) -> None:
                    help="sampler (default: the model's, else refine; edit: confident edits of a CTC-seeded canvas)")
     p.add_argument("--init", default=None, choices=["noise", "ctc"], help="canvas start: noise or the CTC transcript (default: the model's, else noise)")
     p.add_argument("--edit-threshold", type=float, default=None, help="confidence needed to revise a token (default: the model's, else 0.95)")
+    p.add_argument("--remask", type=float, default=None,
+                   help="edit sampler: CTC tokens below this probability start as noise for the decoder (default: the model's, else 0)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
     p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
@@ -392,7 +420,7 @@ def run(args) -> int:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
     given = {"steps": args.steps, "language": args.language, "decoder": args.decoder, "seed": args.seed,
-             "init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold}
+             "init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold, "remask": args.remask}
     options = DecodeOptions(**with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None}))
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:

@@ -141,12 +141,12 @@ def test_prompt_ctc_reads_exactly_the_audio_slots(tiny_model):
     torch.testing.assert_close(logits[1, : n[1]], alone[0], atol=1e-4, rtol=1e-4)
 
 
-def test_prompt_ctc_model_decodes_and_round_trips(tiny_model, en_clip, tmp_path):
+def test_prompt_ctc_model_decodes_and_round_trips(tiny_model_dir, en_clip, tmp_path):
     import copy
 
     from diffasr.model import DiffusionASR
 
-    m = copy.deepcopy(tiny_model)
+    m = DiffusionASR.load(tiny_model_dir)
     m.config.ctc_from = "prompt"
     d = m.save(tmp_path / "prompt")
     m2 = DiffusionASR.load(d)
@@ -160,6 +160,9 @@ def test_prompt_ctc_model_decodes_and_round_trips(tiny_model, en_clip, tmp_path)
         r = m2.transcribe(a, steps=2, language="en", decoder=decoder, init="ctc", vad=False, word_timestamps=False)
         s = m.transcribe(a, steps=2, language="en", decoder=decoder, init="ctc", vad=False, word_timestamps=False)
         assert r.tokens == s.tokens  # the saved model decodes exactly as the one in memory
+    masked = m2.transcribe(a, steps=2, language="en", init="ctc", sampler="edit", edit_threshold=0.9, remask=0.99,
+                           vad=False, word_timestamps=False)
+    assert masked.steps_run >= 1 and len(masked.tokens) <= m2.config.canvas_length
     bad = copy.deepcopy(m.config)
     bad.ctc_from = "decoder"
     with pytest.raises(ModelError, match="ctc_from"):
@@ -234,6 +237,11 @@ def test_model_defaults_merge_with_caller_options():
     assert with_defaults(d, {"init": "noise"}) == {"init": "noise", "edit_threshold": 0.9}  # refine from noise
     assert with_defaults(d, {"init": "noise", "sampler": "edit"})["sampler"] == "edit"  # asked for: refused later
     DecodeOptions(**with_defaults(d, {"init": "noise"}))
+    d = {**d, "remask": 0.5}  # a default remask goes with the default edit sampler it belongs to
+    assert "remask" not in with_defaults(d, {"init": "noise"})
+    DecodeOptions(**with_defaults(d, {"init": "noise"}))
+    with pytest.raises(ConfigError, match="remask needs the edit sampler"):
+        DecodeOptions(remask=0.5)
 
 
 def test_edit_sampler_changes_only_confident_positions():
@@ -254,6 +262,25 @@ def test_edit_sampler_changes_only_confident_positions():
     assert out.tokens.tolist() == [[3, 8, 9, 1, 0, 0]]
     assert out.steps_run == 2 and len(calls) == 2  # step 2 changed nothing: stop
     assert out.confidence[0, 0] > 0.99 and out.confidence[0, 1] < 0.2
+    # Mask-CTC: a `free` position (a seed token CTC was unsure of) takes the prediction however weak.
+    free = torch.tensor([[False, True, False, False, False, False]])
+    out = sample(step_fn, seed, 12, DecodeOptions(sampler="edit", init="ctc", steps=8, edit_threshold=0.9, remask=0.5),
+                 torch.Generator().manual_seed(0), free=free)
+    assert out.tokens.tolist() == [[3, 4, 9, 1, 0, 0]]
+
+
+def test_ctc_token_confidence_is_the_best_frame_of_each_token():
+    from diffasr.transcribe import ctc_greedy, ctc_token_confidence
+
+    blank = 0
+    probs = torch.full((1, 6, 5), 0.01)
+    for t, (k, p) in enumerate([(3, 0.5), (3, 0.9), (blank, 0.9), (3, 0.4), (4, 0.7), (4, 0.2)]):
+        probs[0, t, k] = p
+    logits = probs.log()
+    assert ctc_greedy(logits, torch.tensor([6]), blank) == [[3, 3, 4]]
+    conf = ctc_token_confidence(logits, torch.tensor([6]), blank)[0]
+    want = [0.9, 0.4, 0.7]
+    assert len(conf) == 3 and all(abs(c - w / (w + 0.04)) < 1e-3 for c, w in zip(conf, want))
 
 
 # ------------------------------------------------------------------ model, checkpoints, API
