@@ -66,7 +66,7 @@ def corrupt(x0: torch.Tensor, rate: torch.Tensor, vocab_size: int, generator=Non
 class DecodeOptions:
     """How to turn audio tokens into text. Validated here, once, for the API, CLI and server."""
 
-    decoder: str = "diffusion"  # "diffusion" | "ctc" (greedy CTC on the projector head)
+    decoder: str = "diffusion"  # "diffusion" | "ctc" (greedy CTC on the model's CTC head, see ModelConfig.ctc_from)
     steps: int = 8  # denoising steps; cost is set by this, not by transcript length
     sampler: str = "refine"  # "refine": sticky confidence commits | "entropy": EntropyBound (not sticky)
     #                          | "edit" (init="ctc" only): keep the seed, replace only confident tokens

@@ -27,6 +27,7 @@ from .projector import Projector
 from .tokenizer import LANGUAGES, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
 
 FORMAT_VERSION = 1
+CTC_SOURCES = ("projector", "prompt")  # where a model's CTC head reads (ModelConfig.ctc_from)
 
 # Backbone sizes. `small` is sized for a 2-core CPU (see docs/diffusiongemma.md §4 timings);
 # `tiny` exists for tests; `gemma-26b` loads google/diffusiongemma-26B-A4B-it and trains LoRA.
@@ -92,8 +93,8 @@ class DiffusionASR(nn.Module):
         from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
         self.config, self.tokenizer = config, tokenizer
-        if config.ctc_from not in ("projector", "prompt"):
-            raise ModelError(f"ctc_from must be 'projector' or 'prompt', not {config.ctc_from!r}")
+        if config.ctc_from not in CTC_SOURCES:
+            raise ModelError(f"ctc_from must be one of {', '.join(CTC_SOURCES)}, not {config.ctc_from!r}")
         if lm is None:
             if config.lm_config is None:
                 raise ModelError("config has no backbone config (lm_config)")

@@ -48,7 +48,7 @@ from .data.datasets import Example, FeatureCache, bucket_batches, read_manifest
 from .diffusion import SCHEDULES, DecodeOptions, clean_canvas, corrupt, random_canvas
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError, DataError
-from .model import DiffusionASR
+from .model import CTC_SOURCES, DiffusionASR
 from .projector import conv_out_len
 from .tokenizer import LANGUAGES, BPETokenizer, spoken_form
 from .transcribe import ctc_greedy
@@ -202,7 +202,6 @@ def aligned_targets(seeds: list[list[int]], truths: list[list[int]], L: int, eos
     return out
 
 
-
 class LossModule(nn.Module):
     """forward(batch) -> dict of losses; one module so DDP sees every parameter in one call."""
 
@@ -304,31 +303,53 @@ def lr_at(cfg: dict, step: int) -> float:
 
 
 @torch.no_grad()
-def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int = 8, batch: int = 16, seed: int = 123) -> dict:
-    """CER of greedy CTC, of the diffusion sampler from noise, of the default sampler on a CTC-seeded
-    canvas and of the edit sampler on it (decoded exactly as `transcribe` decodes), plus the decoder's CE on an all-noise canvas with the right audio vs
-    another utterance's audio (a large gap = it listens)."""
-    import jiwer
-
+def decode_examples(model: DiffusionASR, examples: list[Example], settings: dict, batch: int = 16) -> tuple[list[str], dict]:
+    """Spoken-form references (N,) and, for each named DecodeOptions in `settings`, the hypotheses
+    (N,) of cached-feature examples, decoded exactly as `transcribe` decodes (each row in its language)."""
     from .transcribe import decode_features
 
+    refs, hyps = [], {name: [] for name in settings}
+    for b in range(0, len(examples), batch):
+        ex = examples[b: b + batch]
+        feats, langs = [e.feats for e in ex], [e.lang for e in ex]
+        durations = [e.feats.shape[0] / FRAMES_PER_SECOND for e in ex]
+        for name, options in settings.items():
+            hyps[name] += [r.text for r in decode_features(model, feats, durations, options, langs, word_timestamps=False)]
+        refs += [spoken_form(model.tokenizer.decode(e.ids)) for e in ex]
+    return refs, hyps
+
+
+def cer_by_language(refs: list[str], hyps: list[str], langs: list[str]) -> tuple[float, dict]:
+    """Corpus CER (%) over the rows with a non-empty reference: overall, and {language: CER}."""
+    import jiwer
+
+    def cer(idx):
+        pairs = [(refs[i], hyps[i]) for i in idx if refs[i].strip()]
+        return 100 * jiwer.cer([r for r, _ in pairs], [h for _, h in pairs]) if pairs else float("nan")
+
+    return cer(range(len(refs))), {lang: cer([i for i, l in enumerate(langs) if l == lang]) for lang in sorted(set(langs))}
+
+
+@torch.no_grad()
+def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int = 8, batch: int = 16, seed: int = 123) -> dict:
+    """CER of greedy CTC, of the diffusion sampler from noise, of the default sampler on a CTC-seeded
+    canvas and of the edit sampler on it (decoded exactly as `transcribe` decodes), plus the
+    decoder's CE on an all-noise canvas with the right audio vs another utterance's audio (a large
+    gap = it listens)."""
     model.eval()
     tok = model.tokenizer
-    refs, hyp_ctc, hyp_diff, hyp_seed, hyp_edit, langs = [], [], [], [], [], []
+    settings = {"ctc": DecodeOptions(decoder="ctc", steps=steps, seed=seed),
+                "diffusion": DecodeOptions(steps=steps, seed=seed),
+                "ctc_seeded": DecodeOptions(steps=steps, seed=seed, init="ctc"),
+                "edit": DecodeOptions(steps=steps, seed=seed, init="ctc", sampler="edit", edit_threshold=0.9)}
+    refs, hyps = decode_examples(model, examples, settings, batch)
+    langs = [e.lang for e in examples]
     ce = {"right": 0.0, "wrong": 0.0}
     g = torch.Generator().manual_seed(seed)
     for b in range(0, len(examples), batch):
         ex = examples[b: b + batch]
-        feats, lang = [e.feats for e in ex], [e.lang for e in ex]
-        durations = [e.feats.shape[0] / FRAMES_PER_SECOND for e in ex]
-        for decoder, init, sampler, hyps in (("ctc", "noise", "refine", hyp_ctc), ("diffusion", "noise", "refine", hyp_diff),
-                                             ("diffusion", "ctc", "refine", hyp_seed), ("diffusion", "ctc", "edit", hyp_edit)):
-            options = DecodeOptions(decoder=decoder, steps=steps, seed=seed, init=init, sampler=sampler,
-                                    edit_threshold=0.9 if sampler == "edit" else DecodeOptions.edit_threshold)
-            hyps += [r.text for r in decode_features(model, feats, durations, options, lang, word_timestamps=False)]
-        refs += [spoken_form(tok.decode(e.ids)) for e in ex]
-        langs += lang
         if len(ex) > 1:  # CE at t = 1 (pure noise) with right vs rolled (wrong) audio
+            feats, lang = [e.feats for e in ex], [e.lang for e in ex]
             x0 = clean_canvas([e.ids for e in ex], max(len(e.ids) for e in ex) + 1, tok.eos, tok.pad)
             noise = random_canvas(len(ex), x0.shape[1], tok.vocab_size, g)
             for roll, which in ((0, "right"), (1, "wrong")):
@@ -336,20 +357,13 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int =
                 lg = model.backbone.denoise(cache, mask, noise)
                 ce[which] += F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1)).item() * len(ex)
 
-    def cer(h, r):
-        pairs = [(x, y) for x, y in zip(r, h) if x.strip()]
-        return 100 * jiwer.cer([x for x, _ in pairs], [y for _, y in pairs]) if pairs else float("nan")
-
-    res = {"cer_ctc": cer(hyp_ctc, refs), "cer_diffusion": cer(hyp_diff, refs), "cer_ctc_seeded": cer(hyp_seed, refs),
-           "cer_edit": cer(hyp_edit, refs),
-           "ce_t1_right": ce["right"] / len(examples), "ce_t1_wrong": ce["wrong"] / len(examples), "per_lang": {}}
-    for lang in sorted(set(langs)):
-        idx = [i for i, l in enumerate(langs) if l == lang]
-        res["per_lang"][lang] = {"cer_ctc": cer([hyp_ctc[i] for i in idx], [refs[i] for i in idx]),
-                                 "cer_diffusion": cer([hyp_diff[i] for i in idx], [refs[i] for i in idx]),
-                                 "cer_ctc_seeded": cer([hyp_seed[i] for i in idx], [refs[i] for i in idx]),
-                                 "cer_edit": cer([hyp_edit[i] for i in idx], [refs[i] for i in idx])}
-    res["examples"] = [{"ref": refs[i], "ctc": hyp_ctc[i], "diffusion": hyp_diff[i], "ctc_seeded": hyp_seed[i]} for i in range(min(3, len(refs)))]
+    res = {"ce_t1_right": ce["right"] / len(examples), "ce_t1_wrong": ce["wrong"] / len(examples), "per_lang": {}}
+    for name in settings:
+        overall, per_lang = cer_by_language(refs, hyps[name], langs)
+        res[f"cer_{name}"] = overall
+        for lang, v in per_lang.items():
+            res["per_lang"].setdefault(lang, {})[f"cer_{name}"] = v
+    res["examples"] = [{"ref": refs[i], **{k: hyps[k][i] for k in ("ctc", "diffusion", "ctc_seeded")}} for i in range(min(3, len(refs)))]
     model.train()
     return res
 
@@ -424,8 +438,8 @@ def train(cfg: dict, resume: bool = False) -> Path:
         else:
             model = DiffusionASR.from_preset(cfg["preset"], tokenizer=build_tokenizer(cfg))
         if cfg["ctc_from"]:
-            if cfg["ctc_from"] not in ("projector", "prompt"):
-                raise ConfigError(f"ctc_from must be 'projector' or 'prompt', not {cfg['ctc_from']!r}")
+            if cfg["ctc_from"] not in CTC_SOURCES:
+                raise ConfigError(f"ctc_from must be one of {', '.join(CTC_SOURCES)}, not {cfg['ctc_from']!r}")
             model.config.ctc_from = cfg["ctc_from"]
     model.train()
     d = cfg["data"]

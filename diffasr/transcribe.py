@@ -58,41 +58,37 @@ class Transcription:
         return dataclasses.asdict(self)
 
 
+def _ctc_runs(best: list[int], blank: int) -> list[tuple[int, int, int]]:
+    """(token, first frame, end frame) of each token the greedy CTC path `best` emits: repeats
+    collapsed, blanks dropped."""
+    runs, prev = [], None
+    for f, t in enumerate(best):
+        if t != blank:
+            if t != prev:
+                runs.append((t, f, f + 1))
+            else:
+                runs[-1] = (t, runs[-1][1], f + 1)
+        prev = t
+    return runs
+
+
 def ctc_greedy(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
     """Greedy CTC: argmax per audio token, collapse repeats, drop blanks. logits (B, T, V)."""
-    best = logits.argmax(-1).tolist()
-    out = []
-    for row, n in zip(best, lengths.tolist()):
-        ids, prev = [], None
-        for t in row[:n]:
-            if t != prev and t != blank:
-                ids.append(t)
-            prev = t
-        out.append(ids)
-    return out
+    return [[t for t, _, _ in _ctc_runs(row[:n], blank)] for row, n in zip(logits.argmax(-1).tolist(), lengths.tolist())]
 
 
 def ctc_token_confidence(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[float]]:
     """Per token of `ctc_greedy`'s output, the highest probability it had on the frames that emitted it."""
     probs, best = logits.float().softmax(-1).max(-1)
-    out = []
-    for p_row, row, n in zip(probs.tolist(), best.tolist(), lengths.tolist()):
-        conf, prev = [], None
-        for p, t in zip(p_row[:n], row[:n]):
-            if t != blank:
-                if t != prev:
-                    conf.append(p)
-                else:
-                    conf[-1] = max(conf[-1], p)
-            prev = t
-        out.append(conf)
-    return out
+    return [[max(p_row[a:b]) for _, a, b in _ctc_runs(row[:n], blank)]
+            for p_row, row, n in zip(probs.tolist(), best.tolist(), lengths.tolist())]
 
 
 def _allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torch.Tensor | None:
     """(B, V) bool: the tokens each row may emit given its language (all for rows without one), or
     None when nothing is restricted. Without it, a weak acoustic model spells unclear Spanish with
-    Devanagari pieces: every language shares one vocabulary and the CTC head never sees the prompt."""
+    Devanagari pieces: every language shares one vocabulary, and the projector CTC head never sees
+    the prompt (the prompt head does, but knowing the language is not the same as obeying it)."""
     if not options.restrict_script or not any(lang in SCRIPTS for lang in languages):
         return None
     every = torch.ones(tok.vocab_size, dtype=torch.bool)
