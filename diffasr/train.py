@@ -21,7 +21,10 @@ Losses, per batch:
   "position" scores those rows against the transcript position by position (one missing token
   misaligns everything after it); "aligned" scores each seed position against the transcript token
   it aligns to (edit distance), ignores seed tokens with no counterpart, and puts EOS at the seed's
-  end: the length-keeping corrections the `edit` sampler makes.
+  end: the length-keeping corrections the `edit` sampler makes; "edit" also asks for the deletion
+  (pad) of those unmatched tokens. `seed_misspell` adds simulated recognition errors to the seeds.
+- text (`[text]`): text-only correction rows, sentences from the sentence files misspelled the way
+  CTC misspells real speech (data/misspell.py), decoded after a prompt with no audio.
 
 Runs single-process or under `accelerate launch` (DDP, gloo on CPU). Checkpoints are written
 atomically (temp dir + rename) with optimizer, scheduler, RNG and data position, so `--resume`
@@ -34,6 +37,7 @@ import copy
 import json
 import math
 import os
+import random
 import shutil
 import time
 import tomllib
@@ -45,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.datasets import Example, FeatureCache, bucket_batches, read_manifest
+from .data.misspell import TextCorrections, misspell
 from .diffusion import SCHEDULES, DecodeOptions, clean_canvas, corrupt, random_canvas
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError, DataError
@@ -52,6 +57,8 @@ from .model import CTC_SOURCES, DiffusionASR
 from .projector import conv_out_len
 from .tokenizer import LANGUAGES, BPETokenizer, spoken_form
 from .transcribe import ctc_greedy
+
+SEED_TARGETS = ("position", "aligned", "edit")
 
 DEFAULTS = {
     "preset": "small", "out": "runs/small", "seed": 0, "init_from": "", "ctc_from": "",
@@ -61,7 +68,9 @@ DEFAULTS = {
     "optim": {"lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01, "warmup_steps": 200, "max_steps": 20000,
               "min_lr_ratio": 0.1, "time_budget_min": 0.0, "stop_at": 0, "grad_clip": 1.0, "accumulate": 1, "bf16": True},
     "loss": {"diffusion": 1.0, "ar": 0.3, "ctc": 0.5, "ctc_prompt": 0.0, "ctc_warmup_steps": 300, "pad_weight": 0.1,
-             "self_cond_prob": 0.5, "ctc_canvas_prob": 0.0, "seed_targets": "position", "schedule": "linear", "lang_drop": 0.2, "spec_augment": True},
+             "self_cond_prob": 0.5, "ctc_canvas_prob": 0.0, "seed_targets": "position", "schedule": "linear", "lang_drop": 0.2, "spec_augment": True,
+             "text": 0.0, "seed_misspell": 0.0},
+    "text": {"langs": list(LANGUAGES), "batch": 32, "max_rate": 0.4, "exclude": []},
     "eval": {"every": 500, "save_every": 250, "steps": 8, "log_every": 20},
 }
 
@@ -184,13 +193,15 @@ def spec_augment(feats: torch.Tensor, lens: torch.Tensor, gen: torch.Generator) 
 # ---------------------------------------------------------------------------- losses
 
 
-def aligned_targets(seeds: list[list[int]], truths: list[list[int]], L: int, eos: int, pad: int) -> torch.Tensor:
+def aligned_targets(seeds: list[list[int]], truths: list[list[int]], L: int, eos: int, pad: int,
+                    unmatched: int = -100) -> torch.Tensor:
     """Targets (B, L) for seed canvases: each seed position gets the transcript token it aligns to
-    (Levenshtein opcodes; a replace block pairs positions in order), -100 (ignored) where it has none,
-    EOS right after the seed, pad after that. A seed that fills the canvas has no EOS position."""
+    (Levenshtein opcodes; a replace block pairs positions in order), `unmatched` where it has none
+    (-100: ignored; pad: deleted, since a pad inside the canvas is dropped from the text), EOS right
+    after the seed, pad after that. A seed that fills the canvas has no EOS position."""
     from rapidfuzz.distance import Levenshtein
 
-    out = torch.full((len(seeds), L), -100, dtype=torch.long)
+    out = torch.full((len(seeds), L), unmatched, dtype=torch.long)
     for b, (s, y) in enumerate(zip(seeds, truths)):
         s = s[: L - 1]
         for op in Levenshtein.opcodes(s, y):
@@ -209,15 +220,15 @@ class LossModule(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg["loss"]
         self.schedule = SCHEDULES[self.cfg["schedule"]]()
-        if self.cfg["seed_targets"] not in ("position", "aligned"):
-            raise ConfigError(f"loss.seed_targets must be 'position' or 'aligned', not {self.cfg['seed_targets']!r}")
+        if self.cfg["seed_targets"] not in SEED_TARGETS:
+            raise ConfigError(f"loss.seed_targets must be one of {', '.join(SEED_TARGETS)}, not {self.cfg['seed_targets']!r}")
 
-    def forward(self, feats, lens, x0, targets, langs, weights: dict, gen: torch.Generator) -> dict:
+    def forward(self, feats, lens, x0, targets, langs, weights: dict, gen: torch.Generator, text=None) -> dict:
         m, tok, c = self.model, self.model.tokenizer, self.cfg
         V = tok.vocab_size
         target = x0  # what the decoder is scored against (CTC-seeded rows may change it)
+        out = {} if text is None else {"text": self.text_loss(*text, gen)}
         a, n = m.projector(feats, lens)
-        out = {}
         # CTC over the projector tokens, through the tied lm_head.
         logp = m.ctc_logits(a).float().log_softmax(-1).transpose(0, 1)
         flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
@@ -246,9 +257,15 @@ class LossModule(nn.Module):
             if ctc_rows.any():
                 with torch.no_grad():
                     seed_ids = ctc_greedy(logp.detach().transpose(0, 1), n, tok.pad)
+                    if c["seed_misspell"] > 0:
+                        # On its own training audio CTC is nearly right, on real voices it is not: add the
+                        # real-speech kinds of error so that the decoder, audio in view, learns to fix them.
+                        seed_ids = self.misspell_seeds(seed_ids, gen)
                     seed = clean_canvas(seed_ids, L, tok.eos, tok.pad)
-                if c["seed_targets"] == "aligned":
-                    target = torch.where(ctc_rows[:, None], aligned_targets(seed_ids, targets, L, tok.eos, tok.pad), x0)
+                if c["seed_targets"] != "position":
+                    unmatched = tok.pad if c["seed_targets"] == "edit" else -100
+                    aligned = aligned_targets(seed_ids, targets, L, tok.eos, tok.pad, unmatched)
+                    target = torch.where(ctc_rows[:, None], aligned, x0)
                 noisy = corrupt(seed, 0.3 * torch.rand(B, generator=gen), V, generator=gen)
                 xt = torch.where(ctc_rows[:, None], noisy, xt)
                 fallback = torch.where(ctc_rows[:, None], seed, fallback)
@@ -285,10 +302,40 @@ class LossModule(nn.Module):
         return out
 
 
+    def misspell_seeds(self, seed_ids: list[list[int]], gen: torch.Generator) -> list[list[int]]:
+        """Each seed re-spelt with a word error rate drawn from U(0, loss.seed_misspell)."""
+        tok = self.model.tokenizer
+        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=gen)))
+        out = []
+        for ids in seed_ids:
+            text = tok.decode(ids)
+            out.append(tok.encode(misspell(text, None, rng.uniform(0, self.cfg["seed_misspell"]), rng)) if text else ids)
+        return out
+
+    def text_loss(self, seeds: list[list[int]], truths: list[list[int]], langs: list, gen: torch.Generator) -> torch.Tensor:
+        """Text-only correction: the decoder sees a misspelled seed canvas (a few positions also
+        re-randomised) after a prompt with no audio, and is scored against the edit-aligned sentence,
+        seed tokens with no counterpart to be deleted (pad). Cheap: no audio, a three-token prompt."""
+        m, tok = self.model, self.model.tokenizer
+        B = len(seeds)
+        L = -(-(max(len(s) for s in seeds) + 2) // 8) * 8
+        n = torch.zeros(B, dtype=torch.long)
+        cache, pmask, _ = m.prefill(torch.zeros(B, 0, m.backbone.hidden_size), n, langs)
+        seed = clean_canvas(seeds, L, tok.eos, tok.pad)
+        target = aligned_targets(seeds, truths, L, tok.eos, tok.pad, unmatched=tok.pad)
+        xt = corrupt(seed, 0.2 * torch.rand(B, generator=gen), tok.vocab_size, generator=gen)
+        logits = m.backbone.denoise(cache, pmask, xt)
+        after = torch.arange(L)[None] > torch.tensor([len(s) for s in seeds])[:, None]  # padding past the EOS
+        w = torch.where(after, self.cfg["pad_weight"], 1.0)
+        ce = F.cross_entropy(logits.reshape(-1, tok.vocab_size), target.reshape(-1), reduction="none").view(B, L)
+        return (ce * w).sum() / w.sum()
+
+
 def loss_weights(cfg: dict, step: int) -> dict:
     c = cfg["loss"]
     ramp = min(1.0, step / c["ctc_warmup_steps"]) if c["ctc_warmup_steps"] > 0 else 1.0
-    return {"ctc": c["ctc"], "ctc_prompt": c["ctc_prompt"], "diffusion": c["diffusion"] * ramp, "ar": c["ar"] * ramp}
+    return {"ctc": c["ctc"], "ctc_prompt": c["ctc_prompt"], "diffusion": c["diffusion"] * ramp, "ar": c["ar"] * ramp,
+            "text": c["text"] * ramp}
 
 
 def lr_at(cfg: dict, step: int) -> float:
@@ -415,6 +462,13 @@ def plot_curves(out: Path, history: list[dict]) -> None:
 # ---------------------------------------------------------------------------- the loop
 
 
+def text_corrections(cfg: dict, model: DiffusionASR) -> TextCorrections:
+    """The text-only correction set of `[text]`, without any sentence of the `exclude` manifests."""
+    t = cfg["text"]
+    exclude = {spoken_form(r.text) for m in t["exclude"] for r in read_manifest(_p(cfg, m))}
+    return TextCorrections(model.tokenizer, t["langs"], t["max_rate"], exclude, model.config.canvas_length - 2)
+
+
 def train(cfg: dict, resume: bool = False) -> Path:
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from tqdm import tqdm
@@ -448,6 +502,7 @@ def train(cfg: dict, resume: bool = False) -> Path:
     train_ex = build_examples(model, [_p(cfg, m) for m in d["train"]], _p(cfg, d["cache"]), d["max_seconds"], desc="train features")
     dev_ex = build_examples(model, [_p(cfg, d["dev"])], _p(cfg, d["cache"]), d["max_seconds"], d["dev_limit"], "dev features") if d["dev"] else []
     lossmod = LossModule(model, cfg)
+    texts = text_corrections(cfg, model) if cfg["loss"]["text"] > 0 else None
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg["optim"]
     opt = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
@@ -483,7 +538,8 @@ def train(cfg: dict, resume: bool = False) -> Path:
             w = loss_weights(cfg, state["step"])
             t0 = time.time()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o["bf16"]):
-                losses = lossmod(feats, lens, x0, targets, langs, w, gen)
+                text = texts.batch(cfg["text"]["batch"], random.Random(cfg["seed"] * 1_000_003 + state["step"])) if texts else None
+                losses = lossmod(feats, lens, x0, targets, langs, w, gen, text)
             total = sum(w[k] * v for k, v in losses.items())
             acc.backward(total / o["accumulate"])
             state["batch"] += 1

@@ -143,10 +143,13 @@ def test_aligned_seed_targets_follow_the_edit_alignment():
     assert got[0].tolist() == [5, 9, 7, 8, eos, pad, pad, pad]
     assert got[1].tolist() == [5, 6, 7, -100, 8, eos, pad, pad]  # the seed's extra 10 has no target
     assert got[2].tolist() == [-100, -100, eos, pad, pad, pad, pad, pad]
+    # "edit" targets: a seed token with no counterpart is to be deleted (a pad inside the canvas is dropped)
+    got = aligned_targets([[5, 9, 7, 10, 8]], [[5, 6, 7, 8]], 8, eos, pad, unmatched=pad)
+    assert got[0].tolist() == [5, 6, 7, pad, 8, eos, pad, pad]
 
 
 @pytest.mark.parametrize("ctc_canvas_prob,ctc_from,seed_targets", [(0.0, "projector", "position"), (1.0, "projector", "position"),
-                                                                    (1.0, "prompt", "aligned")])
+                                                                    (1.0, "prompt", "aligned"), (1.0, "prompt", "edit")])
 def test_loss_module_returns_finite_losses(tiny_model, ctc_canvas_prob, ctc_from, seed_targets):
     import numpy as np
 
@@ -159,15 +162,57 @@ def test_loss_module_returns_finite_losses(tiny_model, ctc_canvas_prob, ctc_from
     feats, lens, x0, targets, langs = collate(ex, tok, 3, 0.0, np.random.default_rng(0))
     assert x0.shape[1] % 8 == 0 and (x0[0, len(targets[0])] == tok.eos)
     weights = {"ctc": 1, "diffusion": 1, "ar": 1} | ({"ctc_prompt": 1} if ctc_from == "prompt" else {})
+    # the "edit" case also misspells the CTC seeds and takes a text-only correction batch (no audio)
+    text = ([tok.encode("helo wrld"), tok.encode("guten")], targets, langs) if seed_targets == "edit" else None
     tiny_model.config.ctc_from = ctc_from
     try:
-        out = LossModule(tiny_model.train(), {"loss": DEFAULTS["loss"] | {"ctc_canvas_prob": ctc_canvas_prob,
-                                                                     "seed_targets": seed_targets}})(
-            feats, lens, x0, targets, langs, weights, torch.Generator().manual_seed(0))
+        loss_cfg = DEFAULTS["loss"] | {"ctc_canvas_prob": ctc_canvas_prob, "seed_targets": seed_targets,
+                                       "seed_misspell": 0.3 if text else 0.0}
+        out = LossModule(tiny_model.train(), {"loss": loss_cfg})(
+            feats, lens, x0, targets, langs, weights, torch.Generator().manual_seed(0), text)
+        if text:
+            out["text"].backward()  # the correction loss trains the decoder
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.backbone.parameters())
     finally:
         tiny_model.config.ctc_from = "projector"
+        tiny_model.zero_grad(set_to_none=True)
         tiny_model.eval()
-    assert set(out) == set(weights) and all(math.isfinite(v.item()) and v.item() > 0 for v in out.values())
+    assert set(out) == set(weights) | ({"text"} if text else set())
+    assert all(math.isfinite(v.item()) and v.item() > 0 for v in out.values())
+
+
+def test_misspell_makes_the_errors_it_claims():
+    import random
+
+    from diffasr.data.misspell import HOMOPHONES, misspell
+
+    rng = random.Random(0)
+    en = "and so my fellow americans ask not what your country can do for you"
+    assert misspell(en, "en", 0.0, rng) == en
+    bad = [misspell(en, "en", 0.5, rng) for _ in range(20)]
+    assert all(b != en for b in bad) and all(b.isascii() for b in bad)  # no other language's accents appear
+    zh = "这位老人家非常仁慈"
+    HOMOPHONES.build([zh + "者烙夹厂"])
+    swapped = {misspell(zh, "zh", 1.0, random.Random(i)) for i in range(30)}
+    assert zh not in swapped
+    assert any(c in "者烙夹厂" for s in swapped for c in s)  # homophones of 这/老/家/常 taken from the corpus
+    assert all(set(s) <= set(zh + "者烙夹厂") for s in swapped)
+
+
+def test_text_corrections_leave_out_excluded_transcripts(tmp_path, corpus, tiny_model):
+    import random
+
+    from diffasr.data.datasets import read_manifest
+    from diffasr.tokenizer import spoken_form
+    from diffasr.train import load_config, text_corrections
+
+    cfg = load_config(_config(tmp_path, corpus), ["loss.text=1.0", f'text.exclude=["{corpus}"]', 'text.langs=["en"]'])
+    tc = text_corrections(cfg, tiny_model)
+    heard = {spoken_form(u.text) for u in read_manifest(corpus)}
+    assert heard and not heard & set(tc.sentences["en"]) and len(tc.sentences["en"]) > 40000
+    seeds, truths, langs = tc.batch(16, random.Random(0))
+    assert langs == ["en"] * 16 and len(seeds) == len(truths) == 16
+    assert sum(s != t for s, t in zip(seeds, truths)) >= 8  # most rows carry errors to correct
 
 
 def test_two_process_ddp(tmp_path, corpus):
