@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tokenizer import is_cjk
+
 
 @dataclass
 class Word:
@@ -67,11 +69,6 @@ def ctc_align(log_probs: np.ndarray, targets: list[int], blank: int) -> np.ndarr
     return spans
 
 
-def _is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return 0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
-
-
 def words_from_tokens(tokenizer, ids: list[int], pieces: list[str], times: list[tuple[float, float]],
                       confidences: list[float]) -> list[Word]:
     """Group transcript tokens into words. pieces: token strings ('▁' marks a word start);
@@ -89,7 +86,7 @@ def words_from_tokens(tokenizer, ids: list[int], pieces: list[str], times: list[
 
     for k, piece in enumerate(pieces):
         body = piece.replace("▁", "")
-        if body and all(_is_cjk(ch) for ch in body):  # one word per character
+        if body and all(is_cjk(ch) for ch in body):  # one word per character
             flush()
             (s, e), n = times[k], len(body)
             for j, ch in enumerate(body):

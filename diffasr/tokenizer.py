@@ -24,6 +24,12 @@ LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanis
 # Fixed ids 0..: pad doubles as the CTC blank (it never occurs inside a transcript).
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<sep>", "<audio>", "<unk>", "<|auto|>"] + [f"<|{l}|>" for l in LANGUAGES]
 
+def is_cjk(ch: str) -> bool:
+    """A CJK ideograph (unified, extension A/B+, compatibility): one Chinese character."""
+    o = ord(ch)
+    return 0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
+
+
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
 
 

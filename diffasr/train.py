@@ -301,7 +301,6 @@ class LossModule(nn.Module):
             out["ar"] = F.cross_entropy(ar_logits.reshape(-1, V), tgt.reshape(-1), ignore_index=-100)
         return out
 
-
     def misspell_seeds(self, seed_ids: list[list[int]], gen: torch.Generator) -> list[list[int]]:
         """Each seed re-spelt with a word error rate drawn from U(0, loss.seed_misspell)."""
         tok = self.model.tokenizer

@@ -18,6 +18,7 @@ import random
 from collections import defaultdict
 
 from ..errors import DataError
+from ..tokenizer import is_cjk, spoken_form
 
 # Letters a listener (or a CTC head) confuses: vowels among themselves, voiced/voiceless pairs. An
 # accented letter may lose its accent, but no plain letter gains one another language's accent.
@@ -28,9 +29,6 @@ for _g in _GROUPS:
         _SIMILAR[_c] += "".join(x for x in _g if x != _c and x not in _SIMILAR[_c])
 _SIMILAR.update({"ä": "ae", "ö": "oe", "ü": "ui", "ß": "s", "é": "e", "è": "e", "ê": "e", "à": "a", "á": "a",
                  "í": "i", "ó": "o", "ú": "u", "ñ": "n", "ç": "cs"})
-
-def _is_cjk(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff"
 
 
 WORD_OPS = ("drop_letter", "swap_letter", "clip_end", "repeat_tail", "merge", "split", "drop_word")
@@ -98,7 +96,7 @@ class _Homophones:
 
         groups: dict[str, set] = defaultdict(set)
         self.syllable = {}
-        for ch in {c for s in sentences for c in s if _is_cjk(c)}:
+        for ch in {c for s in sentences for c in s if is_cjk(c)}:
             syl = pinyin(ch, style=Style.NORMAL, heteronym=False)[0][0]
             self.syllable[ch] = syl
             groups[syl].add(ch)
@@ -120,7 +118,7 @@ HOMOPHONES = _Homophones()
 def _misspell_chars(text: str, rate: float, rng: random.Random) -> str:
     out = []
     for ch in text:
-        if _is_cjk(ch) and rng.random() < rate:
+        if is_cjk(ch) and rng.random() < rate:
             r = rng.random()
             if r < 0.6:
                 out.append(HOMOPHONES.swap(ch, rng))
@@ -136,7 +134,7 @@ def _misspell_chars(text: str, rate: float, rng: random.Random) -> str:
 def misspell(text: str, lang: str | None, rate: float, rng: random.Random) -> str:
     """`text` (spoken form) with about `rate` of its words (zh: characters) mis-recognised.
     `lang` None: Chinese if the text holds a CJK character."""
-    if lang == "zh" or (lang is None and any(_is_cjk(ch) for ch in text)):
+    if lang == "zh" or (lang is None and any(is_cjk(ch) for ch in text)):
         return _misspell_chars(text, rate, rng)
     return _misspell_words(text, rate, rng)
 
@@ -150,14 +148,14 @@ class TextCorrections:
     """
 
     def __init__(self, tokenizer, langs: list[str], max_rate: float, exclude: set[str], max_tokens: int):
-        from ..tokenizer import spoken_form
         from .text import load_sentences
 
         self.tok, self.langs, self.max_rate, self.max_tokens = tokenizer, list(langs), max_rate, max_tokens
+        long = [x for x in exclude if len(x) > 12]  # long transcripts are also left out inside a longer line
         self.sentences = {}
         for lang in self.langs:
             rows = [spoken_form(s) for s in load_sentences(lang, "train")]
-            self.sentences[lang] = [s for s in rows if s and not any(x in s for x in exclude if len(x) > 12) and s not in exclude]
+            self.sentences[lang] = [s for s in rows if s and s not in exclude and not any(x in s for x in long)]
         if "zh" in self.sentences:
             HOMOPHONES.build(self.sentences["zh"])
 
