@@ -50,9 +50,24 @@ class Backbone(nn.Module):
     def __init__(self, lm):
         super().__init__()
         self.lm = lm
-        self.lm.set_experts_implementation("eager")  # grouped_mm needs 16-byte strides; eager has no such limit
-        self.text_config = lm.config.text_config
+        self.text_config = tc = lm.config.text_config
+        # grouped_mm needs 16-byte strides (docs pitfall): sizes divisible by 8 satisfy fp32 and bf16.
+        self._grouped_ok = tc.moe_intermediate_size % 8 == 0 and tc.hidden_size % 8 == 0
+        self._experts_impl = "eager"
+        self.lm.set_experts_implementation("eager")
         self.softcap = lm.config.text_config.final_logit_softcapping
+
+    # "auto": grouped_mm on CUDA, eager elsewhere. On an H200 grouped_mm ran a 26B-A4B-width layer's
+    # training step 6x faster than eager; on a CPU it ran 3x slower (benchmarks/gpu_check.py).
+    experts_kernel = "auto"
+
+    def _match_experts_kernel(self, x: torch.Tensor) -> None:
+        want = self.experts_kernel
+        if want == "auto":
+            want = "grouped_mm" if x.is_cuda and self._grouped_ok else "eager"
+        if want != self._experts_impl:
+            self.lm.set_experts_implementation(want)
+            self._experts_impl = want
 
     @property
     def hidden_size(self) -> int:
@@ -83,6 +98,7 @@ class Backbone(nn.Module):
         """Run the encoder over the prompt (left-padded, mask (B, P)); returns (cache, last hidden (B, P, h))."""
         from transformers import DynamicCache
 
+        self._match_experts_kernel(inputs_embeds)  # every pass starts here, on the device it runs on
         cache = DynamicCache(config=self.text_config)
         pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         mask = None if bool(attention_mask.all()) else attention_mask

@@ -231,8 +231,9 @@ class LossModule(nn.Module):
         a, n = m.projector(feats, lens)
         # CTC over the projector tokens, through the tied lm_head.
         logp = m.ctc_logits(a).float().log_softmax(-1).transpose(0, 1)
-        flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
-        tl = torch.tensor([len(ids) for ids in targets])
+        dev = logp.device
+        flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long, device=dev)
+        tl = torch.tensor([len(ids) for ids in targets], device=dev)
         out["ctc"] = F.ctc_loss(logp, flat, n, tl, blank=tok.pad, reduction="mean", zero_infinity=True)
         if weights["diffusion"] == 0 and weights["ar"] == 0 and weights.get("ctc_prompt", 0) == 0:
             return out
@@ -244,7 +245,10 @@ class LossModule(nn.Module):
                 logp = plogp  # the CTC-seeded canvases below start from the head the model decodes with
         if weights["diffusion"] == 0 and weights["ar"] == 0:
             return out
+        # Noise, seeds and targets are drawn on the CPU from `gen` (the same draws on any device, so a
+        # run resumes identically) and moved to the model's device before the decoder sees them.
         B, L = x0.shape
+        x0 = x0.cpu()
         t = self.schedule.sample_t(B, generator=gen)
         xt = corrupt(x0, self.schedule.rate(t), V, generator=gen)
         # Fallback for positions a sampler step does not commit: fresh noise, or for CTC-seeded rows the seed.
@@ -269,13 +273,14 @@ class LossModule(nn.Module):
                 noisy = corrupt(seed, 0.3 * torch.rand(B, generator=gen), V, generator=gen)
                 xt = torch.where(ctc_rows[:, None], noisy, xt)
                 fallback = torch.where(ctc_rows[:, None], seed, fallback)
-        sc_rows = torch.rand(B, generator=gen) < c["self_cond_prob"]
+        xt, fallback, target, t = xt.to(dev), fallback.to(dev), target.to(dev), t.to(dev)
+        sc_rows = (torch.rand(B, generator=gen) < c["self_cond_prob"]).to(dev)
         sc_logits = None
         if sc_rows.any():
             with torch.no_grad():  # simulated sampler step: keep confident predictions, re-randomise the rest
                 first = m.backbone.denoise(cache, pmask, xt)
                 conf, pred = first.softmax(-1).max(-1)
-                t2 = t * (0.2 + 0.8 * torch.rand(B, generator=gen))
+                t2 = t * (0.2 + 0.8 * torch.rand(B, generator=gen).to(dev))
                 n_keep = ((1 - self.schedule.rate(t2)) * L).round().long()
                 rank = conf.argsort(-1, descending=True).argsort(-1)
                 keep = rank < n_keep[:, None]
@@ -296,6 +301,7 @@ class LossModule(nn.Module):
                 inp[i, : len(ids)] = torch.tensor(ids)
                 tgt[i, : len(ids) + 1] = torch.tensor(ids + [tok.eos])
             first_logits = m.backbone._cap(m.backbone.lm.lm_head(hidden[:, -1:]))
+            inp, tgt = inp.to(dev), tgt.to(dev)
             rest = m.backbone.continue_causal(cache, pmask, inp)
             ar_logits = torch.cat([first_logits, rest], dim=1)
             out["ar"] = F.cross_entropy(ar_logits.reshape(-1, V), tgt.reshape(-1), ignore_index=-100)
@@ -318,16 +324,20 @@ class LossModule(nn.Module):
         m, tok = self.model, self.model.tokenizer
         B = len(seeds)
         L = -(-(max(len(s) for s in seeds) + 2) // 8) * 8
-        n = torch.zeros(B, dtype=torch.long)
-        cache, pmask, _ = m.prefill(torch.zeros(B, 0, m.backbone.hidden_size), n, langs)
+        dev = m.device
+        n = torch.zeros(B, dtype=torch.long, device=dev)
+        cache, pmask, _ = m.prefill(torch.zeros(B, 0, m.backbone.hidden_size, device=dev), n, langs)
         seed = clean_canvas(seeds, L, tok.eos, tok.pad)
-        target = aligned_targets(seeds, truths, L, tok.eos, tok.pad, unmatched=tok.pad)
+        target = aligned_targets(seeds, truths, L, tok.eos, tok.pad, unmatched=tok.pad).to(dev)
         xt = corrupt(seed, 0.2 * torch.rand(B, generator=gen), tok.vocab_size, generator=gen)
-        logits = m.backbone.denoise(cache, pmask, xt)
+        logits = m.backbone.denoise(cache, pmask, xt.to(dev))
         after = torch.arange(L)[None] > torch.tensor([len(s) for s in seeds])[:, None]  # padding past the EOS
-        w = torch.where(after, self.cfg["pad_weight"], 1.0)
+        w = torch.where(after, self.cfg["pad_weight"], 1.0).to(dev)
         ce = F.cross_entropy(logits.reshape(-1, tok.vocab_size), target.reshape(-1), reduction="none").view(B, L)
         return (ce * w).sum() / w.sum()
+
+
+MAX_BAD_STEPS = 20  # non-finite steps in a row before training stops (each one is skipped)
 
 
 def loss_weights(cfg: dict, step: int) -> dict:
@@ -400,8 +410,8 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int =
             noise = random_canvas(len(ex), x0.shape[1], tok.vocab_size, g)
             for roll, which in ((0, "right"), (1, "wrong")):
                 cache, mask, _ = model.prefill(*model.project(feats[roll:] + feats[:roll]), lang)
-                lg = model.backbone.denoise(cache, mask, noise)
-                ce[which] += F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1)).item() * len(ex)
+                lg = model.backbone.denoise(cache, mask, noise.to(model.device))
+                ce[which] += F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1).to(model.device)).item() * len(ex)
 
     res = {"ce_t1_right": ce["right"] / len(examples), "ce_t1_wrong": ce["wrong"] / len(examples), "per_lang": {}}
     for name in settings:
@@ -514,11 +524,12 @@ def train(cfg: dict, resume: bool = False) -> Path:
     t_start = time.time()
     ema: dict = {}
     bar = tqdm(total=o["max_steps"], initial=state["step"], disable=not acc.is_main_process, unit="step", mininterval=5)
+    hardware = torch.cuda.get_device_name(acc.device) if acc.device.type == "cuda" else f"{os.cpu_count()} CPU threads"
     provenance = lambda: {"steps": state["step"], "utterances_seen": state["utts"], "wall_seconds": round(state["wall"]),
                           "train_hours": round(sum(e.feats.shape[0] for e in train_ex) / FRAMES_PER_SECOND / 3600, 3),
                           "config": {k: v for k, v in cfg.items() if not k.startswith("_")},
-                          "hardware": f"{os.cpu_count()} CPU threads, torch {torch.__version__}"}
-    done = False
+                          "hardware": f"{hardware}, torch {torch.__version__}"}
+    done, bad_run = False, 0
     while not done:
         rng = np.random.default_rng([cfg["seed"], state["epoch"]])
         batches = bucket_batches([e.feats.shape[0] for e in train_ex], d["max_frames"], d["max_batch"], rng)
@@ -532,28 +543,39 @@ def train(cfg: dict, resume: bool = False) -> Path:
             gen.manual_seed(cfg["seed"] * 1_000_003 + state["step"] * 17 + acc.process_index)
             if cfg["loss"]["spec_augment"]:
                 feats = spec_augment(feats, lens, gen)
+            feats, lens = feats.to(acc.device), lens.to(acc.device)
             for group in opt.param_groups:
                 group["lr"] = o["lr"] * lr_at(cfg, state["step"])
             w = loss_weights(cfg, state["step"])
             t0 = time.time()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o["bf16"]):
+            with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=o["bf16"]):
                 text = texts.batch(cfg["text"]["batch"], random.Random(cfg["seed"] * 1_000_003 + state["step"])) if texts else None
                 losses = lossmod(feats, lens, x0, targets, langs, w, gen, text)
             total = sum(w[k] * v for k, v in losses.items())
             acc.backward(total / o["accumulate"])
             state["batch"] += 1
             if state["batch"] % o["accumulate"] == 0:
-                acc.clip_grad_norm_(params, o["grad_clip"])
-                opt.step()
+                norm = acc.clip_grad_norm_(params, o["grad_clip"])
+                if torch.isfinite(norm):
+                    opt.step()
+                    bad_run = 0
+                else:  # a NaN/inf loss or gradient must not reach the weights, nor a saved checkpoint
+                    state["skipped"] = state.get("skipped", 0) + 1
+                    bad_run += 1
+                    if bad_run >= MAX_BAD_STEPS:
+                        raise ConfigError(f"loss or gradient non-finite for {bad_run} steps in a row at step {state['step']}; "
+                                          f"the checkpoint in {out} holds the last finite weights (try optim.bf16=false or a lower optim.lr)")
                 opt.zero_grad(set_to_none=True)
             state["step"] += 1
             state["utts"] += len(idx) * acc.num_processes
             state["wall"] += time.time() - t0
             for k, v in losses.items():
                 v = float(v.detach())
-                ema[k] = 0.9 * ema.get(k, v) + 0.1 * v
+                if math.isfinite(v):
+                    ema[k] = 0.9 * ema.get(k, v) + 0.1 * v
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()} | {"utt/s": f"{state['utts'] / max(1e-9, state['wall']):.1f}"})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()} | {"utt/s": f"{state['utts'] / max(1e-9, state['wall']):.1f}"}
+                            | ({"skipped": state["skipped"]} if state.get("skipped") else {}))
             s = state["step"]
             if s % cfg["eval"]["log_every"] == 0:
                 state["history"].append({"kind": "train", "step": s, "wall": round(state["wall"], 1), **ema,

@@ -192,7 +192,7 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
                 return logits if ok is None else logits.masked_fill(~ok[:, None, :], -1e4)
 
             out = sample(step_fn, init.to(model.device), tok.vocab_size, options,
-                         torch.Generator().manual_seed(options.seed), row_generators=gens,
+                         torch.Generator(model.device).manual_seed(options.seed), row_generators=gens,
                          free=None if free is None else free.to(model.device))
             times["denoise"] += time.perf_counter() - t0
             for j, i in enumerate(rows):

@@ -94,6 +94,35 @@ def test_losses_fall_and_decoder_uses_audio(tmp_path, corpus):
     assert isinstance(r.text, str) and r.steps_run >= 1
 
 
+def test_non_finite_steps_are_skipped_then_stop_training(tmp_path, corpus, tokenizer_file, monkeypatch):
+    """A NaN loss (bf16 training on CUDA gave one, benchmarks/gpu_check.py) must never reach the weights;
+    a run of them stops training with one clear error, the last finite checkpoint kept."""
+    from diffasr.errors import ConfigError
+    from diffasr.train import MAX_BAD_STEPS, LossModule, load_config, train
+
+    forward, calls = LossModule.forward, {"n": 0}
+
+    def sometimes_nan(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls["n"] += 1
+        bad = calls["n"] in (3, 4) or calls["n"] > 8
+        return {k: v * float("nan") for k, v in out.items()} if bad else out
+
+    monkeypatch.setattr(LossModule, "forward", sometimes_nan)
+    cfg = load_config(_config(tmp_path, corpus, tokenizer_file, max_steps=8))
+    cfg["eval"]["save_every"] = 4
+    ckpt = train(cfg)
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)["state"]
+    assert state["step"] == 8 and state["skipped"] == 2
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(ckpt / "model.safetensors").values())
+    cfg["optim"]["max_steps"] = 8 + MAX_BAD_STEPS + 5
+    with pytest.raises(ConfigError, match="non-finite"):
+        train(cfg, resume=True)
+    assert all(torch.isfinite(t).all() for t in load_file(ckpt / "model.safetensors").values())
+
+
 def _train_cli(cfg: Path, *extra: str) -> None:
     """Train in a fresh process, as a user resuming after a kill would."""
     r = subprocess.run([sys.executable, "-m", "diffasr", "train", "--config", str(cfg), *extra],
