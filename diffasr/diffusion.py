@@ -62,6 +62,9 @@ def corrupt(x0: torch.Tensor, rate: torch.Tensor, vocab_size: int, generator=Non
 # ---------------------------------------------------------------- inference options
 
 
+SAMPLERS = ("refine", "entropy", "edit", "rescore")
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """How to turn audio tokens into text. Validated here, once, for the API, CLI and server."""
@@ -70,6 +73,7 @@ class DecodeOptions:
     steps: int = 8  # denoising steps; cost is set by this, not by transcript length
     sampler: str = "refine"  # "refine": sticky confidence commits | "entropy": EntropyBound (not sticky)
     #                          | "edit" (init="ctc" only): keep the seed, replace only confident tokens
+    #                          | "rescore" (init="ctc" only): the decoder picks among CTC's n-best in one step
     init: str = "noise"  # "noise": uniform random canvas | "ctc": start from the CTC transcript and refine it
     temperature: float = 0.0  # 0: commit argmax tokens; > 0 samples (refine) / t_max (entropy)
     threshold: float = 0.9  # refine: commit any position whose confidence exceeds this early
@@ -81,6 +85,8 @@ class DecodeOptions:
     canvas: int | None = None  # canvas length; None: estimated from the CTC length (+ margin)
     length_margin: float = 0.25  # estimated canvas = ceil(n_ctc * (1 + margin)) + 4, rounded up to 8
     early_stop: bool = True  # stop once every position is committed and predictions are stable
+    nbest: int = 8  # rescore: CTC prefix-beam hypotheses the decoder scores
+    rescore_weight: float = 2.0  # rescore: pick max of CTC log-score + weight · decoder log-likelihood
     seed: int = 0  # same seed, same input -> same output
     language: str | None = None  # None: auto
     restrict_script: bool = True  # a known language's output uses only its script's tokens
@@ -89,10 +95,12 @@ class DecodeOptions:
         checks = [
             (self.decoder in ("diffusion", "ctc"), f"decoder must be 'diffusion' or 'ctc', not {self.decoder!r}"),
             (isinstance(self.steps, int) and 1 <= self.steps <= 64, f"steps must be an integer in 1..64, not {self.steps!r}"),
-            (self.sampler in ("refine", "entropy", "edit"),
-             f"sampler must be 'refine', 'entropy' or 'edit', not {self.sampler!r}"),
+            (self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}"),
             (self.init in ("noise", "ctc"), f"init must be 'noise' or 'ctc', not {self.init!r}"),
-            (self.sampler != "edit" or self.init == "ctc", "sampler 'edit' needs a seeded canvas (init='ctc')"),
+            (self.sampler not in ("edit", "rescore") or self.init == "ctc",
+             f"sampler {self.sampler!r} needs a seeded canvas (init='ctc')"),
+            (isinstance(self.nbest, int) and 1 <= self.nbest <= 32, f"nbest must be an integer in 1..32, not {self.nbest!r}"),
+            (0.0 <= self.rescore_weight <= 10.0, f"rescore_weight must be in [0, 10], not {self.rescore_weight}"),
             (self.sampler != "edit" or (self.edit_threshold is not None and 0 < self.edit_threshold <= 1),
              f"sampler 'edit' needs edit_threshold in (0, 1], not {self.edit_threshold}"),
             (0.0 <= self.remask < 1.0, f"remask must be in [0, 1), not {self.remask}"),
@@ -111,10 +119,10 @@ class DecodeOptions:
 
 def with_defaults(defaults: dict, given: dict) -> dict:
     """A model's `decode_defaults` overridden by the caller's fields. Asking for a noise start
-    without naming a sampler drops a default `edit` sampler, which only edits seeded canvases, and
+    without naming a sampler drops a default `edit` or `rescore` sampler, which need a CTC seed, and
     a default `remask`, which belongs to it."""
     merged = {**defaults, **given}
-    if given.get("init") == "noise" and "sampler" not in given and merged.get("sampler") == "edit":
+    if given.get("init") == "noise" and "sampler" not in given and merged.get("sampler") in ("edit", "rescore"):
         del merged["sampler"]
     if merged.get("sampler", "refine") != "edit" and "remask" not in given:
         merged.pop("remask", None)
@@ -224,6 +232,18 @@ def edit(step_fn: StepFn, init: torch.Tensor, options: DecodeOptions, free: torc
             break
     conf = probs.gather(-1, canvas[..., None])[..., 0]
     return SampleOutput(tokens=canvas, confidence=conf, steps_run=steps_run)
+
+
+@torch.no_grad()
+def canvas_scores(step_fn: StepFn, canvases: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoder pass over candidate canvases (N, L) (each a transcript, EOS, padding): each one's
+    log-likelihood (N,), the sum of log p(canvas token | canvas) over its first `lengths` (N,)
+    positions, and every position's probability of its own token (N, L). The rescore sampler ranks
+    CTC's n-best by it: the decoder, trained to restore transcripts from corrupted canvases, gives
+    its own tokens lower probability where they look wrong given the audio and the other tokens."""
+    logp = step_fn(canvases, None).float().log_softmax(-1).gather(-1, canvases[..., None])[..., 0]
+    valid = torch.arange(canvases.shape[1], device=canvases.device)[None] < lengths[:, None]
+    return (logp * valid).sum(-1), logp.exp()
 
 
 def clean_canvas(rows: list[list[int]], length: int, eos: int, pad: int) -> torch.Tensor:

@@ -124,7 +124,7 @@ def transcribe_plain(model, audio, **kwargs):
 def run_diffasr(model, clips: list[Utterance], arrays: list, decoder: str, steps: int, batch_size: int,
                 progress=None, **decode) -> SystemRun:
     """Transcribe language by language (the language is given), in batches of `batch_size`;
-    `decode`: further DecodeOptions fields (seed, sampler, init, edit_threshold, remask)."""
+    `decode`: further DecodeOptions fields (seed, sampler, init, edit_threshold, remask, nbest, rescore_weight)."""
     from .diffusion import DecodeOptions
 
     hyps, seconds = [""] * len(clips), {}
@@ -290,7 +290,9 @@ def report(summary: dict) -> str:
         f"# diffasr eval: {summary['manifest']}", "",
         f"- model: `{summary['model']}`; decoders: {', '.join(s['decoders'])}; steps: {', '.join(map(str, s['steps']))}; "
         f"batch size {s['batch_size']}; threads {s['threads'] or 'default'}; sampler {s['sampler']}, init {s.get('init', 'noise')}, "
-        f"edit threshold {s.get('edit_threshold', 0.95)}, remask {s.get('remask', 0.0)}, seed {s['seed']}",
+        f"edit threshold {s.get('edit_threshold', 0.95)}, remask {s.get('remask', 0.0)}, "
+        + (f"n-best {s.get('nbest')}, rescore weight {s.get('rescore_weight')}, " if s["sampler"] == "rescore" else "")
+        + f"seed {s['seed']}",
         f"- {summary['n_clips']} clips, {summary['audio_s']:.1f} s of audio; language given to every system",
         f"- command: `{summary['command']}`", "",
         "## Per language", "", language_table(summary["results"]), "",
@@ -323,8 +325,10 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", default=None, metavar="OUT.png", help="plot error rate and speed vs steps")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
-    p.add_argument("--sampler", default="refine", choices=["refine", "entropy", "edit"],
-                   help="sampler (default refine; edit: confident edits of a CTC-seeded canvas)")
+    p.add_argument("--sampler", default="refine", choices=["refine", "entropy", "edit", "rescore"],
+                   help="sampler (default refine; edit: confident edits of a CTC-seeded canvas; rescore: the decoder picks among CTC's n-best)")
+    p.add_argument("--nbest", type=int, default=8, help="rescore sampler: CTC hypotheses scored (default 8)")
+    p.add_argument("--rescore-weight", type=float, default=2.0, help="rescore sampler: weight of the decoder log-likelihood (default 2)")
     p.add_argument("--init", default="noise", choices=["noise", "ctc"], help="diffusion canvas start (default noise)")
     p.add_argument("--edit-threshold", type=float, default=0.95,
                    help="refine: revise a committed token; edit: replace a seed token, when this sure (default 0.95)")
@@ -395,7 +399,8 @@ def run(args) -> int:
     warm = min(range(len(clips)), key=lambda i: durations[i])
     from .diffusion import DecodeOptions
 
-    decode = dict(seed=args.seed, sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, remask=args.remask)
+    decode = dict(seed=args.seed, sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, remask=args.remask,
+                  nbest=args.nbest, rescore_weight=args.rescore_weight)
     DecodeOptions(**decode)  # a bad combination is one error here, before any audio is decoded
     run_diffasr(model, [clips[warm]], [arrays[warm]], configs[0][0] if configs else "ctc", configs[0][1] if configs else 1, 1,
                 **decode)
@@ -410,7 +415,9 @@ def run(args) -> int:
         manifest=str(args.manifest), model=str(args.model or "default"),
         command="diffasr " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "diffasr eval ...",
         settings=dict(steps=steps, decoders=decoders, baseline=args.baseline, batch_size=args.batch_size,
-                      sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, remask=args.remask, metric=args.metric, seed=args.seed, threads=args.threads, device=args.device),
+                      sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, remask=args.remask,
+                      nbest=args.nbest, rescore_weight=args.rescore_weight, metric=args.metric, seed=args.seed, threads=args.threads,
+                      device=args.device),
         n_clips=len(clips), audio_s=sum(durations), results=results,
     )
     print("Per language (error rate, real-time factor):\n" + language_table(results) + "\n")

@@ -22,7 +22,8 @@ Losses, per batch:
   misaligns everything after it); "aligned" scores each seed position against the transcript token
   it aligns to (edit distance), ignores seed tokens with no counterpart, and puts EOS at the seed's
   end: the length-keeping corrections the `edit` sampler makes; "edit" also asks for the deletion
-  (pad) of those unmatched tokens. `seed_misspell` adds simulated recognition errors to the seeds.
+  (pad) of those unmatched tokens. `seed_misspell` adds simulated recognition errors to the seeds;
+  `seed_sample` starts some rows from a path sampled from CTC's posteriors (an n-best-like alternative).
 - text (`[text]`): text-only correction rows, sentences from the sentence files misspelled the way
   CTC misspells real speech (data/misspell.py), decoded after a prompt with no audio.
 
@@ -56,7 +57,7 @@ from .errors import ConfigError, DataError
 from .model import CTC_SOURCES, DiffusionASR
 from .projector import conv_out_len
 from .tokenizer import LANGUAGES, BPETokenizer, spoken_form
-from .transcribe import ctc_greedy
+from .transcribe import ctc_greedy, ctc_sample
 
 SEED_TARGETS = ("position", "aligned", "edit")
 
@@ -69,7 +70,7 @@ DEFAULTS = {
               "min_lr_ratio": 0.1, "time_budget_min": 0.0, "stop_at": 0, "grad_clip": 1.0, "accumulate": 1, "bf16": True},
     "loss": {"diffusion": 1.0, "ar": 0.3, "ctc": 0.5, "ctc_prompt": 0.0, "ctc_warmup_steps": 300, "pad_weight": 0.1,
              "self_cond_prob": 0.5, "ctc_canvas_prob": 0.0, "seed_targets": "position", "schedule": "linear", "lang_drop": 0.2, "spec_augment": True,
-             "text": 0.0, "seed_misspell": 0.0},
+             "text": 0.0, "seed_misspell": 0.0, "seed_sample": 0.0},
     "text": {"langs": list(LANGUAGES), "batch": 32, "max_rate": 0.4, "exclude": []},
     "eval": {"every": 500, "save_every": 250, "steps": 8, "log_every": 20},
 }
@@ -261,6 +262,12 @@ class LossModule(nn.Module):
             if ctc_rows.any():
                 with torch.no_grad():
                     seed_ids = ctc_greedy(logp.detach().transpose(0, 1), n, tok.pad)
+                    if c["seed_sample"] > 0:
+                        # Some rows start from a path sampled from CTC's posteriors instead: the plausible
+                        # alternatives (CTC's n-best) that the rescore sampler asks the decoder to rank.
+                        sampled = ctc_sample(logp.detach().transpose(0, 1), n, tok.pad, gen)
+                        use = (torch.rand(B, generator=gen) < c["seed_sample"]).tolist()
+                        seed_ids = [s if u else g for g, s, u in zip(seed_ids, sampled, use)]
                     if c["seed_misspell"] > 0:
                         # On its own training audio CTC is nearly right, on real voices it is not: add the
                         # real-speech kinds of error so that the decoder, audio in view, learns to fix them.

@@ -11,8 +11,10 @@ by block, twice, and never held whole in memory.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,8 @@ import torch
 
 from .align import Word, ctc_align, words_from_tokens
 from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
-from .diffusion import DecodeOptions, canvas_length, clean_canvas, corrupt, random_canvas, sample, with_defaults
+from .diffusion import (SAMPLERS, DecodeOptions, canvas_length, canvas_scores, clean_canvas, corrupt, random_canvas, sample,
+                        with_defaults)
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
 from .tokenizer import LANGUAGES, SCRIPTS
@@ -77,6 +80,43 @@ def ctc_greedy(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[
     return [[t for t, _, _ in _ctc_runs(row[:n], blank)] for row, n in zip(logits.argmax(-1).tolist(), lengths.tolist())]
 
 
+def ctc_sample(logits: torch.Tensor, lengths: torch.Tensor, blank: int, gen: torch.Generator, k: int = 8) -> list[list[int]]:
+    """One CTC path per row sampled from the posteriors (each frame among its `k` likeliest tokens,
+    Gumbel-max), collapsed like greedy CTC. logits (B, T, V) -> token lists."""
+    vals, idx = logits.float().topk(k, dim=-1)
+    u = torch.rand(vals.shape, generator=gen).clamp_(1e-9, 1 - 1e-9).to(vals.device)
+    path = idx.gather(-1, (vals.log_softmax(-1) - (-u.log()).log()).argmax(-1, keepdim=True))[..., 0]
+    return [[t for t, _, _ in _ctc_runs(row[:m], blank)] for row, m in zip(path.tolist(), lengths.tolist())]
+
+
+def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int = 16, topk: int = 20,
+                    prune: float = -12.0) -> list[tuple[list[int], float]]:
+    """CTC prefix beam search over log-probabilities (T, V): up to `beam` (token ids, log P(ids | audio))
+    pairs, best first. Per frame only the `topk` likeliest tokens above `prune` extend a prefix."""
+    beams = {(): (0.0, -math.inf)}  # prefix -> (log p ending in blank, log p ending in a token)
+    for row in log_probs:
+        top = np.argpartition(-row, topk)[:topk] if topk < len(row) else range(len(row))
+        cand = {int(c) for c in top if row[c] > prune} | {blank}
+        nxt: dict = {}
+        for pre, (pb, pnb) in beams.items():
+            total, last = np.logaddexp(pb, pnb), (pre[-1] if pre else None)
+            for c in cand:
+                p = float(row[c])
+                if c == blank:
+                    b_, nb = nxt.get(pre, (-math.inf, -math.inf))
+                    nxt[pre] = (np.logaddexp(b_, total + p), nb)
+                    continue
+                ext = pre + (c,)
+                b_, nb = nxt.get(ext, (-math.inf, -math.inf))
+                # a repeated token is a new token only after a blank; without one it extends `pre`
+                nxt[ext] = (b_, np.logaddexp(nb, (pb if c == last else total) + p))
+                if c == last:
+                    b_, nb = nxt.get(pre, (-math.inf, -math.inf))
+                    nxt[pre] = (b_, np.logaddexp(nb, pnb + p))
+        beams = dict(sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))[:beam])
+    return sorted(((list(p), float(np.logaddexp(*v))) for p, v in beams.items()), key=lambda x: -x[1])
+
+
 def ctc_token_confidence(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[float]]:
     """Per token of `ctc_greedy`'s output, the highest probability it had on the frames that emitted it."""
     probs, best = logits.float().softmax(-1).max(-1)
@@ -126,6 +166,45 @@ def _align_words(model, ids: list[int], conf: list[float], log_probs: torch.Tens
     return words_from_tokens(tok, ids, tok.token_strings(ids), times, conf)
 
 
+def _rescore(model, audio_tokens, n_audio, ctc, languages: list, allowed, options: DecodeOptions, prefilled=None,
+             chunk: int = 64) -> dict[int, tuple[list[int], list[float]]]:
+    """The rescore sampler: per row, CTC prefix beam search proposes `options.nbest` transcripts; the
+    decoder scores every candidate canvas in one pass (`canvas_scores`, audio prompt, script mask),
+    and the best CTC log-score + rescore_weight × decoder log-likelihood wins. Candidates of all rows
+    share batches of ≤ `chunk` canvases; each reads its row's prompt cache, copied from `prefilled`
+    (the prefill the prompt CTC head ran) when given. Returns {row: (token ids, probability per token)}."""
+    tok = model.tokenizer
+    log_probs = ctc.float().log_softmax(-1).cpu().numpy()
+    cands = []  # (row, ids, ctc log-score)
+    for i, n in enumerate(n_audio.tolist()):
+        beam = ctc_prefix_beam(log_probs[i, :n], tok.pad, beam=2 * options.nbest)[: options.nbest]
+        cands += [(i, ids[: model.config.canvas_length - 1], score) for ids, score in beam]
+    L = canvas_length(max(len(c[1]) for c in cands), options, model.config.canvas_length)
+    best: dict[int, tuple[float, list[int], list[float]]] = {}
+    for b in range(0, len(cands), chunk):
+        part = cands[b: b + chunk]
+        rows = torch.tensor([c[0] for c in part], device=model.device)
+        if prefilled is not None:
+            cache, mask = copy.deepcopy(prefilled[0]), prefilled[1][rows]
+            cache.reorder_cache(rows)  # row i's prompt cache, once per candidate of row i
+        else:
+            cache, mask, _ = model.prefill(audio_tokens[rows], n_audio[rows], [languages[c[0]] for c in part])
+        ok = None if allowed is None else allowed[rows]
+
+        def step_fn(canvas, sc):
+            logits = model.backbone.denoise(cache, mask, canvas, sc)
+            return logits if ok is None else logits.masked_fill(~ok[:, None, :], -1e4)
+
+        canvas = clean_canvas([c[1] for c in part], L, tok.eos, tok.pad).to(model.device)
+        lengths = torch.tensor([min(len(c[1]) + 1, L) for c in part], device=model.device)  # tokens + EOS
+        dec, probs = canvas_scores(step_fn, canvas, lengths)
+        for (i, ids, ctc_score), d, p in zip(part, dec.tolist(), probs.tolist()):
+            total = ctc_score + options.rescore_weight * d
+            if i not in best or total > best[i][0]:
+                best[i] = (total, ids, p[: len(ids)])
+    return {i: (ids, conf) for i, (_, ids, conf) in best.items()}
+
+
 @torch.no_grad()
 def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, languages: list,
                  word_timestamps: bool = True) -> list[Transcription]:
@@ -154,7 +233,16 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     times["projector_ctc"] = time.perf_counter() - t0
 
     results = []
-    if options.decoder == "ctc":
+    if options.decoder == "diffusion" and options.sampler == "rescore":
+        t0 = time.perf_counter()
+        out_rows = _rescore(model, audio_tokens, n_audio, ctc, languages, allowed, options, prefilled)
+        # one decoder pass; "denoise" includes the CTC beam search, "prefill" is the CTC head's, reused
+        times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=1)
+        for i, (d, lang) in enumerate(zip(durations, languages)):
+            ids, conf = out_rows[i]
+            results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=conf,
+                                         token_strings=tok.token_strings(ids), duration=d, decoder="diffusion", steps_run=1))
+    elif options.decoder == "ctc":
         for d, ids, lang in zip(durations, ctc_ids, languages):
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=[1.0] * len(ids),
                                          token_strings=tok.token_strings(ids), duration=d, decoder="ctc"))
@@ -388,12 +476,16 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=8, help="denoising steps (default 8)")
     p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)")
     p.add_argument("--decoder", default="diffusion", choices=["diffusion", "ctc"], help="decoder (default diffusion)")
-    p.add_argument("--sampler", default=None, choices=["refine", "entropy", "edit"],
-                   help="sampler (default: the model's, else refine; edit: confident edits of a CTC-seeded canvas)")
+    p.add_argument("--sampler", default=None, choices=SAMPLERS,
+                   help="sampler (default: the model's, else refine; edit: confident edits of a CTC-seeded canvas; "
+                        "rescore: the decoder picks among CTC's n-best)")
     p.add_argument("--init", default=None, choices=["noise", "ctc"], help="canvas start: noise or the CTC transcript (default: the model's, else noise)")
     p.add_argument("--edit-threshold", type=float, default=None, help="confidence needed to revise a token (default: the model's, else 0.95)")
     p.add_argument("--remask", type=float, default=None,
                    help="edit sampler: CTC tokens below this probability start as noise for the decoder (default: the model's, else 0)")
+    p.add_argument("--nbest", type=int, default=None, help="rescore sampler: CTC hypotheses scored (default: the model's, else 8)")
+    p.add_argument("--rescore-weight", type=float, default=None,
+                   help="rescore sampler: weight of the decoder's log-likelihood against CTC's (default: the model's, else 2)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
     p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
@@ -416,7 +508,8 @@ def run(args) -> int:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
     given = {"steps": args.steps, "language": args.language, "decoder": args.decoder, "seed": args.seed,
-             "init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold, "remask": args.remask}
+             "init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold, "remask": args.remask,
+             "nbest": args.nbest, "rescore_weight": args.rescore_weight}
     options = DecodeOptions(**with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None}))
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:

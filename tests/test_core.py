@@ -163,6 +163,26 @@ def test_prompt_ctc_model_decodes_and_round_trips(tiny_model_dir, en_clip, tmp_p
     masked = m2.transcribe(a, steps=2, language="en", init="ctc", sampler="edit", edit_threshold=0.9, remask=0.99,
                            vad=False, word_timestamps=False)
     assert masked.steps_run >= 1 and len(masked.tokens) <= m2.config.canvas_length
+    # rescore: one decoder pass over CTC's n-best; with weight 0 the beam's best hypothesis wins
+    from diffasr.transcribe import ctc_prefix_beam
+
+    lp = logits[0].float().log_softmax(-1).numpy()
+    top = ctc_prefix_beam(lp, m2.tokenizer.pad, beam=16)[0][0]  # the sampler searches 2 x nbest (8) beams
+    plain = m2.transcribe(a, language="en", init="ctc", sampler="rescore", rescore_weight=0.0, restrict_script=False,
+                          vad=False, word_timestamps=False)
+    assert plain.tokens == top and plain.steps_run == 1
+    both = m2.transcribe(a, language="en", init="ctc", sampler="rescore", nbest=4, vad=False, word_timestamps=False)
+    assert len(both.confidences) == len(both.tokens) and all(0 <= c <= 1 for c in both.confidences)
+    from diffasr.transcribe import _rescore  # candidates read the CTC head's prefill, copied per candidate
+
+    at, na = m2.project(feats * 2)
+    with torch.no_grad():
+        ctc2, pre2 = m2.ctc(at, na, ["en", "en"])
+        opts = DecodeOptions(init="ctc", sampler="rescore", nbest=4)
+        reused, fresh = (_rescore(m2, at, na, ctc2, ["en", "en"], None, opts, p, chunk=3) for p in (pre2, None))
+    assert reused.keys() == fresh.keys() == {0, 1}
+    for i in reused:
+        assert reused[i][0] == fresh[i][0] and np.allclose(reused[i][1], fresh[i][1], atol=1e-4)
     bad = copy.deepcopy(m.config)
     bad.ctc_from = "decoder"
     with pytest.raises(ModelError, match="ctc_from"):
@@ -224,7 +244,8 @@ def test_refine_sampler_commits_everything_by_the_last_step(tiny_model):
 
 def test_decode_options_validated_once():
     for bad in (dict(steps=0), dict(steps=100), dict(sampler="beam"), dict(decoder="x"), dict(temperature=-1),
-                dict(sampler="edit"), dict(sampler="edit", init="ctc", edit_threshold=None)):
+                dict(sampler="edit"), dict(sampler="edit", init="ctc", edit_threshold=None), dict(sampler="rescore"),
+                dict(sampler="rescore", init="ctc", nbest=0), dict(sampler="rescore", init="ctc", rescore_weight=-1)):
         with pytest.raises(ConfigError):
             DecodeOptions(**bad)
 
@@ -242,6 +263,39 @@ def test_model_defaults_merge_with_caller_options():
     DecodeOptions(**with_defaults(d, {"init": "noise"}))
     with pytest.raises(ConfigError, match="remask needs the edit sampler"):
         DecodeOptions(remask=0.5)
+
+
+def test_ctc_prefix_beam_matches_brute_force():
+    """The beam's labellings and log-probabilities equal the sums over every CTC path (small T, V)."""
+    import itertools
+    import math
+
+    from diffasr.transcribe import ctc_prefix_beam
+
+    rng = np.random.default_rng(0)
+    T, V, blank = 5, 3, 0
+    lp = np.log(rng.dirichlet(np.ones(V), size=T))
+    totals: dict = {}
+    for path in itertools.product(range(V), repeat=T):
+        label = tuple(t for i, t in enumerate(path) if t != blank and (i == 0 or t != path[i - 1]))
+        totals[label] = np.logaddexp(totals.get(label, -math.inf), sum(lp[i, t] for i, t in enumerate(path)))
+    exact = sorted(totals.items(), key=lambda kv: -kv[1])
+    beam = ctc_prefix_beam(lp, blank, beam=len(totals), topk=V, prune=-math.inf)
+    assert len(beam) == len(exact)
+    for (ids, score), (label, total) in zip(beam[:10], exact[:10]):
+        assert tuple(ids) == label and score == pytest.approx(total)
+
+
+def test_canvas_scores_sum_each_candidates_own_tokens():
+    from diffasr.diffusion import canvas_scores
+
+    logits = torch.randn(3, 6, 10)
+    canvases = torch.randint(0, 10, (3, 6))
+    lengths = torch.tensor([6, 2, 0])
+    score, probs = canvas_scores(lambda c, sc: logits, canvases, lengths)
+    lp = logits.log_softmax(-1).gather(-1, canvases[..., None])[..., 0]
+    assert torch.allclose(score, torch.stack([lp[0].sum(), lp[1, :2].sum(), torch.tensor(0.0)]))
+    assert torch.allclose(probs, lp.exp())
 
 
 def test_edit_sampler_changes_only_confident_positions():

@@ -162,6 +162,21 @@ def test_ctc_blank_handling_and_loss_shapes(tiny_model):
     assert loss.item() < 1e-3
 
 
+def test_ctc_sample_draws_paths_among_the_likely_tokens():
+    from diffasr.transcribe import ctc_greedy, ctc_sample
+
+    blank, g = 0, torch.Generator().manual_seed(0)
+    sure = torch.full((2, 6, 12), -20.0)
+    for t, k in enumerate([5, 5, blank, 5, 7, 7]):
+        sure[:, t, k] = 20
+    n = torch.tensor([6, 4])
+    assert ctc_sample(sure, n, blank, g) == ctc_greedy(sure, n, blank) == [[5, 5, 7], [5, 5]]
+    unsure = torch.full((1, 6, 12), -20.0)
+    unsure[0, :, 3] = unsure[0, :, 4] = 0.0  # two equally likely tokens per frame
+    draws = {tuple(ctc_sample(unsure, torch.tensor([6]), blank, g)[0]) for _ in range(20)}
+    assert len(draws) > 5 and all(set(d) <= {3, 4} for d in draws)
+
+
 def test_aligned_seed_targets_follow_the_edit_alignment():
     from diffasr.train import aligned_targets
 
@@ -196,7 +211,7 @@ def test_loss_module_returns_finite_losses(tiny_model, ctc_canvas_prob, ctc_from
     tiny_model.config.ctc_from = ctc_from
     try:
         loss_cfg = DEFAULTS["loss"] | {"ctc_canvas_prob": ctc_canvas_prob, "seed_targets": seed_targets,
-                                       "seed_misspell": 0.3 if text else 0.0}
+                                       "seed_misspell": 0.3 if text else 0.0, "seed_sample": 0.5 if seed_targets == "aligned" else 0.0}
         out = LossModule(tiny_model.train(), {"loss": loss_cfg})(
             feats, lens, x0, targets, langs, weights, torch.Generator().manual_seed(0), text)
         if text:
