@@ -17,7 +17,12 @@ no CTranslate2 and no Whisper weights, so it works from encoder features made he
   gemma    the published recipe's structure at DiffusionGemma-26B-A4B width (2816 hidden, 128 experts,
            262,144 vocabulary) with 2 of its 30 layers, random weights (the real ones cannot be fetched
            there), frozen bf16 backbone + LoRA + projector: loss, backward and optimizer step per batch,
-           with the eager and grouped_mm expert kernels, then one decode.
+           with the eager and grouped_mm expert kernels, then one decode;
+  finite   one real batch, each training loss backpropagated alone, per kernel, bf16 and fp32;
+  steps    six optimizer steps as `train` takes them, plain and under accelerate, each step's losses,
+           gradient norm and non-finite weights: written to find where bf16 training on CUDA goes
+           NaN (docs/results/gpu/README.md), not yet run on a GPU (the session's device time ran out).
+`--only decode,train,...` runs some parts; `--device cpu` is a dry run of the script without a GPU.
 """
 
 from __future__ import annotations
