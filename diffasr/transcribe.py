@@ -89,32 +89,38 @@ def ctc_sample(logits: torch.Tensor, lengths: torch.Tensor, blank: int, gen: tor
     return [[t for t, _, _ in _ctc_runs(row[:m], blank)] for row, m in zip(path.tolist(), lengths.tolist())]
 
 
+def _logaddexp(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) on Python floats (numpy's ufunc costs ~1 µs a call; the beam makes many)."""
+    if a < b:
+        a, b = b, a
+    return a if b == -math.inf else a + math.log1p(math.exp(b - a))
+
+
 def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int = 16, topk: int = 20,
                     prune: float = -12.0) -> list[tuple[list[int], float]]:
     """CTC prefix beam search over log-probabilities (T, V): up to `beam` (token ids, log P(ids | audio))
     pairs, best first. Per frame only the `topk` likeliest tokens above `prune` extend a prefix."""
-    beams = {(): (0.0, -math.inf)}  # prefix -> (log p ending in blank, log p ending in a token)
+    lse, ninf = _logaddexp, -math.inf
+    beams = {(): (0.0, ninf)}  # prefix -> (log p ending in blank, log p ending in a token)
     for row in log_probs:
         top = np.argpartition(-row, topk)[:topk] if topk < len(row) else range(len(row))
-        cand = {int(c) for c in top if row[c] > prune} | {blank}
+        cand = [(int(c), float(row[c])) for c in top if c != blank and row[c] > prune]
+        p_blank = float(row[blank])
         nxt: dict = {}
         for pre, (pb, pnb) in beams.items():
-            total, last = np.logaddexp(pb, pnb), (pre[-1] if pre else None)
-            for c in cand:
-                p = float(row[c])
-                if c == blank:
-                    b_, nb = nxt.get(pre, (-math.inf, -math.inf))
-                    nxt[pre] = (np.logaddexp(b_, total + p), nb)
-                    continue
+            total, last = lse(pb, pnb), (pre[-1] if pre else None)
+            b_, nb = nxt.get(pre, (ninf, ninf))
+            nxt[pre] = (lse(b_, total + p_blank), nb)
+            for c, p in cand:
                 ext = pre + (c,)
-                b_, nb = nxt.get(ext, (-math.inf, -math.inf))
+                b_, nb = nxt.get(ext, (ninf, ninf))
                 # a repeated token is a new token only after a blank; without one it extends `pre`
-                nxt[ext] = (b_, np.logaddexp(nb, (pb if c == last else total) + p))
+                nxt[ext] = (b_, lse(nb, (pb if c == last else total) + p))
                 if c == last:
-                    b_, nb = nxt.get(pre, (-math.inf, -math.inf))
-                    nxt[pre] = (b_, np.logaddexp(nb, pnb + p))
-        beams = dict(sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))[:beam])
-    return sorted(((list(p), float(np.logaddexp(*v))) for p, v in beams.items()), key=lambda x: -x[1])
+                    b_, nb = nxt[pre]
+                    nxt[pre] = (b_, lse(nb, pnb + p))
+        beams = dict(sorted(nxt.items(), key=lambda kv: -lse(*kv[1]))[:beam])
+    return sorted(((list(p), lse(*v)) for p, v in beams.items()), key=lambda x: -x[1])
 
 
 def ctc_token_confidence(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[float]]:
