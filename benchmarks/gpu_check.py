@@ -307,24 +307,33 @@ def part_gemma(data: Path, device: str, B: int = 8, steps: int = 6) -> dict:
     return res
 
 
+def _packed_batch(data: Path, tok) -> tuple[dict, list]:
+    """The stage-5 recipe (its text rows read from the packed sentence slice) and the first 16 packed
+    training clips as Examples."""
+    os.environ["DIFFASR_TEXT_DIR"] = str(data / "text")
+    from diffasr.data.datasets import Example
+    from diffasr.train import load_config
+
+    key = json.loads((data / "encoder.json").read_text())["cache_key"]
+    cfg = load_config(ROOT / "configs" / "small-stage5.toml", ["text.exclude=[]"])
+    rows = [json.loads(l) for l in (data / "train.jsonl").read_text().splitlines()][:16]
+    stems = [Path(r["audio"]).stem for r in rows]  # packed under the cache layout: <key>/<k[:2]>/<k>.npy
+    return cfg, [Example(np.load(data / "features" / key / k[:2] / f"{k}.npy"), tok.encode(r["text"]), r["lang"])
+                 for k, r in zip(stems, rows)]
+
+
 def part_finite(data: Path, device: str) -> dict:
     """Which training loss, if any, gives a non-finite value or gradient on this device: one real batch
     (padded, CTC-seeded and self-conditioned rows, text rows), each loss backpropagated alone, under
     each expert kernel, with and without bf16 autocast."""
     import torch
 
-    os.environ["DIFFASR_TEXT_DIR"] = str(data / "text")
     from diffasr import load
-    from diffasr.data.datasets import Example
-    from diffasr.train import DEFAULTS, LossModule, collate, load_config, text_corrections
+    from diffasr.train import LossModule, collate, text_corrections
 
-    key = json.loads((data / "encoder.json").read_text())["cache_key"]
     m = load(device=device)
     m.train()
-    cfg = load_config(ROOT / "configs" / "small-stage5.toml", ["text.exclude=[]"])
-    rows = [json.loads(l) for l in (data / "train.jsonl").read_text().splitlines()][:16]
-    ex = [Example(np.load(next((data / "features" / key).rglob(Path(r["audio"]).stem + ".npy"))), m.tokenizer.encode(r["text"]), r["lang"])
-          for r in rows]
+    cfg, ex = _packed_batch(data, m.tokenizer)
     feats, lens, x0, targets, langs = collate(ex, m.tokenizer, 4, 0.2, np.random.default_rng(0))
     feats, lens = feats.to(device), lens.to(device)
     texts = text_corrections(cfg, m)
@@ -358,20 +367,14 @@ def part_steps(data: Path, device: str, steps: int = 6) -> dict:
     import torch
     from accelerate import Accelerator
 
-    os.environ["DIFFASR_TEXT_DIR"] = str(data / "text")
     from diffasr import load
-    from diffasr.data.datasets import Example
-    from diffasr.train import LossModule, collate, load_config, spec_augment, text_corrections
+    from diffasr.train import LossModule, collate, spec_augment, text_corrections
 
-    key = json.loads((data / "encoder.json").read_text())["cache_key"]
-    cfg = load_config(ROOT / "configs" / "small-stage5.toml", ["text.exclude=[]"])
-    rows = [json.loads(l) for l in (data / "train.jsonl").read_text().splitlines()][:16]
     res = {}
     for wrap in ("plain", "accelerate"):
         m = load(device=device)
         m.train()
-        ex = [Example(np.load(next((data / "features" / key).rglob(Path(r["audio"]).stem + ".npy"))), m.tokenizer.encode(r["text"]), r["lang"])
-              for r in rows]
+        cfg, ex = _packed_batch(data, m.tokenizer)
         texts = text_corrections(cfg, m)
         lossmod = LossModule(m, cfg)
         params = [p for p in m.parameters() if p.requires_grad]

@@ -63,6 +63,7 @@ def corrupt(x0: torch.Tensor, rate: torch.Tensor, vocab_size: int, generator=Non
 
 
 SAMPLERS = ("refine", "entropy", "edit", "rescore")
+SEEDED_SAMPLERS = ("edit", "rescore")  # they start from the CTC transcript (init="ctc")
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class DecodeOptions:
             (isinstance(self.steps, int) and 1 <= self.steps <= 64, f"steps must be an integer in 1..64, not {self.steps!r}"),
             (self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}"),
             (self.init in ("noise", "ctc"), f"init must be 'noise' or 'ctc', not {self.init!r}"),
-            (self.sampler not in ("edit", "rescore") or self.init == "ctc",
+            (self.sampler not in SEEDED_SAMPLERS or self.init == "ctc",
              f"sampler {self.sampler!r} needs a seeded canvas (init='ctc')"),
             (isinstance(self.nbest, int) and 1 <= self.nbest <= 32, f"nbest must be an integer in 1..32, not {self.nbest!r}"),
             (0.0 <= self.rescore_weight <= 10.0, f"rescore_weight must be in [0, 10], not {self.rescore_weight}"),
@@ -122,7 +123,7 @@ def with_defaults(defaults: dict, given: dict) -> dict:
     without naming a sampler drops a default `edit` or `rescore` sampler, which need a CTC seed, and
     a default `remask`, which belongs to it."""
     merged = {**defaults, **given}
-    if given.get("init") == "noise" and "sampler" not in given and merged.get("sampler") in ("edit", "rescore"):
+    if given.get("init") == "noise" and "sampler" not in given and merged.get("sampler") in SEEDED_SAMPLERS:
         del merged["sampler"]
     if merged.get("sampler", "refine") != "edit" and "remask" not in given:
         merged.pop("remask", None)

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .data.datasets import Utterance
+from .diffusion import SAMPLERS
 from .data.datasets import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
 from .errors import ConfigError, DataError
 
@@ -325,7 +326,7 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", default=None, metavar="OUT.png", help="plot error rate and speed vs steps")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
-    p.add_argument("--sampler", default="refine", choices=["refine", "entropy", "edit", "rescore"],
+    p.add_argument("--sampler", default="refine", choices=SAMPLERS,
                    help="sampler (default refine; edit: confident edits of a CTC-seeded canvas; rescore: the decoder picks among CTC's n-best)")
     p.add_argument("--nbest", type=int, default=8, help="rescore sampler: CTC hypotheses scored (default 8)")
     p.add_argument("--rescore-weight", type=float, default=2.0, help="rescore sampler: weight of the decoder log-likelihood (default 2)")

@@ -227,7 +227,6 @@ class LossModule(nn.Module):
     def forward(self, feats, lens, x0, targets, langs, weights: dict, gen: torch.Generator, text=None) -> dict:
         m, tok, c = self.model, self.model.tokenizer, self.cfg
         V = tok.vocab_size
-        target = x0  # what the decoder is scored against (CTC-seeded rows may change it)
         out = {} if text is None else {"text": self.text_loss(*text, gen)}
         a, n = m.projector(feats, lens)
         # CTC over the projector tokens, through the tied lm_head.
@@ -250,6 +249,7 @@ class LossModule(nn.Module):
         # run resumes identically) and moved to the model's device before the decoder sees them.
         B, L = x0.shape
         x0 = x0.cpu()
+        target = x0  # what the decoder is scored against (CTC-seeded rows may change it)
         t = self.schedule.sample_t(B, generator=gen)
         xt = corrupt(x0, self.schedule.rate(t), V, generator=gen)
         # Fallback for positions a sampler step does not commit: fresh noise, or for CTC-seeded rows the seed.

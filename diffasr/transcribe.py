@@ -172,6 +172,15 @@ def _align_words(model, ids: list[int], conf: list[float], log_probs: torch.Tens
     return words_from_tokens(tok, ids, tok.token_strings(ids), times, conf)
 
 
+def _step_fn(model, cache, mask, allowed):
+    """The sampler's view of the decoder: canvas (B, L) [+ self-conditioning logits] -> logits (B, L, V)
+    over the prompt cache, tokens outside each row's script (`allowed` (B, V), or None) ruled out."""
+    def step_fn(canvas, sc):
+        logits = model.backbone.denoise(cache, mask, canvas, sc)
+        return logits if allowed is None else logits.masked_fill(~allowed[:, None, :], -1e4)
+    return step_fn
+
+
 def _rescore(model, audio_tokens, n_audio, ctc, languages: list, allowed, options: DecodeOptions, prefilled=None,
              chunk: int = 64) -> dict[int, tuple[list[int], list[float]]]:
     """The rescore sampler: per row, CTC prefix beam search proposes `options.nbest` transcripts; the
@@ -195,12 +204,7 @@ def _rescore(model, audio_tokens, n_audio, ctc, languages: list, allowed, option
             cache.reorder_cache(rows)  # row i's prompt cache, once per candidate of row i
         else:
             cache, mask, _ = model.prefill(audio_tokens[rows], n_audio[rows], [languages[c[0]] for c in part])
-        ok = None if allowed is None else allowed[rows]
-
-        def step_fn(canvas, sc):
-            logits = model.backbone.denoise(cache, mask, canvas, sc)
-            return logits if ok is None else logits.masked_fill(~ok[:, None, :], -1e4)
-
+        step_fn = _step_fn(model, cache, mask, None if allowed is None else allowed[rows])
         canvas = clean_canvas([c[1] for c in part], L, tok.eos, tok.pad).to(model.device)
         lengths = torch.tensor([min(len(c[1]) + 1, L) for c in part], device=model.device)  # tokens + EOS
         dec, probs = canvas_scores(step_fn, canvas, lengths)
@@ -281,10 +285,7 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
             else:
                 init = random_canvas(len(rows), L, tok.vocab_size, gens)
 
-            def step_fn(canvas, sc, cache=cache, mask=mask, ok=None if allowed is None else allowed[rows]):
-                logits = model.backbone.denoise(cache, mask, canvas, sc)
-                return logits if ok is None else logits.masked_fill(~ok[:, None, :], -1e4)
-
+            step_fn = _step_fn(model, cache, mask, None if allowed is None else allowed[rows])
             out = sample(step_fn, init.to(model.device), tok.vocab_size, options,
                          torch.Generator(model.device).manual_seed(options.seed), row_generators=gens,
                          free=None if free is None else free.to(model.device))
