@@ -88,6 +88,10 @@ class DecodeOptions:
     early_stop: bool = True  # stop once every position is committed and predictions are stable
     nbest: int = 8  # rescore: CTC prefix-beam hypotheses the decoder scores
     rescore_weight: float = 2.0  # rescore: pick max of CTC log-score + weight · decoder log-likelihood
+    beam: int = 16  # CTC prefix beam width (rescore sampler; decoder="ctc" with an n-gram), at least nbest
+    lm_weight: float = 0.0  # CTC beam search (rescore sampler; decoder="ctc" turns from greedy into beam
+    #                         search): weight of the language's n-gram (the model's lm/ folder); 0: none
+    length_bonus: float = 0.0  # with an n-gram: added per token, offsetting what the n-gram charges for each
     seed: int = 0  # same seed, same input -> same output
     language: str | None = None  # None: auto
     restrict_script: bool = True  # a known language's output uses only its script's tokens
@@ -102,6 +106,9 @@ class DecodeOptions:
              f"sampler {self.sampler!r} needs a seeded canvas (init='ctc')"),
             (isinstance(self.nbest, int) and 1 <= self.nbest <= 32, f"nbest must be an integer in 1..32, not {self.nbest!r}"),
             (0.0 <= self.rescore_weight <= 10.0, f"rescore_weight must be in [0, 10], not {self.rescore_weight}"),
+            (isinstance(self.beam, int) and 1 <= self.beam <= 256, f"beam must be an integer in 1..256, not {self.beam!r}"),
+            (0.0 <= self.lm_weight <= 5.0, f"lm_weight must be in [0, 5], not {self.lm_weight}"),
+            (0.0 <= self.length_bonus <= 20.0, f"length_bonus must be in [0, 20], not {self.length_bonus}"),
             (self.sampler != "edit" or (self.edit_threshold is not None and 0 < self.edit_threshold <= 1),
              f"sampler 'edit' needs edit_threshold in (0, 1], not {self.edit_threshold}"),
             (0.0 <= self.remask < 1.0, f"remask must be in [0, 1), not {self.remask}"),

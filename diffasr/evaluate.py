@@ -104,7 +104,7 @@ class SystemRun:
     """One configuration's hypotheses (aligned with the clips) and compute seconds per language."""
 
     name: str
-    decoder: str  # "diffusion" | "ctc" | "faster-whisper"
+    decoder: str  # one of DECODERS | "faster-whisper"
     steps: int | None
     hyps: list[str]
     seconds: dict  # lang -> seconds spent on that language's clips
@@ -122,15 +122,23 @@ def transcribe_plain(model, audio, **kwargs):
     return transcribe(model, audio, **kwargs)
 
 
+DECODERS = ("diffusion", "ctc", "ctc-lm")  # eval rows: the diffusion decoder, greedy CTC, CTC beam search + n-gram
+
+
 def run_diffasr(model, clips: list[Utterance], arrays: list, decoder: str, steps: int, batch_size: int,
                 progress=None, **decode) -> SystemRun:
-    """Transcribe language by language (the language is given), in batches of `batch_size`;
-    `decode`: further DecodeOptions fields (seed, sampler, init, edit_threshold, remask, nbest, rescore_weight)."""
+    """Transcribe language by language (the language is given), in batches of `batch_size`.
+    `decoder`: one of DECODERS ("ctc" is greedy whatever `decode` says; "ctc-lm" is CTC beam search
+    with the n-gram); `decode`: further DecodeOptions fields (seed, sampler, init, nbest, lm_weight, ...)."""
     from .diffusion import DecodeOptions
 
+    if decoder == "ctc":
+        decode = {**decode, "lm_weight": 0.0}
+    elif decoder == "ctc-lm" and not (decode.get("lm_weight", 0) > 0 and model.ngrams.languages()):
+        raise ConfigError("decoder ctc-lm needs an n-gram: a model with an lm/ folder and --lm-weight > 0")
     hyps, seconds = [""] * len(clips), {}
     for lang in dict.fromkeys(c.lang for c in clips):
-        options = DecodeOptions(decoder=decoder, steps=steps, language=lang, **decode)
+        options = DecodeOptions(decoder="diffusion" if decoder == "diffusion" else "ctc", steps=steps, language=lang, **decode)
         idx = [i for i, c in enumerate(clips) if c.lang == lang]
         for b in range(0, len(idx), batch_size):
             chunk = idx[b: b + batch_size]
@@ -141,8 +149,8 @@ def run_diffasr(model, clips: list[Utterance], arrays: list, decoder: str, steps
                 hyps[i] = r.text
             if progress is not None:
                 progress.update(len(chunk))
-    name = "diffasr ctc" if decoder == "ctc" else f"diffasr {steps} steps"
-    return SystemRun(name=name, decoder=decoder, steps=None if decoder == "ctc" else steps, hyps=hyps, seconds=seconds)
+    name = {"ctc": "diffasr ctc", "ctc-lm": "diffasr ctc+lm"}.get(decoder, f"diffasr {steps} steps")
+    return SystemRun(name=name, decoder=decoder, steps=None if decoder != "diffusion" else steps, hyps=hyps, seconds=seconds)
 
 
 def load_faster_whisper(threads: int = 0):
@@ -293,6 +301,7 @@ def report(summary: dict) -> str:
         f"batch size {s['batch_size']}; threads {s['threads'] or 'default'}; sampler {s['sampler']}, init {s.get('init', 'noise')}, "
         f"edit threshold {s.get('edit_threshold', 0.95)}, remask {s.get('remask', 0.0)}, "
         + (f"n-best {s.get('nbest')}, rescore weight {s.get('rescore_weight')}, " if s["sampler"] == "rescore" else "")
+        + (f"beam {s.get('beam')}, n-gram weight {s.get('lm_weight')}, length bonus {s.get('length_bonus')}, " if s.get("lm_weight") else "")
         + f"seed {s['seed']}",
         f"- {summary['n_clips']} clips, {summary['audio_s']:.1f} s of audio; language given to every system",
         f"- command: `{summary['command']}`", "",
@@ -319,21 +328,26 @@ def add_arguments(p) -> None:
     p.add_argument("--manifest", required=True, help="JSON-lines manifest (audio, text, lang[, subset])")
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
     p.add_argument("--steps", default="8", help="comma-separated denoising step counts to sweep (default 8)")
-    p.add_argument("--decoder", default="diffusion,ctc", help="comma-separated decoders: diffusion, ctc (default both)")
+    p.add_argument("--decoder", default="diffusion,ctc",
+                   help="comma-separated rows: diffusion, ctc (greedy), ctc-lm (CTC beam search + n-gram) (default diffusion,ctc)")
     p.add_argument("--baseline", default=None, choices=["faster-whisper"], help="also run this baseline on the same clips")
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics and per-clip hypotheses as JSON")
     p.add_argument("--report", default=None, metavar="OUT.md", help="write a markdown report")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="plot error rate and speed vs steps")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
-    p.add_argument("--sampler", default="refine", choices=SAMPLERS,
-                   help="sampler (default refine; edit: confident edits of a CTC-seeded canvas; rescore: the decoder picks among CTC's n-best)")
-    p.add_argument("--nbest", type=int, default=8, help="rescore sampler: CTC hypotheses scored (default 8)")
-    p.add_argument("--rescore-weight", type=float, default=2.0, help="rescore sampler: weight of the decoder log-likelihood (default 2)")
-    p.add_argument("--init", default="noise", choices=["noise", "ctc"], help="diffusion canvas start (default noise)")
-    p.add_argument("--edit-threshold", type=float, default=0.95,
-                   help="refine: revise a committed token; edit: replace a seed token, when this sure (default 0.95)")
-    p.add_argument("--remask", type=float, default=0.0,
+    # Decoding options: None means the model's decode_defaults (config.json), else DecodeOptions' default.
+    p.add_argument("--sampler", default=None, choices=SAMPLERS,
+                   help="sampler (default: the model's; edit: confident edits of a CTC-seeded canvas; rescore: the decoder picks among CTC's n-best)")
+    p.add_argument("--nbest", type=int, default=None, help="rescore sampler: CTC hypotheses scored (default: the model's, else 8)")
+    p.add_argument("--rescore-weight", type=float, default=None, help="rescore sampler: weight of the decoder log-likelihood (default: the model's, else 2)")
+    p.add_argument("--beam", type=int, default=None, help="CTC prefix beam width (default: the model's, else 16)")
+    p.add_argument("--lm-weight", type=float, default=None, help="CTC beam search: weight of the n-gram, 0: none (default: the model's, else 0)")
+    p.add_argument("--length-bonus", type=float, default=None, help="with an n-gram: bonus per token (default: the model's, else 0)")
+    p.add_argument("--init", default=None, choices=["noise", "ctc"], help="diffusion canvas start (default: the model's, else noise)")
+    p.add_argument("--edit-threshold", type=float, default=None,
+                   help="refine: revise a committed token; edit: replace a seed token, when this sure (default: the model's, else 0.95)")
+    p.add_argument("--remask", type=float, default=None,
                    help="edit sampler: CTC tokens below this probability start as noise for the decoder (Mask-CTC; default 0: off)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--metric", default="auto", choices=["auto", "cer", "wer"],
@@ -374,8 +388,8 @@ def run(args) -> int:
     steps = _parse_list(args.steps, "steps", int)
     decoders = _parse_list(args.decoder, "decoder")
     for d in decoders:
-        if d not in ("diffusion", "ctc"):
-            raise ConfigError(f"--decoder: unknown decoder {d!r} (choose from diffusion, ctc)")
+        if d not in DECODERS:
+            raise ConfigError(f"--decoder: unknown decoder {d!r} (choose from {', '.join(DECODERS)})")
     for s in steps:
         DecodeOptions(steps=s)  # validates the range
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
@@ -392,17 +406,21 @@ def run(args) -> int:
     durations = [a.size / SAMPLE_RATE for a in arrays]
 
     configs = [("diffusion", s) for s in steps] if "diffusion" in decoders else []
-    configs += [("ctc", 1)] if "ctc" in decoders else []
+    configs += [(d, 1) for d in decoders if d != "diffusion"]
     fw = load_faster_whisper(args.threads) if args.baseline else None
     total = len(clips) * (len(configs) + (fw is not None))
     bar = tqdm(total=total, unit="clip", desc="eval", disable=not sys.stderr.isatty())
     # Warm-up (lazy encoder load, first-call allocations) on the shortest clip, not timed.
     warm = min(range(len(clips)), key=lambda i: durations[i])
-    from .diffusion import DecodeOptions
+    from .diffusion import DecodeOptions, with_defaults
 
-    decode = dict(seed=args.seed, sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, remask=args.remask,
-                  nbest=args.nbest, rescore_weight=args.rescore_weight)
-    DecodeOptions(**decode)  # a bad combination is one error here, before any audio is decoded
+    given = dict(seed=args.seed, sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, remask=args.remask,
+                 nbest=args.nbest, rescore_weight=args.rescore_weight, beam=args.beam, lm_weight=args.lm_weight, length_bonus=args.length_bonus)
+    decode = with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None})
+    decode = {k: v for k, v in decode.items() if k not in ("decoder", "steps", "language")}  # set per row
+    full = DecodeOptions(**decode)  # a bad combination is one error here, before any audio is decoded
+    for lang in {c.lang for c in clips}:  # n-grams load on first use: not inside the timed runs either
+        model.ngrams.get(lang)
     run_diffasr(model, [clips[warm]], [arrays[warm]], configs[0][0] if configs else "ctc", configs[0][1] if configs else 1, 1,
                 **decode)
     runs = [run_diffasr(model, clips, arrays, d, s, args.batch_size, bar, **decode) for d, s in configs]
@@ -416,8 +434,9 @@ def run(args) -> int:
         manifest=str(args.manifest), model=str(args.model or "default"),
         command="diffasr " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "diffasr eval ...",
         settings=dict(steps=steps, decoders=decoders, baseline=args.baseline, batch_size=args.batch_size,
-                      sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, remask=args.remask,
-                      nbest=args.nbest, rescore_weight=args.rescore_weight, metric=args.metric, seed=args.seed, threads=args.threads,
+                      sampler=full.sampler, init=full.init, edit_threshold=full.edit_threshold, remask=full.remask,
+                      nbest=full.nbest, rescore_weight=full.rescore_weight, beam=full.beam, lm_weight=full.lm_weight,
+                      length_bonus=full.length_bonus, metric=args.metric, seed=args.seed, threads=args.threads,
                       device=args.device),
         n_clips=len(clips), audio_s=sum(durations), results=results,
     )

@@ -5,6 +5,7 @@ Also the checkpoint format. A checkpoint is a directory that describes itself:
   model.safetensors  trained weights: projector + backbone (from-scratch presets) or
                      projector + LoRA (frozen-backbone presets); no pickle anywhere
   tokenizer.json     (or the Gemma tokenizer files)
+  lm/<lang>.npz      optional token n-grams for the CTC beam search (lm.py; `ngram` in config.json)
 The model holds no sampling loop (see diffusion.py) and no file or batching logic (transcribe.py).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from torch import nn
 from .backbone import Backbone, make_config
 from .encoder import EncoderSpec, WhisperEncoder, build_encoder
 from .errors import ModelError
+from .lm import LanguageModels
 from .projector import Projector
 from .tokenizer import LANGUAGES, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
 
@@ -73,6 +76,8 @@ class ModelConfig:
     # "prompt" (lm_head over the prompt encoder's states at the audio slots: six causal layers deeper,
     # language-aware, and free at inference because the prefill runs anyway).
     ctc_from: str = "projector"
+    # The n-grams in lm/ (order, pruning, text they were counted on), written by scripts/build_lm.py.
+    ngram: dict | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -103,6 +108,7 @@ class DiffusionASR(nn.Module):
         h = self.backbone.hidden_size
         self.projector = Projector(config.encoder["dim"], config.projector["hidden"], h, config.projector["strides"])
         self._encoder = encoder
+        self.ngrams = LanguageModels(None)  # per-language n-grams for CTC beam search; load() finds lm/
 
     # ------------------------------------------------------------------ construction
 
@@ -245,6 +251,10 @@ class DiffusionASR(nn.Module):
         tmp = d / "model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
         tmp.replace(d / "model.safetensors")
+        if self.ngrams.directory is not None and self.ngrams.languages() and self.ngrams.directory != d / "lm":
+            shutil.copytree(self.ngrams.directory, d / "lm", dirs_exist_ok=True)
+        elif not (d / "lm").is_dir():
+            cfg["ngram"] = None  # the files it describes did not come along
         save_json(d / "config.json", cfg)
         return d
 
@@ -298,6 +308,7 @@ class DiffusionASR(nn.Module):
             really_missing = [k for k in missing if k in lm_params and not _is_tied(model.backbone.lm, k, lm_sd)]
             if really_missing:
                 raise ModelError(f"{d}: checkpoint lacks tensors: {really_missing[:3]}")
+        model.ngrams = LanguageModels(d / "lm")
         model.to(device=device, dtype=dtype)
         return model.eval()
 

@@ -96,12 +96,15 @@ def _logaddexp(a: float, b: float) -> float:
     return a if b == -math.inf else a + math.log1p(math.exp(b - a))
 
 
-def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int = 16, topk: int = 20,
-                    prune: float = -12.0) -> list[tuple[list[int], float]]:
-    """CTC prefix beam search over log-probabilities (T, V): up to `beam` (token ids, log P(ids | audio))
-    pairs, best first. Per frame only the `topk` likeliest tokens above `prune` extend a prefix."""
+def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int = 16, topk: int = 20, prune: float = -12.0,
+                    lm=None, lm_weight: float = 0.0, length_bonus: float = 0.0) -> list[tuple[list[int], float]]:
+    """CTC prefix beam search over log-probabilities (T, V): up to `beam` (token ids, score) pairs, best
+    first. Per frame only the `topk` likeliest tokens above `prune` extend a prefix. Without `lm` the
+    score is log P(ids | audio). With an n-gram `lm` (lm.NgramLM) it is shallow fusion: log P(ids | audio)
+    + lm_weight × log P_lm(ids, EOS) + length_bonus × len(ids), and the beam is pruned by that score."""
     lse, ninf = _logaddexp, -math.inf
     beams = {(): (0.0, ninf)}  # prefix -> (log p ending in blank, log p ending in a token)
+    extra = {(): 0.0}  # prefix -> its LM and length terms
     for row in log_probs:
         top = np.argpartition(-row, topk)[:topk] if topk < len(row) else range(len(row))
         cand = [(int(c), float(row[c])) for c in top if c != blank and row[c] > prune]
@@ -111,16 +114,21 @@ def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int = 16, topk: int
             total, last = lse(pb, pnb), (pre[-1] if pre else None)
             b_, nb = nxt.get(pre, (ninf, ninf))
             nxt[pre] = (lse(b_, total + p_blank), nb)
+            ctx = lm.context(pre) if lm is not None else None
             for c, p in cand:
                 ext = pre + (c,)
+                if ext not in extra:
+                    extra[ext] = extra[pre] + length_bonus + (lm_weight * lm.logprob(ctx, c) if lm is not None else 0.0)
                 b_, nb = nxt.get(ext, (ninf, ninf))
                 # a repeated token is a new token only after a blank; without one it extends `pre`
                 nxt[ext] = (b_, lse(nb, (pb if c == last else total) + p))
                 if c == last:
                     b_, nb = nxt[pre]
                     nxt[pre] = (b_, lse(nb, pnb + p))
-        beams = dict(sorted(nxt.items(), key=lambda kv: -lse(*kv[1]))[:beam])
-    return sorted(((list(p), lse(*v)) for p, v in beams.items()), key=lambda x: -x[1])
+        beams = dict(sorted(nxt.items(), key=lambda kv: -(lse(*kv[1]) + extra[kv[0]]))[:beam])
+        extra = {pre: extra[pre] for pre in beams}
+    end = (lambda pre: lm_weight * lm.logprob(lm.context(pre), lm.eos)) if lm is not None else (lambda pre: 0.0)
+    return sorted(((list(p), lse(*v) + extra[p] + end(p)) for p, v in beams.items()), key=lambda x: -x[1])
 
 
 def ctc_token_confidence(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[float]]:
@@ -181,18 +189,30 @@ def _step_fn(model, cache, mask, allowed):
     return step_fn
 
 
+def ctc_nbest(model, ctc: torch.Tensor, n_audio: torch.Tensor, languages: list, options: DecodeOptions,
+              k: int) -> list[list[tuple[list[int], float]]]:
+    """Per row, CTC prefix beam search's `k` best (token ids, score) over logits (B, T', V), fused with
+    the row language's n-gram when options.lm_weight > 0 and the model has one (model.ngrams)."""
+    log_probs = ctc.float().log_softmax(-1).cpu().numpy()
+    out = []
+    for i, n in enumerate(n_audio.tolist()):
+        lm = model.ngrams.get(languages[i]) if options.lm_weight > 0 else None
+        fuse = dict(lm=lm, lm_weight=options.lm_weight, length_bonus=options.length_bonus) if lm is not None else {}
+        out.append(ctc_prefix_beam(log_probs[i, :n], model.tokenizer.pad, beam=max(options.beam, k), **fuse)[:k])
+    return out
+
+
 def _rescore(model, audio_tokens, n_audio, ctc, languages: list, allowed, options: DecodeOptions, prefilled=None,
              chunk: int = 64) -> dict[int, tuple[list[int], list[float]]]:
-    """The rescore sampler: per row, CTC prefix beam search proposes `options.nbest` transcripts; the
-    decoder scores every candidate canvas in one pass (`canvas_scores`, audio prompt, script mask),
-    and the best CTC log-score + rescore_weight × decoder log-likelihood wins. Candidates of all rows
-    share batches of ≤ `chunk` canvases; each reads its row's prompt cache, copied from `prefilled`
-    (the prefill the prompt CTC head ran) when given. Returns {row: (token ids, probability per token)}."""
+    """The rescore sampler: per row, CTC prefix beam search (`ctc_nbest`, with the n-gram when asked)
+    proposes `options.nbest` transcripts; the decoder scores every candidate canvas in one pass
+    (`canvas_scores`, audio prompt, script mask), and the best beam score + rescore_weight × decoder
+    log-likelihood wins. Candidates of all rows share batches of ≤ `chunk` canvases; each reads its
+    row's prompt cache, copied from `prefilled` (the prefill the prompt CTC head ran) when given.
+    Returns {row: (token ids, probability per token)}."""
     tok = model.tokenizer
-    log_probs = ctc.float().log_softmax(-1).cpu().numpy()
-    cands = []  # (row, ids, ctc log-score)
-    for i, n in enumerate(n_audio.tolist()):
-        beam = ctc_prefix_beam(log_probs[i, :n], tok.pad, beam=2 * options.nbest)[: options.nbest]
+    cands = []  # (row, ids, beam score)
+    for i, beam in enumerate(ctc_nbest(model, ctc, n_audio, languages, options, options.nbest)):
         cands += [(i, ids[: model.config.canvas_length - 1], score) for ids, score in beam]
     L = canvas_length(max(len(c[1]) for c in cands), options, model.config.canvas_length)
     best: dict[int, tuple[float, list[int], list[float]]] = {}
@@ -253,6 +273,8 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=conf,
                                          token_strings=tok.token_strings(ids), duration=d, decoder="diffusion", steps_run=1))
     elif options.decoder == "ctc":
+        if options.lm_weight > 0:  # beam search with the n-gram instead of greedy
+            ctc_ids = [beam[0][0] if beam else [] for beam in ctc_nbest(model, ctc, n_audio, languages, options, 1)]
         for d, ids, lang in zip(durations, ctc_ids, languages):
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=[1.0] * len(ids),
                                          token_strings=tok.token_strings(ids), duration=d, decoder="ctc"))
@@ -493,6 +515,10 @@ def add_arguments(p) -> None:
     p.add_argument("--nbest", type=int, default=None, help="rescore sampler: CTC hypotheses scored (default: the model's, else 8)")
     p.add_argument("--rescore-weight", type=float, default=None,
                    help="rescore sampler: weight of the decoder's log-likelihood against CTC's (default: the model's, else 2)")
+    p.add_argument("--beam", type=int, default=None, help="CTC prefix beam width (default: the model's, else 16)")
+    p.add_argument("--lm-weight", type=float, default=None,
+                   help="CTC beam search: weight of the language's n-gram; 0: none, and --decoder ctc is greedy (default: the model's, else 0)")
+    p.add_argument("--length-bonus", type=float, default=None, help="with an n-gram: bonus per token (default: the model's, else 0)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
     p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
@@ -516,7 +542,8 @@ def run(args) -> int:
     model = load(args.model, device=args.device)
     given = {"steps": args.steps, "language": args.language, "decoder": args.decoder, "seed": args.seed,
              "init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold, "remask": args.remask,
-             "nbest": args.nbest, "rescore_weight": args.rescore_weight}
+             "nbest": args.nbest, "rescore_weight": args.rescore_weight, "beam": args.beam, "lm_weight": args.lm_weight,
+             "length_bonus": args.length_bonus}
     options = DecodeOptions(**with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None}))
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:

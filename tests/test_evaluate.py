@@ -159,3 +159,29 @@ def test_bench_runs(tmp_path, tiny_model_dir, capsys):
     assert all(s["one_step"] > 0 and s["encoder"] > 0 for s in data["stages"])
     assert [t["batch"] for t in data["throughput"]] == [1, 2]
     assert data["rss_mb"]["diffasr_peak_mb"] > 0
+
+
+def test_eval_ctc_lm_row_needs_and_uses_an_ngram(tmp_path, tiny_model_dir, capsys):
+    """`--decoder ctc-lm` is CTC beam search with the checkpoint's n-gram: one clear error without
+    one, a row of its own with one (a tiny n-gram over the tiny model's tokens)."""
+    import shutil
+
+    from diffasr.lm import NgramLM
+    from diffasr.model import DiffusionASR
+
+    manifest = _manifest(tmp_path, _real_rows("en"))
+    assert main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--decoder", "ctc-lm",
+                 "--lm-weight", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "ctc-lm needs an n-gram" in err and "Traceback" not in err
+    model_dir = tmp_path / "with_lm"
+    shutil.copytree(tiny_model_dir, model_dir)
+    tok = DiffusionASR.load(model_dir).tokenizer
+    NgramLM.train([tok.encode(s) for s in ("one two three", "ask not what your country can do")],
+                  tok.vocab_size, tok.eos, order=3).save(model_dir / "lm" / "en.npz")
+    rc = main(["eval", "--manifest", str(manifest), "--model", str(model_dir), "--decoder", "ctc,ctc-lm",
+               "--lm-weight", "0.5", "--length-bonus", "1", "--json", str(tmp_path / "e.json")])
+    assert rc == 0
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert [r["name"] for r in data["results"]] == ["diffasr ctc", "diffasr ctc+lm"]
+    assert data["settings"]["lm_weight"] == 0.5 and data["settings"]["length_bonus"] == 1.0
