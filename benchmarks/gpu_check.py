@@ -234,7 +234,8 @@ def part_gemma(data: Path, device: str, B: int = 8, steps: int = 6) -> dict:
     from diffasr import DecodeOptions, load
     from diffasr.backbone import make_config
     from diffasr.model import PRESETS, DiffusionASR, token_ids
-    from diffasr.train import DEFAULTS, LossModule
+    from diffasr.loss import LossModule
+    from diffasr.train import DEFAULTS
     from diffasr.transcribe import decode_features
 
     tok = WideVocab(load().tokenizer, PRESETS["gemma-26b"]["gemma_ids"]["vocab_size"])
@@ -329,7 +330,8 @@ def part_finite(data: Path, device: str) -> dict:
     import torch
 
     from diffasr import load
-    from diffasr.train import LossModule, collate, text_corrections
+    from diffasr.loss import LossModule
+    from diffasr.train import collate, text_corrections
 
     m = load(device=device)
     m.train()
@@ -368,7 +370,8 @@ def part_steps(data: Path, device: str, steps: int = 6) -> dict:
     from accelerate import Accelerator
 
     from diffasr import load
-    from diffasr.train import LossModule, collate, spec_augment, text_corrections
+    from diffasr.loss import LossModule
+    from diffasr.train import collate, spec_augment, text_corrections
 
     res = {}
     for wrap in ("plain", "accelerate"):

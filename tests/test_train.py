@@ -74,7 +74,7 @@ log_every = 5
 
 def test_losses_fall_and_decoder_uses_audio(tmp_path, corpus):
     import diffasr
-    from diffasr.train import build_examples, evaluate_examples, load_config, train
+    from diffasr.train import load_config, train
 
     cfg = load_config(_config(tmp_path, corpus, max_steps=150, every=150))
     torch.manual_seed(0)
@@ -98,7 +98,8 @@ def test_non_finite_steps_are_skipped_then_stop_training(tmp_path, corpus, token
     """A NaN loss (bf16 training on CUDA gave one, benchmarks/gpu_check.py) must never reach the weights;
     a run of them stops training with one clear error, the last finite checkpoint kept."""
     from diffasr.errors import ConfigError
-    from diffasr.train import MAX_BAD_STEPS, LossModule, load_config, train
+    from diffasr.loss import LossModule
+    from diffasr.train import MAX_BAD_STEPS, load_config, train
 
     forward, calls = LossModule.forward, {"n": 0}
 
@@ -178,7 +179,7 @@ def test_ctc_sample_draws_paths_among_the_likely_tokens():
 
 
 def test_aligned_seed_targets_follow_the_edit_alignment():
-    from diffasr.train import aligned_targets
+    from diffasr.loss import aligned_targets
 
     eos, pad = 1, 0
     # seed 5 6 7 8 vs truth 5 9 7 10 8: 6 -> 9 replaced, 10 missing from the seed; 8 still targets 8
@@ -198,7 +199,8 @@ def test_loss_module_returns_finite_losses(tiny_model, ctc_canvas_prob, ctc_from
     import numpy as np
 
     from diffasr.data.datasets import Example
-    from diffasr.train import DEFAULTS, LossModule, collate
+    from diffasr.loss import LossModule
+    from diffasr.train import DEFAULTS, collate
 
     tok = tiny_model.tokenizer
     ex = [Example(np.random.randn(120, 512).astype(np.float16), tok.encode("hello world"), "en"),
