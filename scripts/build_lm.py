@@ -6,6 +6,13 @@ the way the `short` corpus draws them (numbers, digit strings, fragments), token
 checkpoint's own tokenizer. Writes <model>/lm/<lang>.npz.
 
     python scripts/build_lm.py diffasr/assets/diffasr-small --order 4 --min-count 2
+
+Domain adaptation: `--text en=notes.txt` (one sentence per line) adds that text to English's n-gram,
+written into a copy of the model so the shipped one stays as it is:
+
+    cp -r diffasr/assets/diffasr-small my-model
+    python scripts/build_lm.py my-model --langs en --text en=notes.txt
+    diffasr transcribe meeting.wav --model my-model --language en
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 from diffasr.data.datasets import read_manifest
 from diffasr.data.text import LANGS, load_sentences, short_utterance
+from diffasr.errors import DiffasrError
 from diffasr.lm import NgramLM
 from diffasr.model import DiffusionASR
 from diffasr.tokenizer import save_json, spoken_form
@@ -35,8 +43,19 @@ def main() -> int:
     p.add_argument("--langs", default=",".join(LANGS))
     p.add_argument("--short", type=int, default=3000, help="short utterances added per language")
     p.add_argument("--exclude", nargs="*", default=[str(REAL_DEV)], help="manifests whose sentences must not be used")
+    p.add_argument("--text", action="append", default=[], metavar="LANG=FILE",
+                   help="extra sentences for LANG's n-gram, one per line (repeatable)")
     p.add_argument("--out", type=Path, help="default: <model>/lm")
     a = p.parse_args()
+    extra: dict[str, list[str]] = {}
+    for item in a.text:
+        lang, _, path = item.partition("=")
+        if lang not in LANGS or not path:
+            p.error(f"--text {item!r}: expected LANG=FILE with LANG one of {','.join(LANGS)}")
+        try:
+            extra.setdefault(lang, []).extend(l.strip() for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip())
+        except (OSError, UnicodeDecodeError) as e:
+            p.error(f"--text {item!r}: cannot read {path} ({e})")
     tok = DiffusionASR.load(a.model).tokenizer
     exclude = {spoken_form(u.text) for m in a.exclude for u in read_manifest(m)}
     long = [x for x in exclude if len(x) > 12]  # long transcripts are also left out inside a longer line
@@ -47,6 +66,7 @@ def main() -> int:
                  if (f := spoken_form(s)) not in exclude and not any(x in f for x in long)]
         rng = np.random.default_rng(0)
         shorts = [short_utterance(lang, sents, rng) for _ in range(a.short)]
+        sents += extra.get(lang, [])
         lm = NgramLM.train((tok.encode(s) for s in sents + shorts), tok.vocab_size, tok.eos, a.order, a.min_count)
         lm.save(out / f"{lang}.npz")
         size = (out / f"{lang}.npz").stat().st_size
@@ -57,11 +77,15 @@ def main() -> int:
         cfg["ngram"] = dict(kind="interpolated Kneser-Ney over token ids", order=a.order, min_count=a.min_count,
                             languages=sorted(p.stem for p in out.glob("*.npz")), files="lm/<lang>.npz",
                             text="train split of shared/data/text/<lang>.txt minus the --exclude manifests, "
-                                 f"plus {a.short} short utterances per language",
+                                 f"plus {a.short} short utterances per language"
+                                 + "".join(f"; {lang}: plus {len(v)} lines of --text" for lang, v in extra.items()),
                             command="python scripts/build_lm.py " + " ".join(sys.argv[1:]))
         save_json(a.model / "config.json", cfg)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except DiffasrError as e:
+        sys.exit(f"build_lm: error: {e}")

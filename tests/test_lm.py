@@ -85,3 +85,27 @@ def test_shipped_model_ngram_default_on_a_real_clip(en_clip):
     wer = {k: error_rate([ref], [v], "en")[0] for k, v in dict(greedy=greedy, beam=beam, default=default).items()}
     assert wer["default"] < wer["greedy"] and wer["beam"] < wer["greedy"], (wer, greedy, beam, default)
     assert "country" in default.split(), default
+
+
+def test_build_script_adds_domain_text(tiny_model_dir, tmp_path):
+    """`scripts/build_lm.py --text en=FILE` puts the user's sentences into English's n-gram."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from diffasr.model import DiffusionASR
+
+    repo = Path(__file__).resolve().parents[1]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the quilter pipeline shards every tensor\n" * 5, encoding="utf-8")
+    out = {}
+    for name, extra in (("plain", []), ("domain", ["--text", f"en={notes}"])):
+        r = subprocess.run([sys.executable, str(repo / "scripts" / "build_lm.py"), str(tiny_model_dir), "--langs", "en",
+                            "--short", "0", "--out", str(tmp_path / name), *extra], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        out[name] = NgramLM.load(tmp_path / name / "en.npz")
+    ids = DiffusionASR.load(tiny_model_dir).tokenizer.encode("the quilter pipeline shards every tensor")
+    assert out["domain"].score(ids) > out["plain"].score(ids) + 5
+    bad = subprocess.run([sys.executable, str(repo / "scripts" / "build_lm.py"), str(tiny_model_dir), "--text", "en"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "expected LANG=FILE" in bad.stderr and "Traceback" not in bad.stderr
