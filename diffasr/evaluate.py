@@ -22,7 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from .data.datasets import Utterance
-from .diffusion import SAMPLERS
 from .data.datasets import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
 from .errors import ConfigError, DataError
 
@@ -325,6 +324,8 @@ def report(summary: dict) -> str:
 
 
 def add_arguments(p) -> None:
+    from .transcribe import add_decoding_arguments
+
     p.add_argument("--manifest", required=True, help="JSON-lines manifest (audio, text, lang[, subset])")
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
     p.add_argument("--steps", default="8", help="comma-separated denoising step counts to sweep (default 8)")
@@ -336,20 +337,7 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", default=None, metavar="OUT.png", help="plot error rate and speed vs steps")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
-    # Decoding options: None means the model's decode_defaults (config.json), else DecodeOptions' default.
-    p.add_argument("--sampler", default=None, choices=SAMPLERS,
-                   help="sampler (default: the model's; edit: confident edits of a CTC-seeded canvas; rescore: the decoder picks among CTC's n-best)")
-    p.add_argument("--nbest", type=int, default=None, help="rescore sampler: CTC hypotheses scored (default: the model's, else 8)")
-    p.add_argument("--rescore-weight", type=float, default=None, help="rescore sampler: weight of the decoder log-likelihood (default: the model's, else 2)")
-    p.add_argument("--beam", type=int, default=None, help="CTC prefix beam width (default: the model's, else 16)")
-    p.add_argument("--lm-weight", type=float, default=None, help="CTC beam search: weight of the n-gram, 0: none (default: the model's, else 0)")
-    p.add_argument("--length-bonus", type=float, default=None, help="with an n-gram: bonus per token (default: the model's, else 0)")
-    p.add_argument("--init", default=None, choices=["noise", "ctc"], help="diffusion canvas start (default: the model's, else noise)")
-    p.add_argument("--edit-threshold", type=float, default=None,
-                   help="refine: revise a committed token; edit: replace a seed token, when this sure (default: the model's, else 0.95)")
-    p.add_argument("--remask", type=float, default=None,
-                   help="edit sampler: CTC tokens below this probability start as noise for the decoder (Mask-CTC; default 0: off)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    add_decoding_arguments(p)  # --sampler, --init, --nbest, --lm-weight, ...: the model's defaults unless given
     p.add_argument("--metric", default="auto", choices=["auto", "cer", "wer"],
                    help="auto: WER, CER for zh/hi (default); cer or wer: that metric for every language")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for every system (default: library defaults)")
@@ -413,10 +401,9 @@ def run(args) -> int:
     # Warm-up (lazy encoder load, first-call allocations) on the shortest clip, not timed.
     warm = min(range(len(clips)), key=lambda i: durations[i])
     from .diffusion import DecodeOptions, with_defaults
+    from .transcribe import decoding_overrides
 
-    given = dict(seed=args.seed, sampler=args.sampler, init=args.init, edit_threshold=args.edit_threshold, remask=args.remask,
-                 nbest=args.nbest, rescore_weight=args.rescore_weight, beam=args.beam, lm_weight=args.lm_weight, length_bonus=args.length_bonus)
-    decode = with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None})
+    decode = with_defaults(model.config.decode_defaults, decoding_overrides(args))
     decode = {k: v for k, v in decode.items() if k not in ("decoder", "steps", "language")}  # set per row
     full = DecodeOptions(**decode)  # a bad combination is one error here, before any audio is decoded
     for lang in {c.lang for c in clips}:  # n-grams load on first use: not inside the timed runs either

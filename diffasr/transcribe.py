@@ -497,21 +497,22 @@ def transcribe(model, audio, steps: int = 8, language: str | None = None, batch_
 # ---------------------------------------------------------------------- CLI: diffasr transcribe
 
 
-def add_arguments(p) -> None:
-    from .writers import WRITERS
+# Decoding flags shared by `diffasr transcribe` and `diffasr eval`: None means the model's decode_defaults
+# (config.json), else DecodeOptions' own default.
+DECODING_FLAGS = ("sampler", "init", "edit_threshold", "remask", "nbest", "rescore_weight", "beam", "lm_weight",
+                  "length_bonus", "seed")
 
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
-    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
-    p.add_argument("--steps", type=int, default=8, help="denoising steps (default 8)")
-    p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)")
-    p.add_argument("--decoder", default="diffusion", choices=["diffusion", "ctc"], help="decoder (default diffusion)")
+
+def add_decoding_arguments(p) -> None:
+    """The DecodeOptions flags (DECODING_FLAGS) on an argparse parser."""
     p.add_argument("--sampler", default=None, choices=SAMPLERS,
                    help="sampler (default: the model's, else refine; edit: confident edits of a CTC-seeded canvas; "
                         "rescore: the decoder picks among CTC's n-best)")
     p.add_argument("--init", default=None, choices=["noise", "ctc"], help="canvas start: noise or the CTC transcript (default: the model's, else noise)")
-    p.add_argument("--edit-threshold", type=float, default=None, help="confidence needed to revise a token (default: the model's, else 0.95)")
+    p.add_argument("--edit-threshold", type=float, default=None,
+                   help="refine: revise a committed token; edit: replace a seed token, when this sure (default: the model's, else 0.95)")
     p.add_argument("--remask", type=float, default=None,
-                   help="edit sampler: CTC tokens below this probability start as noise for the decoder (default: the model's, else 0)")
+                   help="edit sampler: CTC tokens below this probability start as noise for the decoder (Mask-CTC; default: the model's, else 0)")
     p.add_argument("--nbest", type=int, default=None, help="rescore sampler: CTC hypotheses scored (default: the model's, else 8)")
     p.add_argument("--rescore-weight", type=float, default=None,
                    help="rescore sampler: weight of the decoder's log-likelihood against CTC's (default: the model's, else 2)")
@@ -520,6 +521,22 @@ def add_arguments(p) -> None:
                    help="CTC beam search: weight of the language's n-gram; 0: none, and --decoder ctc is greedy (default: the model's, else 0)")
     p.add_argument("--length-bonus", type=float, default=None, help="with an n-gram: bonus per token (default: the model's, else 0)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+
+
+def decoding_overrides(args) -> dict:
+    """The DECODING_FLAGS the user gave (not None), to merge over the model's decode_defaults."""
+    return {k: v for k in DECODING_FLAGS if (v := getattr(args, k)) is not None}
+
+
+def add_arguments(p) -> None:
+    from .writers import WRITERS
+
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
+    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
+    p.add_argument("--steps", type=int, default=8, help="denoising steps (default 8)")
+    p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)")
+    p.add_argument("--decoder", default="diffusion", choices=["diffusion", "ctc"], help="decoder (default diffusion)")
+    add_decoding_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
     p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
     p.add_argument("--output-dir", default=None, help="write <dir>/<stem>.<format> per file instead of stdout")
@@ -540,10 +557,7 @@ def run(args) -> int:
     if len(formats) > 1 and not args.output_dir:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
-    given = {"steps": args.steps, "language": args.language, "decoder": args.decoder, "seed": args.seed,
-             "init": args.init, "sampler": args.sampler, "edit_threshold": args.edit_threshold, "remask": args.remask,
-             "nbest": args.nbest, "rescore_weight": args.rescore_weight, "beam": args.beam, "lm_weight": args.lm_weight,
-             "length_bonus": args.length_bonus}
+    given = {"steps": args.steps, "language": args.language, "decoder": args.decoder, **decoding_overrides(args)}
     options = DecodeOptions(**with_defaults(model.config.decode_defaults, {k: v for k, v in given.items() if v is not None}))
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
