@@ -33,12 +33,11 @@ from .errors import ConfigError
 class NgramLM:
     """An interpolated Kneser-Ney token n-gram. `logprob(context, token)` is the natural log."""
 
-    def __init__(self, order: int, vocab_size: int, eos: int, grams: list[dict], stats: list[dict],
-                 discounts: list[float]):
-        # grams[n]: {context (n ids): {token: count}}; stats[n]: {context: (count c(h), backoff weight b(h))}
+    def __init__(self, order: int, vocab_size: int, eos: int, tables: list[dict], discounts: list[float]):
+        # tables[n]: {context (n ids): (count c(h), backoff weight b(h), {token: count})}
         self.order, self.vocab_size, self.eos = order, vocab_size, eos
         self.bos = vocab_size
-        self.grams, self.stats, self.discounts = grams, stats, discounts
+        self.tables, self.discounts = tables, discounts
         self._memo: dict = {}
 
     # ------------------------------------------------------------------ queries
@@ -55,12 +54,12 @@ class NgramLM:
         if p is None:
             lower = self._prob(ctx[1:], w) if ctx else 1.0 / self.vocab_size
             n = len(ctx)
-            st = self.stats[n].get(ctx)
-            if st is None:  # unseen context: all its mass comes from the shorter one
+            entry = self.tables[n].get(ctx)
+            if entry is None:  # unseen context: all its mass comes from the shorter one
                 p = lower
             else:
-                total, backoff = st
-                p = max(self.grams[n][ctx].get(w, 0) - self.discounts[n], 0.0) / total + backoff * lower
+                total, backoff, row = entry
+                p = max(row.get(w, 0) - self.discounts[n], 0.0) / total + backoff * lower
             if len(self._memo) > 2_000_000:
                 self._memo.clear()
             self._memo[key] = p
@@ -97,8 +96,7 @@ class NgramLM:
         for n in range(order - 1, 0, -1):
             for g in counts[n]:
                 counts[n - 1][g[1:]] += 1
-        grams: list[dict] = []
-        stats: list[dict] = []
+        tables: list[dict] = []
         discounts: list[float] = []
         for n in range(order):
             n1 = sum(1 for c in counts[n].values() if c == 1)
@@ -111,11 +109,10 @@ class NgramLM:
                 total[g[:-1]] += c
                 if n < order - 1 or c >= min_count:
                     table[g[:-1]][g[-1]] = c
-            grams.append(dict(table))
-            # a context none of whose n-grams survived the pruning backs off entirely (no stats kept)
-            stats.append({h: (total[h], 1.0 - sum(max(c - d, 0.0) for c in row.values()) / total[h])
-                          for h, row in table.items()})
-        return cls(order, vocab_size, eos, grams, stats, discounts)
+            # a context none of whose n-grams survived the pruning backs off entirely (not kept)
+            tables.append({h: (total[h], 1.0 - sum(max(c - d, 0.0) for c in row.values()) / total[h], row)
+                           for h, row in table.items()})
+        return cls(order, vocab_size, eos, tables, discounts)
 
     # ------------------------------------------------------------------ files
 
@@ -125,10 +122,11 @@ class NgramLM:
         arrays = {"header": np.array([self.order, self.vocab_size, self.eos], dtype=np.int64),
                   "discounts": np.array(self.discounts, dtype=np.float64)}
         for n in range(self.order):
-            g = [(*ctx, w, c) for ctx, row in self.grams[n].items() for w, c in row.items()]
+            t = self.tables[n]
+            g = [(*ctx, w, c) for ctx, (_, _, row) in t.items() for w, c in row.items()]
             arrays[f"g{n}"] = np.array(g, dtype=np.uint32).reshape(-1, n + 2)
-            arrays[f"h{n}"] = np.array(list(self.stats[n]), dtype=np.uint32).reshape(len(self.stats[n]), n)
-            arrays[f"s{n}"] = np.array(list(self.stats[n].values()), dtype=np.float64).reshape(-1, 2)
+            arrays[f"h{n}"] = np.array(list(t), dtype=np.uint32).reshape(len(t), n)
+            arrays[f"s{n}"] = np.array([(c, b) for c, b, _ in t.values()], dtype=np.float64).reshape(-1, 2)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         path = Path(path)
@@ -144,16 +142,15 @@ class NgramLM:
             z = np.load(path)
             order, vocab_size, eos = (int(x) for x in z["header"])
             discounts = [float(x) for x in z["discounts"]]
-            grams, stats = [], []
+            tables = []
             for n in range(order):
-                table: dict = defaultdict(dict)
-                for row in z[f"g{n}"].tolist():
-                    table[tuple(row[:n])][row[n]] = row[n + 1]
-                grams.append(dict(table))
-                stats.append({tuple(h): (c, b) for h, (c, b) in zip(z[f"h{n}"].tolist(), z[f"s{n}"].tolist())})
+                rows: dict = defaultdict(dict)
+                for g in z[f"g{n}"].tolist():
+                    rows[tuple(g[:n])][g[n]] = g[n + 1]
+                tables.append({tuple(h): (c, b, rows[tuple(h)]) for h, (c, b) in zip(z[f"h{n}"].tolist(), z[f"s{n}"].tolist())})
         except (OSError, KeyError, ValueError) as e:
             raise ConfigError(f"{path}: not a diffasr n-gram file ({e})") from None
-        return cls(order, vocab_size, eos, grams, stats, discounts)
+        return cls(order, vocab_size, eos, tables, discounts)
 
 
 class LanguageModels:
