@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from diffasr.data.datasets import read_manifest
-from diffasr.data.text import LANGS, load_sentences, short_utterance
+from diffasr.data.text import LANGS, load_sentences, short_utterance, without_transcripts
 from diffasr.errors import DiffasrError
 from diffasr.lm import NgramLM
 from diffasr.model import DiffusionASR
@@ -58,12 +58,10 @@ def main() -> int:
             p.error(f"--text {item!r}: cannot read {path} ({e})")
     tok = DiffusionASR.load(a.model).tokenizer
     exclude = {spoken_form(u.text) for m in a.exclude for u in read_manifest(m)}
-    long = [x for x in exclude if len(x) > 12]  # long transcripts are also left out inside a longer line
     out = a.out or a.model / "lm"
     for lang in a.langs.split(","):
         t0 = time.time()
-        sents = [s for s in load_sentences(lang, "train")
-                 if (f := spoken_form(s)) not in exclude and not any(x in f for x in long)]
+        sents = [s for s, _ in without_transcripts(load_sentences(lang, "train"), exclude)]
         rng = np.random.default_rng(0)
         shorts = [short_utterance(lang, sents, rng) for _ in range(a.short)]
         sents += extra.get(lang, [])

@@ -18,7 +18,7 @@ import random
 from collections import defaultdict
 
 from ..errors import DataError
-from ..tokenizer import is_cjk, spoken_form
+from ..tokenizer import is_cjk
 
 # Letters a listener (or a CTC head) confuses: vowels among themselves, voiced/voiceless pairs. An
 # accented letter may lose its accent, but no plain letter gains one another language's accent.
@@ -148,14 +148,11 @@ class TextCorrections:
     """
 
     def __init__(self, tokenizer, langs: list[str], max_rate: float, exclude: set[str], max_tokens: int):
-        from .text import load_sentences
+        from .text import load_sentences, without_transcripts
 
         self.tok, self.langs, self.max_rate, self.max_tokens = tokenizer, list(langs), max_rate, max_tokens
-        long = [x for x in exclude if len(x) > 12]  # long transcripts are also left out inside a longer line
-        self.sentences = {}
-        for lang in self.langs:
-            rows = [spoken_form(s) for s in load_sentences(lang, "train")]
-            self.sentences[lang] = [s for s in rows if s and s not in exclude and not any(x in s for x in long)]
+        self.sentences = {lang: [f for _, f in without_transcripts(load_sentences(lang, "train"), exclude) if f]
+                          for lang in self.langs}
         if "zh" in self.sentences:
             HOMOPHONES.build(self.sentences["zh"])
 

@@ -106,6 +106,17 @@ def load_sentences(lang: str, split: str, text_dir: str | os.PathLike | None = N
     return list(_split_lists(lang, d, int(n_test))[split])
 
 
+def without_transcripts(sentences, exclude: set[str]) -> list[tuple[str, str]]:
+    """(sentence, spoken form) of every sentence whose spoken form neither is one of `exclude` (spoken
+    forms of evaluation transcripts) nor contains one longer than 12 characters: evaluation text never
+    becomes training text (text rows, n-grams)."""
+    from ..tokenizer import spoken_form
+
+    long = [x for x in exclude if len(x) > 12]
+    pairs = ((s, spoken_form(s)) for s in sentences)
+    return [(s, f) for s, f in pairs if f not in exclude and not any(x in f for x in long)]
+
+
 # ------------------------------------------------------------------ short utterances
 
 # Number words for the languages num2words does not cover; 0-10 is what isolated-digit speech needs.
