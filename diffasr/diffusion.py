@@ -137,12 +137,18 @@ def with_defaults(defaults: dict, given: dict) -> dict:
     return merged
 
 
+def round_up(n: int, multiple: int = 8) -> int:
+    """The smallest multiple of `multiple` ≥ n: canvas lengths come in steps of 8, so batches of
+    similar clips share shapes."""
+    return -(-n // multiple) * multiple
+
+
 def canvas_length(n_ctc: int, options: DecodeOptions, max_len: int) -> int:
     """Canvas size from a CTC token count: room for the transcript, EOS and a margin, multiple of 8."""
     if options.canvas is not None:
         return min(options.canvas, max_len)
     n = math.ceil(n_ctc * (1 + options.length_margin)) + 4
-    return int(min(max_len, max(8, -(-n // 8) * 8)))
+    return int(min(max_len, max(8, round_up(n))))
 
 
 # ---------------------------------------------------------------- the sampler

@@ -22,6 +22,7 @@ import math
 import os
 import tempfile
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -31,14 +32,23 @@ from .errors import ConfigError
 
 
 class NgramLM:
-    """An interpolated Kneser-Ney token n-gram. `logprob(context, token)` is the natural log."""
+    """An interpolated Kneser-Ney token n-gram. `logprob(context, token)` is the natural log.
 
-    def __init__(self, order: int, vocab_size: int, eos: int, tables: list[dict], discounts: list[float]):
-        # tables[n]: {context (n ids): (count c(h), backoff weight b(h), {token: count})}
+    Held as packed numpy arrays, one `_Order` per context length n (0 … order-1): about 8 MB per
+    language where Python dictionaries took 100 MB. A query computes the whole distribution
+    P(· | context) in `order` vectorised steps and caches it, because the beam search asks the same
+    context about many tokens."""
+
+    def __init__(self, order: int, vocab_size: int, eos: int, rows: list[tuple], discounts: list[float]):
+        # rows[n] = (g, h, s) as in the file: g (G, n+2) context…, token, count; h (C, n) contexts;
+        # s (C, 2) count c(h) and backoff weight b(h) of the same contexts
+        if (vocab_size + 1) ** max(order - 1, 1) >= 2 ** 63:
+            raise ConfigError(f"a {order}-gram over {vocab_size} tokens does not fit the packed context keys")
         self.order, self.vocab_size, self.eos = order, vocab_size, eos
         self.bos = vocab_size
-        self.tables, self.discounts = tables, discounts
-        self._memo: dict = {}
+        self.discounts = [float(d) for d in discounts]
+        self._orders = [_Order.build(n, *r, base=vocab_size + 1) for n, r in enumerate(rows)]
+        self._cache: dict = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -48,26 +58,39 @@ class NgramLM:
         tail = tuple(prefix[-k:]) if k else ()
         return (self.bos,) * (k - len(tail)) + tail
 
-    def _prob(self, ctx: tuple, w: int) -> float:
-        key = (ctx, w)
-        p = self._memo.get(key)
-        if p is None:
-            lower = self._prob(ctx[1:], w) if ctx else 1.0 / self.vocab_size
-            n = len(ctx)
-            entry = self.tables[n].get(ctx)
-            if entry is None:  # unseen context: all its mass comes from the shorter one
-                p = lower
-            else:
-                total, backoff, row = entry
-                p = max(row.get(w, 0) - self.discounts[n], 0.0) / total + backoff * lower
-            if len(self._memo) > 2_000_000:
-                self._memo.clear()
-            self._memo[key] = p
-        return p
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(contexts, n-grams) held, summed over the orders."""
+        return sum(len(o.keys) for o in self._orders), sum(len(o.tokens) for o in self._orders)
+
+    def logprobs(self, context: tuple) -> np.ndarray:
+        """log P(· | context), (vocab_size,) float64: from the uniform distribution up, each longer
+        context that was counted mixes its discounted counts over its backoff weight times the
+        shorter context's distribution."""
+        lp = self._cache.get(context)
+        if lp is None:
+            p = np.full(self.vocab_size, 1.0 / self.vocab_size)
+            base = self.vocab_size + 1
+            for n, o in enumerate(self._orders):
+                key = 0
+                for t in context[len(context) - n:] if n else ():
+                    key = key * base + t
+                i = int(np.searchsorted(o.keys, key))
+                if i == len(o.keys) or o.keys[i] != key:
+                    continue  # unseen context: all its mass comes from the shorter one
+                lo, hi = o.lo[i], o.hi[i]
+                p *= o.backoff[i]
+                p[o.tokens[lo:hi]] += np.maximum(o.counts[lo:hi] - self.discounts[n], 0.0) / o.total[i]
+            with np.errstate(divide="ignore"):
+                lp = np.log(p)
+            if len(self._cache) >= 512:  # 64 KB each
+                self._cache.clear()
+            self._cache[context] = lp
+        return lp
 
     def logprob(self, context: tuple, token: int) -> float:
         """log P(token | context), context as returned by `context()` (order - 1 ids)."""
-        return math.log(self._prob(context, token))
+        return float(self.logprobs(context)[token])
 
     def score(self, ids: list[int], eos: bool = True) -> float:
         """log P of a whole token sequence (plus its end when `eos`)."""
@@ -96,7 +119,7 @@ class NgramLM:
         for n in range(order - 1, 0, -1):
             for g in counts[n]:
                 counts[n - 1][g[1:]] += 1
-        tables: list[dict] = []
+        rows: list[tuple] = []
         discounts: list[float] = []
         for n in range(order):
             n1 = sum(1 for c in counts[n].values() if c == 1)
@@ -110,9 +133,12 @@ class NgramLM:
                 if n < order - 1 or c >= min_count:
                     table[g[:-1]][g[-1]] = c
             # a context none of whose n-grams survived the pruning backs off entirely (not kept)
-            tables.append({h: (total[h], 1.0 - sum(max(c - d, 0.0) for c in row.values()) / total[h], row)
-                           for h, row in table.items()})
-        return cls(order, vocab_size, eos, tables, discounts)
+            g_rows = [(*h, w, c) for h, row in table.items() for w, c in row.items()]
+            s_rows = [(total[h], 1.0 - sum(max(c - d, 0.0) for c in row.values()) / total[h]) for h, row in table.items()]
+            rows.append((np.array(g_rows, dtype=np.uint32).reshape(-1, n + 2),
+                         np.array(list(table), dtype=np.uint32).reshape(len(table), n),
+                         np.array(s_rows, dtype=np.float64).reshape(-1, 2)))
+        return cls(order, vocab_size, eos, rows, discounts)
 
     # ------------------------------------------------------------------ files
 
@@ -121,12 +147,8 @@ class NgramLM:
         (context…) and `s{n}` rows (count, backoff weight) of the same contexts, plus the header."""
         arrays = {"header": np.array([self.order, self.vocab_size, self.eos], dtype=np.int64),
                   "discounts": np.array(self.discounts, dtype=np.float64)}
-        for n in range(self.order):
-            t = self.tables[n]
-            g = [(*ctx, w, c) for ctx, (_, _, row) in t.items() for w, c in row.items()]
-            arrays[f"g{n}"] = np.array(g, dtype=np.uint32).reshape(-1, n + 2)
-            arrays[f"h{n}"] = np.array(list(t), dtype=np.uint32).reshape(len(t), n)
-            arrays[f"s{n}"] = np.array([(c, b) for c, b, _ in t.values()], dtype=np.float64).reshape(-1, 2)
+        for n, o in enumerate(self._orders):
+            arrays[f"g{n}"], arrays[f"h{n}"], arrays[f"s{n}"] = o.rows(n, self.vocab_size + 1)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         path = Path(path)
@@ -141,16 +163,60 @@ class NgramLM:
         try:
             z = np.load(path)
             order, vocab_size, eos = (int(x) for x in z["header"])
-            discounts = [float(x) for x in z["discounts"]]
-            tables = []
-            for n in range(order):
-                rows: dict = defaultdict(dict)
-                for g in z[f"g{n}"].tolist():
-                    rows[tuple(g[:n])][g[n]] = g[n + 1]
-                tables.append({tuple(h): (c, b, rows[tuple(h)]) for h, (c, b) in zip(z[f"h{n}"].tolist(), z[f"s{n}"].tolist())})
+            rows = [(z[f"g{n}"], z[f"h{n}"], z[f"s{n}"]) for n in range(order)]
+            return cls(order, vocab_size, eos, rows, list(z["discounts"]))
         except (OSError, KeyError, ValueError) as e:
             raise ConfigError(f"{path}: not a diffasr n-gram file ({e})") from None
-        return cls(order, vocab_size, eos, tables, discounts)
+
+
+def _pack(contexts: np.ndarray, base: int) -> np.ndarray:
+    """(N, n) token ids -> (N,) int64 keys, most recent token least significant."""
+    keys = np.zeros(len(contexts), dtype=np.int64)
+    for j in range(contexts.shape[1]):
+        keys = keys * base + contexts[:, j].astype(np.int64)
+    return keys
+
+
+@dataclass
+class _Order:
+    """The counted contexts of one length n, sorted by packed key, and their n-grams grouped by
+    context: context i's tokens and counts are tokens[lo[i]:hi[i]], counts[lo[i]:hi[i]]."""
+
+    keys: np.ndarray     # (C,) int64
+    total: np.ndarray    # (C,) float64 c(h)
+    backoff: np.ndarray  # (C,) float64 b(h)
+    lo: np.ndarray       # (C,) int64
+    hi: np.ndarray       # (C,) int64
+    tokens: np.ndarray   # (G,) int32
+    counts: np.ndarray   # (G,) float64
+
+    @classmethod
+    def build(cls, n: int, g: np.ndarray, h: np.ndarray, s: np.ndarray, base: int) -> "_Order":
+        g = np.asarray(g).reshape(-1, n + 2)
+        h, s = np.asarray(h), np.asarray(s, dtype=np.float64).reshape(-1, 2)
+        h = h.reshape(len(h), n)
+        if len(h) != len(s):
+            raise ValueError(f"order {n}: {len(h)} contexts but {len(s)} statistics")
+        hk = _pack(h, base)
+        by = np.argsort(hk, kind="stable")
+        gk = _pack(g[:, :n], base)
+        rows = np.lexsort((g[:, n], gk))
+        gk = gk[rows]
+        keys = hk[by]
+        return cls(keys=keys, total=s[by, 0], backoff=s[by, 1],
+                   lo=np.searchsorted(gk, keys, "left"), hi=np.searchsorted(gk, keys, "right"),
+                   tokens=g[rows, n].astype(np.int32), counts=g[rows, n + 1].astype(np.float64))
+
+    def rows(self, n: int, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Back to the file's (g, h, s) arrays."""
+        h = np.zeros((len(self.keys), n), dtype=np.uint32)
+        k = self.keys.copy()
+        for j in range(n - 1, -1, -1):
+            h[:, j], k = k % base, k // base
+        per = self.hi - self.lo
+        g = np.concatenate([np.repeat(h, per, axis=0),
+                            np.stack([self.tokens, self.counts], axis=1).astype(np.uint32)], axis=1)
+        return g.reshape(-1, n + 2), h, np.stack([self.total, self.backoff], axis=1)
 
 
 class LanguageModels:

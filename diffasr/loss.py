@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.misspell import misspell
-from .diffusion import SCHEDULES, clean_canvas, corrupt
+from .diffusion import SCHEDULES, clean_canvas, corrupt, round_up
 from .errors import ConfigError
 from .model import DiffusionASR
 from .transcribe import ctc_greedy, ctc_sample
@@ -181,7 +181,7 @@ class LossModule(nn.Module):
         seed tokens with no counterpart to be deleted (pad). Cheap: no audio, a three-token prompt."""
         m, tok = self.model, self.model.tokenizer
         B = len(seeds)
-        L = -(-(max(len(s) for s in seeds) + 2) // 8) * 8
+        L = round_up(max(len(s) for s in seeds) + 2)
         dev = m.device
         n = torch.zeros(B, dtype=torch.long, device=dev)
         cache, pmask, _ = m.prefill(torch.zeros(B, 0, m.backbone.hidden_size, device=dev), n, langs)

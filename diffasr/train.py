@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .data.datasets import Example, FeatureCache, bucket_batches, read_manifest
 from .data.misspell import TextCorrections
-from .diffusion import DecodeOptions, clean_canvas, random_canvas
+from .diffusion import DecodeOptions, clean_canvas, random_canvas, round_up
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError, DataError
 from .loss import LossModule
@@ -144,7 +144,7 @@ def collate(examples: list[Example], tok, canvas_extra: int, lang_drop: float, r
         feats[i, : e.feats.shape[0]] = torch.from_numpy(e.feats.astype(np.float32))
     lens = torch.tensor([e.feats.shape[0] for e in examples])
     longest = max(len(e.ids) for e in examples) + 1
-    L = -(-(longest + canvas_extra) // 8) * 8
+    L = round_up(longest + canvas_extra)
     x0 = clean_canvas([e.ids for e in examples], L, tok.eos, tok.pad)
     langs = [None if rng.random() < lang_drop else e.lang for e in examples]
     return feats, lens, x0, [e.ids for e in examples], langs

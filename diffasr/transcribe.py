@@ -259,7 +259,6 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     allowed = _allowed_tokens(tok, languages, options, ctc.device)
     if allowed is not None:  # a known language rules out the other scripts' tokens, in CTC and decoder alike
         ctc = ctc.masked_fill(~allowed[:, None, :], -1e4)
-    ctc_ids = ctc_greedy(ctc, n_audio, blank=tok.pad)
     times["projector_ctc"] = time.perf_counter() - t0
 
     results = []
@@ -275,12 +274,15 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     elif options.decoder == "ctc":
         if options.lm_weight > 0:  # beam search with the n-gram instead of greedy
             ctc_ids = [beam[0][0] if beam else [] for beam in ctc_nbest(model, ctc, n_audio, languages, options, 1)]
+        else:
+            ctc_ids = ctc_greedy(ctc, n_audio, blank=tok.pad)
         for d, ids, lang in zip(durations, ctc_ids, languages):
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=[1.0] * len(ids),
                                          token_strings=tok.token_strings(ids), duration=d, decoder="ctc"))
     else:
         # Rows are grouped by canvas length and each row draws its noise from its own generator
         # seeded with options.seed, so a clip's transcript does not depend on its batch-mates.
+        ctc_ids = ctc_greedy(ctc, n_audio, blank=tok.pad)  # the canvas seed, and its length estimate
         lengths = [canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc_ids]
         times["prefill"] = times["denoise"] = 0.0
         out_rows: dict[int, tuple[list[int], list[float], int]] = {}

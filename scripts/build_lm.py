@@ -68,7 +68,7 @@ def main() -> int:
         lm = NgramLM.train((tok.encode(s) for s in sents + shorts), tok.vocab_size, tok.eos, a.order, a.min_count)
         lm.save(out / f"{lang}.npz")
         size = (out / f"{lang}.npz").stat().st_size
-        print(f"{lang}: {len(sents)} sentences + {len(shorts)} short, {sum(len(t) for t in lm.tables)} contexts, "
+        print(f"{lang}: {len(sents)} sentences + {len(shorts)} short, {lm.sizes[0]} contexts, {lm.sizes[1]} n-grams, "
               f"{size / 1e6:.1f} MB, {time.time() - t0:.0f} s", flush=True)
     if out == a.model / "lm":  # the checkpoint describes its n-grams
         cfg = json.loads((a.model / "config.json").read_text())
