@@ -18,7 +18,6 @@ the pruned n-grams' mass, so every P(· | h) still sums to 1. Contexts start wit
 from __future__ import annotations
 
 import io
-import math
 import os
 import tempfile
 from collections import Counter, defaultdict
@@ -72,7 +71,7 @@ class NgramLM:
             p = np.full(self.vocab_size, 1.0 / self.vocab_size)
             base = self.vocab_size + 1
             for n, o in enumerate(self._orders):
-                key = 0
+                key = 0  # the last n ids packed as `_pack` packs them, on Python ints (the beam's hot path)
                 for t in context[len(context) - n:] if n else ():
                     key = key * base + t
                 i = int(np.searchsorted(o.keys, key))

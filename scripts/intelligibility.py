@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
-from diffasr.evaluate import edit_counts, error_rate
+from diffasr.evaluate import error_rate
 
 BASELINE = "faster-whisper greedy"
 
@@ -47,11 +48,8 @@ def main() -> int:
         easy = [error_rate([x["text"]], [x["hyps"][BASELINE]], lang, "cer")[0] <= a.easy for x in w]
 
         def cer(sel):
-            e = n = 0
-            for c in sel:
-                de, dn = edit_counts([c["text"]], [c["hyps"][row]], lang, "cer")
-                e, n = e + de, n + dn
-            return f"{e / n:.3f}" if n else "–"
+            rate = error_rate([c["text"] for c in sel], [c["hyps"][row] for c in sel], lang, "cer")[0]
+            return "–" if math.isnan(rate) else f"{rate:.3f}"
 
         wcer = error_rate([x["text"] for x in w], [x["hyps"][BASELINE] for x in w], lang, "cer")[0]
         print(f"| {lang} | {len(mine)} | {wcer:.3f} | {sum(easy)} ({sum(easy) / len(mine):.0%}) | {cer(mine)} | "
