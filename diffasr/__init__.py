@@ -19,6 +19,7 @@ __all__ = ["load", "available_models", "DecodeOptions", "DiffasrError", "AudioEr
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = "diffasr-small"
+ALIASES = {"small": "diffasr-small", "base": "diffasr-base"}  # preset names for the shipped models
 
 
 def available_models() -> list[str]:
@@ -31,9 +32,12 @@ def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
 
     The returned DiffusionASR has `.transcribe(audio, steps=8, language=None, ...)`.
     """
-    from .model import DiffusionASR
+    import json
+
+    from .model import DiffusionASR, load_base
 
     name = str(name_or_path) if name_or_path is not None else os.environ.get("DIFFASR_MODEL", DEFAULT_MODEL)
+    name = ALIASES.get(name, name) if not Path(name).is_dir() else name
     path = Path(name)
     if not (path / "config.json").is_file():
         if (ASSETS / name / "config.json").is_file():
@@ -41,6 +45,12 @@ def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
         else:
             shipped = ", ".join(available_models()) or "none shipped in this install"
             raise ModelError(f"no model {name!r}: not a checkpoint directory nor a shipped model ({shipped})")
+    try:
+        preset = json.loads((path / "config.json").read_text()).get("preset")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ModelError(f"{path}: unreadable config.json ({e})") from None
+    if preset == "base":
+        return load_base(path, device=device)
     return DiffusionASR.load(path, device=device)
 
 

@@ -324,3 +324,27 @@ def _is_tied(lm, name: str, loaded: dict) -> bool:
     params = dict(lm.named_parameters(remove_duplicate=False))
     ptr = params[name].data_ptr()
     return any(k in params and params[k].data_ptr() == ptr for k in loaded)
+
+
+def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
+    """A `base` checkpoint: the CTC model it names (`ctc_model`: a shipped name or a directory)
+    plus Whisper-base's decoder with the trained denoiser part (denoiser.safetensors, vocab)."""
+    from .whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
+
+    d = Path(directory)
+    try:
+        raw = json.loads((d / "config.json").read_text())
+        ctc_name, settings = raw["ctc_model"], raw["denoiser"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{d}: not a readable base checkpoint config ({e})") from None
+    assets = Path(__file__).parent / "assets"
+    ctc_dir = d / ctc_name if (d / ctc_name / "config.json").is_file() else assets / ctc_name
+    model = DiffusionASR.load(ctc_dir, device=device)
+    den = WhisperDenoiser(DenoiserConfig.from_dict(settings))
+    den.load_trained(d / WEIGHTS_FILE)
+    den.load_vocab(d / VOCAB_FILE)
+    model.denoiser = den.to(device).eval()
+    model.config = dataclasses.replace(
+        model.config, preset="base", decode_defaults=raw.get("decode_defaults", {}), training=raw.get("training", {}),
+        languages=[lang for lang in model.config.languages if lang in den.vocab])
+    return model

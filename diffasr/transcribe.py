@@ -260,6 +260,10 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     if allowed is not None:  # a known language rules out the other scripts' tokens, in CTC and decoder alike
         ctc = ctc.masked_fill(~allowed[:, None, :], -1e4)
     times["projector_ctc"] = time.perf_counter() - t0
+    if getattr(model, "denoiser", None) is not None and options.decoder == "diffusion":
+        from .base_decoding import decode_rows
+
+        return decode_rows(model, feats, durations, options, languages, ctc, n_audio, word_timestamps, times)
 
     results = []
     if options.decoder == "diffusion" and options.sampler == "rescore":

@@ -1,0 +1,188 @@
+"""Decoding with the `base` preset: Whisper-base's decoder as the denoiser over a Whisper-token canvas.
+
+The CTC head (and its n-gram beam) is diffasr-small's, over the same frozen encoder features: it
+gives the canvas length, the seed (`init="ctc"`), the n-best (`sampler="rescore"`) and word times.
+The canvas lives in the index space of the row language's vocabulary (`WhisperDenoiser.vocab`):
+the sampler draws uniform noise over it and the output layer scores only it.
+
+    rows of one batch ─► CTC text (small) ─► Whisper ids ─► canvas length L (+ seed)
+    ─► `diffusion.sample` over step_fn(canvas) = denoiser logits (B, L, |V_lang|) ─► Whisper text
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .diffusion import DecodeOptions, canvas_length, canvas_scores, random_canvas, sample
+
+MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
+
+
+def _to_index(vocab: torch.Tensor, ids: list[int]) -> list[int]:
+    """Whisper ids -> indices into the sorted `vocab`; ids outside it are dropped."""
+    t = torch.tensor(ids, dtype=torch.long)
+    pos = torch.searchsorted(vocab, t).clamp(max=len(vocab) - 1)
+    return pos[vocab[pos] == t].tolist()
+
+
+def _index_canvas(rows: list[list[int]], L: int, eot_index: int) -> torch.Tensor:
+    canvas = torch.full((len(rows), L), eot_index, dtype=torch.long)
+    for i, r in enumerate(rows):
+        r = r[: L - 1]
+        canvas[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return canvas
+
+
+def _step_fn(den, vocab: torch.Tensor, prompts, kv, fmask):
+    def step_fn(canvas_idx: torch.Tensor, sc) -> torch.Tensor:  # (B, L) indices -> (B, L, |V|)
+        return den.denoise(prompts, vocab[canvas_idx], kv, fmask, vocab)
+    return step_fn
+
+
+def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int) -> tuple[list[int], list[float]]:
+    ids, cs = [], []
+    for i, c in zip(idx, conf):
+        tok = int(vocab[i])
+        if tok == eot:
+            break
+        ids.append(tok)
+        cs.append(c)
+    return ids, cs
+
+
+def _rows_kv(den, feats: list, rows: list[int]):
+    kv, fmask = den.memory([feats[i] for i in rows])
+    return kv, fmask
+
+
+@torch.no_grad()
+def denoise_batch(den, feats: list, languages: list[str], seeds: list[list[int]], options: DecodeOptions,
+                  nbest: list[list[tuple[list[int], float]]] | None = None) -> list[tuple[list[int], list[float], int]]:
+    """Per row: (Whisper text ids, confidence per id, steps run).
+
+    feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
+    and, with init="ctc", the starting canvas); nbest (rescore): per row, CTC candidates as
+    (Whisper ids, beam score). Rows are grouped by language and canvas length; each row draws its
+    noise from its own generator, so its transcript does not depend on its batch-mates."""
+    eot = den.tokens.eot
+    out: dict[int, tuple[list[int], list[float], int]] = {}
+    if options.sampler == "rescore":
+        return _rescore(den, feats, languages, nbest, options)
+    lengths = [canvas_length(len(s), options, MAX_CANVAS) for s in seeds]
+    for key in sorted(set(zip(languages, lengths))):
+        lang, L = key
+        rows = [i for i in range(len(feats)) if (languages[i], lengths[i]) == key]
+        vocab = den.vocab[lang]
+        eot_index = int(torch.searchsorted(vocab, torch.tensor(eot)))
+        kv, fmask = _rows_kv(den, feats, rows)
+        step_fn = _step_fn(den, vocab, den.prompts([lang] * len(rows)), kv, fmask)
+        gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
+        if options.init == "ctc":
+            init = _index_canvas([_to_index(vocab, seeds[i]) for i in rows], L, eot_index)
+        else:
+            init = random_canvas(len(rows), L, len(vocab), gens)
+        res = sample(step_fn, init, len(vocab), options, torch.Generator().manual_seed(options.seed), row_generators=gens)
+        for j, i in enumerate(rows):
+            ids, conf = _until_eot(res.tokens[j].tolist(), res.confidence[j].tolist(), vocab, eot)
+            out[i] = (ids, conf, res.steps_run)
+    return [out[i] for i in range(len(feats))]
+
+
+def _rescore(den, feats, languages, nbest, options: DecodeOptions):
+    """The decoder scores each row's CTC candidates in one pass (clean canvases); the best CTC beam
+    score + rescore_weight × decoder log-likelihood wins."""
+    eot = den.tokens.eot
+    out = []
+    for i, cands in enumerate(nbest):
+        if not cands:
+            out.append(([], [], 1))
+            continue
+        lang = languages[i]
+        vocab = den.vocab[lang]
+        eot_index = int(torch.searchsorted(vocab, torch.tensor(eot)))
+        idx = [_to_index(vocab, ids) for ids, _ in cands]
+        L = canvas_length(max(len(r) for r in idx), options, MAX_CANVAS)
+        canvas = _index_canvas(idx, L, eot_index)
+        kv, fmask = den.memory([feats[i]] * len(cands))
+        step_fn = _step_fn(den, vocab, den.prompts([lang] * len(cands)), kv, fmask)
+        lens = torch.tensor([min(len(r) + 1, L) for r in idx])
+        ll, probs = canvas_scores(step_fn, canvas, lens)
+        total = torch.tensor([s for _, s in cands]) + options.rescore_weight * ll
+        b = int(total.argmax())
+        ids, conf = _until_eot(canvas[b].tolist(), probs[b].tolist(), vocab, eot)
+        out.append((ids, conf, 1))
+    return out
+
+
+def char_confidence(den, ids: list[int], conf: list[float]) -> tuple[str, np.ndarray]:
+    """The decoded text and each of its characters' confidence (that of the token that wrote it)."""
+    text_so_far, spans = "", []
+    for k in range(len(ids)):
+        t = den.tokens.tok.decode(ids[: k + 1])
+        spans.append((len(text_so_far), len(t)))
+        text_so_far = t
+    lead = len(text_so_far) - len(text_so_far.lstrip())
+    chars = np.ones(len(text_so_far), np.float32)
+    for (a, b), c in zip(spans, conf):
+        chars[a:b] = c
+    return text_so_far.strip(), chars[lead: lead + len(text_so_far.strip())]
+
+
+def word_confidences(words, text: str, chars: np.ndarray) -> None:
+    """Set each word's confidence to the least confident character of it found in `text` (in order)."""
+    pos = 0
+    for w in words:
+        k = text.find(w.text.strip(), pos)
+        if k < 0:
+            continue
+        n = len(w.text.strip())
+        if n:
+            w.confidence = float(chars[k: k + n].min())
+        pos = k + n
+
+
+def decode_rows(model, feats: list, durations: list[float], options: DecodeOptions, languages: list, ctc, n_audio,
+                word_timestamps: bool, times: dict) -> list:
+    """`transcribe.decode_features` for a model with a Whisper denoiser (`model.denoiser`)."""
+    import time
+
+    from .transcribe import Transcription, _align_words, ctc_greedy, ctc_nbest
+
+    den, tok = model.denoiser, model.tokenizer
+    t0 = time.perf_counter()
+    if options.sampler == "rescore":
+        beams = ctc_nbest(model, ctc, n_audio, languages, options, options.nbest)
+        nbest = [[(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(beams, languages)]
+        seeds = [c[0][0] if c else [] for c in nbest]
+    else:
+        if options.lm_weight > 0:
+            ctc_ids = [b[0][0] if b else [] for b in ctc_nbest(model, ctc, n_audio, languages, options, 1)]
+        else:
+            ctc_ids = ctc_greedy(ctc, n_audio, blank=tok.pad)
+        seeds = [den.tokens.encode(tok.decode(ids), lang) for ids, lang in zip(ctc_ids, languages)]
+        nbest = None
+    times["ctc_seed"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = denoise_batch(den, feats, languages, seeds, options, nbest)
+    times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
+    results = []
+    for (ids, conf, steps_run), d, lang in zip(rows, durations, languages):
+        text, chars = char_confidence(den, ids, conf)
+        small_ids = tok.encode(text) if text else []
+        results.append(Transcription(text=text, language=lang, tokens=small_ids,
+                                     confidences=[float(np.mean(conf)) if conf else 1.0] * len(small_ids),
+                                     token_strings=tok.token_strings(small_ids), duration=d, decoder="diffusion",
+                                     steps_run=steps_run))
+        results[-1]._chars = chars
+    if word_timestamps:
+        t0 = time.perf_counter()
+        log_probs = ctc.float().log_softmax(-1)
+        for r, lp, n in zip(results, log_probs, n_audio.tolist()):
+            r.words = _align_words(model, r.tokens, r.confidences, lp[:n], r.duration)
+            word_confidences(r.words, r.text, r._chars)
+        times["align"] = time.perf_counter() - t0
+    for r in results:
+        del r._chars
+        r.timings = dict(times)
+    return results

@@ -1,0 +1,247 @@
+"""Train the `base` preset's denoiser: Whisper-base's decoder + LoRA, uniform-noise diffusion.
+
+    python -m diffasr.train_base --manifest data/corpus/en/manifest.jsonl \
+        --manifest ../shared/data/real_train/manifest.jsonl --out runs/base --minutes 30 [--resume]
+
+Losses per batch (the published three, minus CTC: see below):
+- diffusion: the clean canvas x0 (transcript, end-of-text, end-of-text padding) is corrupted, each
+  position replaced by a uniformly random token with probability t ~ U(0, 1); half the rows first
+  get token insertions/deletions, the errors a CTC seed makes, so the denoiser learns to re-align;
+  cross-entropy against x0 on every canvas position (padding beyond the first end-of-text at 0.1).
+- autoregressive: the same weights, causal, teacher-forced on x0 (weight `--ar-weight`).
+The CTC head is the shipped diffasr-small's (same frozen encoder, trained already); Whisper's
+cross-attention already listens, so the unlock the CTC loss gives a from-scratch decoder is not
+needed here.
+
+Frozen-encoder features are cached once per clip (fp16, unpadded, as at inference). Training runs
+in resumable chunks: a checkpoint every `--save-every` minutes and at the end, written to a new
+folder and swapped in only when complete (the previous one stays valid until then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .audio import load_audio
+from .diffusion import clean_canvas, round_up
+from .encoder import CT2WhisperEncoder, EncoderSpec
+from .whisper_denoiser import DenoiserConfig, WhisperDenoiser
+
+
+def load_rows(manifests: list[str], max_seconds: float = 29.0) -> list[dict]:
+    """Manifest rows {audio (absolute), text, lang}; clips longer than one encoder window dropped."""
+    rows = []
+    for m in manifests:
+        base = Path(m).parent
+        for line in Path(m).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            lang = r.get("lang") or r.get("language")
+            dur = r.get("duration_s") or r.get("duration") or 0
+            if dur and dur > max_seconds:
+                continue
+            rows.append({"audio": str((base / r["audio"]).resolve()), "text": r["text"], "lang": lang})
+    return rows
+
+
+def cache_features(rows: list[dict], cache: Path) -> list[Path]:
+    """Encoder features (F, 512) fp16 per clip, computed once (atomic writes, so resumable)."""
+    from tqdm import tqdm
+
+    cache.mkdir(parents=True, exist_ok=True)
+    enc = None
+    paths = []
+    for r in tqdm(rows, desc="features", mininterval=5):
+        p = cache / (hashlib.sha1(r["audio"].encode()).hexdigest()[:16] + ".npy")
+        if not p.is_file():
+            enc = enc or CT2WhisperEncoder(EncoderSpec())
+            f = enc.encode([load_audio(r["audio"])])[0].astype(np.float16)
+            tmp = p.with_suffix(".tmp.npy")
+            np.save(tmp, f)
+            os.replace(tmp, p)
+        paths.append(p)
+    return paths
+
+
+def edit_noise(ids: list[int], rate: float, vocab: int, rng: random.Random) -> list[int]:
+    """Insert or delete tokens at about `rate` of the positions (what a CTC seed gets wrong)."""
+    out = []
+    for i in ids:
+        u = rng.random()
+        if u < rate / 2:
+            continue  # deleted
+        out.append(i)
+        if u > 1 - rate / 2:
+            out.append(rng.randrange(vocab))  # inserted
+    return out
+
+
+def build_vocab(model: WhisperDenoiser, text_dir: Path, extra: list[dict]) -> dict[str, torch.Tensor]:
+    """Per language: the token ids of its sentence file and of the training transcripts, + end-of-text."""
+    langs = sorted({r["lang"] for r in extra} | {p.stem for p in text_dir.glob("*.txt") if len(p.stem) == 2})
+    out = {}
+    for lang in langs:
+        f = text_dir / f"{lang}.txt"
+        lines = f.read_text(encoding="utf-8").splitlines() if f.is_file() else []
+        lines += [r["text"] for r in extra if r["lang"] == lang]
+        lead = "" if lang in ("zh", "ja") else " "
+        ids = {model.tokens.eot}
+        for e in model.tokens.tok.encode_batch([lead + line.strip() for line in lines], add_special_tokens=False):
+            ids.update(e.ids)
+        out[lang] = torch.tensor(sorted(ids))
+    return out
+
+
+def make_batch(model: WhisperDenoiser, items: list[dict], rng: random.Random, gen: torch.Generator):
+    """One batch in the output space of the union of its languages' vocabularies `vocab` (V',):
+    (prompts (B, P), noisy token ids (B, L), x0 as indices into vocab (B, L), weights (B, L),
+    ar_len (B,), vocab)."""
+    eot = model.tokens.eot
+    clean_ids = [it["ids"] for it in items]
+    noisy_ids = [edit_noise(ids, 0.15 * rng.random(), eot, rng) if rng.random() < 0.5 else ids for ids in clean_ids]
+    n = max(max(len(a), len(b)) for a, b in zip(clean_ids, noisy_ids))
+    L = round_up(n + 1 + rng.randint(0, 4))
+    x0 = clean_canvas(clean_ids, L, eot, eot)
+    xt = clean_canvas(noisy_ids, L, eot, eot)
+    t = torch.rand(len(items), generator=gen)
+    flip = torch.rand(xt.shape, generator=gen) < t[:, None]
+    noise = torch.stack([v[torch.randint(0, len(v), (L,), generator=gen)] for v in (model.vocab[it["lang"]] for it in items)])
+    xt = torch.where(flip, noise, xt)
+    lens = torch.tensor([len(ids) + 1 for ids in clean_ids])
+    w = torch.where(torch.arange(L)[None] < lens[:, None], 1.0, 0.1)
+    vocab = torch.unique(torch.cat([model.vocab[lang] for lang in {it["lang"] for it in items}]))
+    target = torch.searchsorted(vocab, x0)
+    return model.prompts([it["lang"] for it in items]), xt, target, w, lens, vocab
+
+
+def losses(model: WhisperDenoiser, batch, feats: list) -> tuple[torch.Tensor, torch.Tensor]:
+    prompts, xt, x0, w, lens, vocab = batch
+    kv, fmask = model.memory(feats)
+    logits = model.denoise(prompts, xt, kv, fmask, vocab)
+    ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none").view_as(w)
+    diff = (ce * w).sum() / w.sum()
+    ar_logits = model.autoregressive(prompts, vocab[x0], kv, fmask, vocab)
+    ar_w = (torch.arange(x0.shape[1])[None] < lens[:, None]).float()
+    ar_ce = F.cross_entropy(ar_logits.flatten(0, 1), x0.flatten(), reduction="none").view_as(ar_w)
+    return diff, (ar_ce * ar_w).sum() / ar_w.sum()
+
+
+def save(out: Path, model: WhisperDenoiser, opt, step: int, meta: dict) -> None:
+    """Write checkpoint-new/, then swap it in: a kill at any point leaves a complete checkpoint."""
+    new, cur, old = out / "checkpoint-new", out / "checkpoint", out / "checkpoint-old"
+    shutil.rmtree(new, ignore_errors=True)
+    model.save_trained(new)
+    torch.save({"opt": opt.state_dict(), "step": step}, new / "optimizer.pt")
+    (new / "config.json").write_text(json.dumps({"denoiser": model.settings(), "step": step, **meta}, indent=1))
+    shutil.rmtree(old, ignore_errors=True)
+    if cur.exists():
+        cur.rename(old)
+    new.rename(cur)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def latest(out: Path) -> Path | None:
+    for name in ("checkpoint", "checkpoint-old"):  # -old: a kill between the two renames
+        if (out / name / "config.json").is_file():
+            return out / name
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--manifest", action="append", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cache", default="data/cache/base_feats")
+    ap.add_argument("--text-dir", default="../shared/data/text", help="sentence files, for the vocabularies")
+    ap.add_argument("--minutes", type=float, default=30.0, help="wall-time budget of this chunk")
+    ap.add_argument("--steps", type=int, default=4000, help="total steps of the schedule")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--rank", type=int, default=16, help="LoRA rank; 0 trains every decoder weight")
+    ap.add_argument("--in-place", action="store_true", help="read canvas token i at its own position")
+    ap.add_argument("--ar-weight", type=float, default=0.5)
+    ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows = load_rows(args.manifest)
+    paths = cache_features(rows, Path(args.cache))
+    resume = latest(out) if args.resume else None
+    cfg = DenoiserConfig(rank=args.rank, shift=not args.in_place)
+    if resume is not None:
+        cfg = DenoiserConfig.from_dict(json.loads((resume / "config.json").read_text())["denoiser"])
+    model = WhisperDenoiser(cfg)
+    if resume is not None:
+        model.load_vocab(resume / "vocab.safetensors")
+    else:
+        model.vocab = build_vocab(model, Path(args.text_dir), rows)
+    items = [{"ids": model.tokens.encode(r["text"], r["lang"])[:200], "lang": r["lang"], "feat": p}
+             for r, p in zip(rows, paths) if r["lang"] in model.vocab]
+    for it in items:  # a token the vocabulary lacks (a resumed run on new text) cannot be a target
+        v = model.vocab[it["lang"]]
+        it["ids"] = [i for i in it["ids"] if bool((v == i).any())]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    step = 0
+    if resume is not None:
+        model.load_trained(resume / "denoiser.safetensors")
+        st = torch.load(resume / "optimizer.pt")
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+    print(f"{len(items)} clips; trained parameters {model.n_trained():,}; starting at step {step}", flush=True)
+
+    rng = random.Random(args.seed * 1000003 + step)
+    gen = torch.Generator().manual_seed(args.seed * 1000003 + step)
+    t_end = time.time() + 60 * args.minutes
+    t_save = time.time() + 60 * args.save_every
+    log = open(out / "log.jsonl", "a")
+    meta = {"manifests": args.manifest, "batch": args.batch, "lr": args.lr, "ar_weight": args.ar_weight}
+    model.train()
+    while step < args.steps and time.time() < t_end:
+        warm = min(1.0, (step + 1) / 50)
+        lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch_items = rng.sample(items, min(args.batch, len(items)))
+        feats = [torch.from_numpy(np.load(it["feat"])) for it in batch_items]
+        t0 = time.time()
+        diff, ar = losses(model, make_batch(model, batch_items, rng, gen), feats)
+        loss = diff + args.ar_weight * ar
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        log.write(json.dumps({"step": step, "diff": round(diff.item(), 4), "ar": round(ar.item(), 4),
+                              "lr": lr, "s": round(time.time() - t0, 2)}) + "\n")
+        if step % 10 == 0:
+            log.flush()
+            print(f"step {step} diff {diff.item():.3f} ar {ar.item():.3f} {time.time() - t0:.2f}s/step", flush=True)
+        if time.time() > t_save:
+            save(out, model, opt, step, meta)
+            t_save = time.time() + 60 * args.save_every
+    save(out, model, opt, step, meta)
+    print(f"saved step {step} to {out / 'checkpoint'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

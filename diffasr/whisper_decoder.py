@@ -1,0 +1,262 @@
+"""Whisper-base's own text decoder in torch, read from the CTranslate2 model.bin we already install.
+
+The `base` preset uses it as the denoiser: the same pretrained weights run causally (Whisper's
+autoregressive decoding, the AR auxiliary loss) or with a canvas mask (prompt causal, canvas
+bidirectional: the diffusion denoiser). Cross-attention reads the frozen encoder's features
+(B, F, 512), whose keys/values are computed once per clip (`cross_kv`) and reused by every step.
+
+`read_ct2` is the reader of CTranslate2's binary format (version 6, what ctranslate2 ≥ 3 writes):
+
+    uint32 binary_version; [v ≥ 2] string spec_name, uint32 spec_revision
+    uint32 n_variables, then per variable:
+        string name; uint8 rank; uint32 dims[rank]; [v ≥ 4] uint8 dtype; uint32 n_bytes; bytes data
+    uint32 n_aliases, then per alias: string alias; string target
+    (string = uint16 length incl. the NUL, then the bytes)
+
+dtype ids: 0 float32, 1 int8, 2 int16, 3 int32, 4 float16, 5 bfloat16. Whisper-base stores the whole
+model in float16; its output projection is an alias of the token embedding (tied).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ModelError
+
+_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def read_ct2(path: Path, prefix: str = "") -> dict[str, np.ndarray]:
+    """Variables of a CTranslate2 model.bin whose names start with `prefix` (aliases resolved).
+
+    Arrays are copies (the file is memory-mapped only while reading). Raises ModelError on a file
+    that is not this format."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as b:
+            return _parse(b, prefix)
+    except (OSError, ValueError, struct.error, KeyError) as e:
+        raise ModelError(f"{path}: not a readable CTranslate2 model.bin ({e})") from None
+
+
+def _parse(b, prefix: str) -> dict[str, np.ndarray]:
+    o = 0
+
+    def take(fmt: str):
+        nonlocal o
+        v = struct.unpack_from(fmt, b, o)[0]
+        o += struct.calcsize(fmt)
+        return v
+
+    def string() -> str:
+        nonlocal o
+        n = take("<H")
+        o += n
+        return bytes(b[o - n : o]).rstrip(b"\0").decode()
+
+    version = take("<I")
+    if not 1 <= version <= 6:
+        raise ValueError(f"binary version {version}")
+    if version >= 2:
+        string(), take("<I")  # spec name, revision
+    out: dict[str, np.ndarray] = {}
+    for _ in range(take("<I")):
+        name = string()
+        dims = [take("<I") for _ in range(take("<B"))]
+        dtype = _DTYPES[take("<B")] if version >= 4 else np.float32
+        n = take("<I")
+        if name.startswith(prefix):
+            out[name] = np.frombuffer(b, dtype=dtype, count=n // np.dtype(dtype).itemsize, offset=o).reshape(dims).copy()
+        o += n
+    if version >= 3:
+        for _ in range(take("<I")):
+            alias, target = string(), string()
+            if alias.startswith(prefix) and target in out:
+                out[alias] = out[target]
+    return out
+
+
+@dataclass(frozen=True)
+class WhisperDecoderConfig:
+    vocab: int = 51865
+    dim: int = 512
+    heads: int = 8
+    layers: int = 6
+    max_positions: int = 448
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, cross: bool):
+        super().__init__()
+        self.heads, self.cross = heads, cross
+        self.norm = nn.LayerNorm(dim)
+        if cross:
+            self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)  # kv: frozen, cached per clip
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, D/H)
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def forward(self, x, mask=None, kv=None):
+        """x (B, T, D); self: mask over (T, T); cross: kv from `cross_kv`, mask (B, 1, 1, F) over frames."""
+        h = self.norm(x)
+        if self.cross:
+            q, (k, v) = self._split(self.q(h)), kv
+        else:
+            q, k, v = (self._split(t) for t in self.qkv(h).chunk(3, dim=-1))
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return x + self.out(a.transpose(1, 2).flatten(2))
+
+
+class _Layer(nn.Module):
+    def __init__(self, c: WhisperDecoderConfig):
+        super().__init__()
+        self.self_attn = _Attention(c.dim, c.heads, cross=False)
+        self.cross_attn = _Attention(c.dim, c.heads, cross=True)
+        self.ffn_norm = nn.LayerNorm(c.dim)
+        self.fc1, self.fc2 = nn.Linear(c.dim, 4 * c.dim), nn.Linear(4 * c.dim, c.dim)
+
+    def forward(self, x, mask, kv, frame_mask=None):
+        x = self.cross_attn(self.self_attn(x, mask), frame_mask, kv=kv)
+        return x + self.fc2(F.gelu(self.fc1(self.ffn_norm(x))))
+
+
+class WhisperDecoder(nn.Module):
+    """Whisper's pre-norm text decoder (6 × 512 for base), tied output embedding.
+
+    `forward(tokens (B, T), kv, mask) -> hidden (B, T, D)`; `logits(hidden, vocab=None) -> (B, T, V)`
+    with V the full vocabulary or the ids in `vocab` (a language's script: a smaller output layer).
+    `mask` is an SDPA mask: bool (T, T) or (B, 1, T, T), True = may attend; None = bidirectional.
+    `frame_mask` (B, 1, 1, F) bool marks the real encoder frames of a padded batch (None: all real).
+    """
+
+    def __init__(self, config: WhisperDecoderConfig = WhisperDecoderConfig()):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab, config.dim)
+        self.register_buffer("positions", torch.zeros(config.max_positions, config.dim), persistent=False)
+        self.layers = nn.ModuleList(_Layer(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.dim)
+
+    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (k, v), each (B, H, F, D/H), from encoder features `memory` (B, F, D)."""
+        out = []
+        for layer in self.layers:
+            att = layer.cross_attn
+            k, v = att.kv(memory).chunk(2, dim=-1)
+            out.append((att._split(k), att._split(v)))
+        return out
+
+    def forward(self, tokens: torch.Tensor, kv, mask=None, frame_mask=None, offset: int = 0) -> torch.Tensor:
+        T = tokens.shape[1]
+        x = self.embed(tokens) + self.positions[offset : offset + T]
+        for layer, layer_kv in zip(self.layers, kv):
+            x = layer(x, mask, layer_kv, frame_mask)
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.embed.weight if vocab is None else self.embed.weight[vocab]
+        return hidden @ w.T
+
+    @classmethod
+    def from_ct2(cls, model_dir: Path, dtype=torch.float32) -> "WhisperDecoder":
+        """Build and fill the decoder from `model_dir`/model.bin (+ config.json for the head count)."""
+        w = read_ct2(Path(model_dir) / "model.bin", prefix="decoder/")
+        try:
+            emb = w["decoder/embeddings/weight"]
+            n_layers = 1 + max(int(k.split("/")[1][6:]) for k in w if k.startswith("decoder/layer_") and k.split("/")[1][6:].isdigit())
+            heads = int(w["decoder/num_heads"]) if "decoder/num_heads" in w else emb.shape[1] // 64
+            pos = w["decoder/position_encodings/encodings"]
+        except (KeyError, ValueError) as e:
+            raise ModelError(f"{model_dir}: model.bin has no Whisper decoder ({e})") from None
+        cfg = WhisperDecoderConfig(emb.shape[0], emb.shape[1], heads, n_layers, pos.shape[0])
+        m = cls(cfg)
+        state = {"embed.weight": emb, "norm.weight": w["decoder/layer_norm/gamma"], "norm.bias": w["decoder/layer_norm/beta"]}
+        names = {"self_attention": "self_attn", "attention": "cross_attn"}
+        for i in range(n_layers):
+            p = f"decoder/layer_{i}/"
+            for src, dst in names.items():
+                lin = ["qkv", "out"] if dst == "self_attn" else ["q", "kv", "out"]
+                state[f"layers.{i}.{dst}.norm.weight"] = w[p + src + "/layer_norm/gamma"]
+                state[f"layers.{i}.{dst}.norm.bias"] = w[p + src + "/layer_norm/beta"]
+                for j, name in enumerate(lin):
+                    state[f"layers.{i}.{dst}.{name}.weight"] = w[p + f"{src}/linear_{j}/weight"]
+                    state[f"layers.{i}.{dst}.{name}.bias"] = w[p + f"{src}/linear_{j}/bias"]
+            state[f"layers.{i}.ffn_norm.weight"] = w[p + "ffn/layer_norm/gamma"]
+            state[f"layers.{i}.ffn_norm.bias"] = w[p + "ffn/layer_norm/beta"]
+            for j, name in enumerate(["fc1", "fc2"]):
+                state[f"layers.{i}.{name}.weight"] = w[p + f"ffn/linear_{j}/weight"]
+                state[f"layers.{i}.{name}.bias"] = w[p + f"ffn/linear_{j}/bias"]
+        try:
+            m.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in state.items()})
+        except RuntimeError as e:
+            raise ModelError(f"{model_dir}: decoder weights do not fit ({str(e).splitlines()[0]})") from None
+        m.positions.copy_(torch.from_numpy(pos.astype(np.float32)))
+        return m.to(dtype).eval()
+
+
+class WhisperTokens:
+    """Whisper's multilingual tokenizer (tokenizer.json beside model.bin) and its special ids."""
+
+    def __init__(self, model_dir: Path):
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        self.suppress = [i for i in cfg.get("suppress_ids", []) if i >= 0]
+        self.suppress_begin = cfg.get("suppress_ids_begin", [])
+        self.eot = self.tok.token_to_id("<|endoftext|>")
+        self.sot = self.tok.token_to_id("<|startoftranscript|>")
+        self.transcribe = self.tok.token_to_id("<|transcribe|>")
+        self.no_timestamps = self.tok.token_to_id("<|notimestamps|>")
+        self.n_text = self.eot  # ids below this are text tokens
+
+    def prompt(self, language: str) -> list[int]:
+        lang = self.tok.token_to_id(f"<|{language}|>")
+        if lang is None:
+            raise ModelError(f"Whisper has no language token for {language!r}")
+        return [self.sot, lang, self.transcribe, self.no_timestamps]
+
+    def encode(self, text: str, language: str) -> list[int]:
+        """Text token ids as Whisper writes them: a leading space, except in unspaced scripts."""
+        lead = "" if language in ("zh", "ja") else " "
+        return self.tok.encode(lead + text.strip(), add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids if int(i) < self.n_text]).strip()
+
+
+@torch.no_grad()
+def greedy(decoder: WhisperDecoder, tokens: WhisperTokens, memory: torch.Tensor, language: str, max_len: int = 224) -> list[int]:
+    """Whisper's autoregressive greedy decoding (no timestamps) of one clip: memory (1, F, D) -> ids.
+
+    Suppresses what faster-whisper suppresses (config suppress_ids; blank and EOT at the first
+    step), so that with the same weights it writes the same transcript."""
+    kv = decoder.cross_kv(memory)
+    seq = tokens.prompt(language)
+    n0 = len(seq)
+    for _ in range(max_len):
+        x = torch.tensor([seq])
+        T = x.shape[1]
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+        logits = decoder.logits(decoder(x, kv, mask)[:, -1])[0]
+        logits[tokens.suppress] = -torch.inf
+        logits[tokens.n_text + 1 :] = -torch.inf  # no special tokens, no timestamps
+        if len(seq) == n0:
+            logits[tokens.suppress_begin + [tokens.eot, 220]] = -torch.inf
+        nxt = int(logits.argmax())
+        if nxt == tokens.eot:
+            break
+        seq.append(nxt)
+    return seq[n0:]

@@ -1,0 +1,171 @@
+"""The `base` preset's denoiser: Whisper-base's pretrained decoder, taught uniform-noise diffusion.
+
+The sequence is Whisper's own prompt (P = 4 tokens: start, language, transcribe, no-timestamps)
+followed by the canvas (L tokens: the transcript, then end-of-text to the end). The prompt stays
+causal, as pretrained; every canvas position sees the prompt and the whole canvas (bidirectional),
+and cross-attends to the frozen encoder's frames.
+
+Read-out ("shift", the default, as in AR-to-diffusion adaptations such as DiffuGPT): the hidden
+state at sequence position j predicts the token at j + 1, which is the pretrained head's own job;
+canvas position i is read at sequence position P - 1 + i (the last prompt token predicts canvas
+token 0). "In place" (`shift = False`) reads canvas position i at its own position P + i.
+
+The same weights run causally over prompt + clean canvas for the autoregressive auxiliary loss
+(Whisper's own objective, which keeps what it knows). Only LoRA adapters (peft) on the attention
+and MLP projections and the LayerNorms are trained; the frozen weights load from the installed
+package, so a checkpoint holds a few MB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .encoder import whisper_base_dir
+from .errors import ModelError
+from .whisper_decoder import WhisperDecoder, WhisperTokens
+
+WEIGHTS_FILE = "denoiser.safetensors"
+VOCAB_FILE = "vocab.safetensors"
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    rank: int = 16  # LoRA rank; 0: no adapters (all decoder weights train, the comparison run)
+    alpha: int = 32
+    targets: tuple[str, ...] = ("qkv", "out", "q", "fc1", "fc2")  # not cross-attn kv: cached per clip
+    shift: bool = True  # read canvas token i at position P-1+i (pretrained next-token head)
+    train_norms: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenoiserConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ModelError(f"unknown denoiser settings: {', '.join(sorted(unknown))}")
+        return cls(**{**d, "targets": tuple(d.get("targets", cls.targets))})
+
+
+def canvas_mask(P: int, L: int, causal: bool = False, device=None) -> torch.Tensor:
+    """Self-attention mask (P+L, P+L), True = may attend: the prompt causal; the canvas
+    bidirectional over prompt and canvas (`causal`: the whole sequence causal, for the AR pass)."""
+    n = P + L
+    m = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+    if not causal:
+        m[P:, :] = True
+    return m
+
+
+class WhisperDenoiser(nn.Module):
+    """Canvas tokens are Whisper text tokens and end-of-text: ids in [0, vocab_size)."""
+
+    def __init__(self, config: DenoiserConfig = DenoiserConfig(), whisper_dir: Path | None = None,
+                 vocab: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        # Per language, the sorted token ids its text uses (+ end-of-text): the canvas alphabet,
+        # the uniform prior's support and the output layer (22k ids for English, 1.5k for Chinese,
+        # instead of 51,865), which also keeps each language in its own script.
+        self.vocab = vocab or {}
+        d = whisper_base_dir() if whisper_dir is None else Path(whisper_dir)
+        self.config = config
+        self.decoder = WhisperDecoder.from_ct2(d)
+        self.tokens = WhisperTokens(d)
+        self.vocab_size = self.tokens.eot + 1  # text tokens + end-of-text (also the canvas padding)
+        for p in self.decoder.parameters():
+            p.requires_grad_(config.rank == 0)
+        if config.rank > 0:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0)
+            inject_adapter_in_model(lora, self.decoder)
+        if config.train_norms:
+            for name, p in self.decoder.named_parameters():
+                if "norm" in name:
+                    p.requires_grad_(True)
+
+    # ------------------------------------------------------------------ passes
+
+    def memory(self, feats: list) -> tuple[list, torch.Tensor]:
+        """Cross-attention keys/values of a batch of encoder features (list of (F_i, D)), zero-padded
+        to the longest, and the frame mask (B, 1, 1, F) marking real frames."""
+        F = max(f.shape[0] for f in feats)
+        mem = torch.zeros(len(feats), F, feats[0].shape[1])
+        mask = torch.zeros(len(feats), 1, 1, F, dtype=torch.bool)
+        for i, f in enumerate(feats):
+            mem[i, : f.shape[0]] = torch.as_tensor(np.asarray(f, np.float32) if not torch.is_tensor(f) else f.float())
+            mask[i, ..., : f.shape[0]] = True
+        with torch.no_grad():  # frozen projections of frozen features: no gradient, computed once per clip
+            return self.decoder.cross_kv(mem), mask
+
+    def prompts(self, languages: list[str]) -> torch.Tensor:
+        return torch.tensor([self.tokens.prompt(lang) for lang in languages])
+
+    def _run(self, prompts, canvas, kv, frame_mask, causal: bool, shift: bool, vocab=None) -> torch.Tensor:
+        P, L = prompts.shape[1], canvas.shape[1]
+        h = self.decoder(torch.cat([prompts, canvas], 1), kv, canvas_mask(P, L, causal), frame_mask)
+        h = h[:, P - 1 : P - 1 + L] if shift else h[:, P:]
+        return self.decoder.logits(h, torch.arange(self.vocab_size) if vocab is None else vocab)
+
+    def denoise(self, prompts: torch.Tensor, canvas: torch.Tensor, kv, frame_mask, vocab=None) -> torch.Tensor:
+        """Denoiser logits (B, L, V) for a canvas (B, L) after prompts (B, P); V = vocab_size (or
+        len(vocab) when the output layer is restricted to the ids in `vocab`)."""
+        return self._run(prompts, canvas, kv, frame_mask, causal=False, shift=self.config.shift, vocab=vocab)
+
+    def autoregressive(self, prompts: torch.Tensor, text: torch.Tensor, kv, frame_mask, vocab=None) -> torch.Tensor:
+        """Teacher-forced causal logits (B, L, V): position i predicts text token i (always shifted)."""
+        return self._run(prompts, text, kv, frame_mask, causal=True, shift=True, vocab=vocab)
+
+    # ------------------------------------------------------------------ checkpoint of the trained part
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        names = {n for n, p in self.decoder.named_parameters() if p.requires_grad}
+        return {k: v.detach().to(torch.float16).contiguous() for k, v in self.decoder.state_dict().items() if k in names}
+
+    def n_trained(self) -> int:
+        return sum(p.numel() for p in self.decoder.parameters() if p.requires_grad)
+
+    def load_trained(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types for a bad header
+            raise ModelError(f"{path}: unreadable denoiser weights ({e})") from None
+        own = dict(self.decoder.named_parameters())
+        for k, v in state.items():
+            if k not in own:
+                raise ModelError(f"{path}: unexpected tensor {k!r} (does config.json match the weights?)")
+            if own[k].shape != v.shape:
+                raise ModelError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+            with torch.no_grad():
+                own[k].copy_(v.float())
+
+    def save_trained(self, directory: Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_vocab(directory)
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file(self.trained_state_dict(), str(tmp))
+        tmp.replace(directory / WEIGHTS_FILE)
+        return directory / WEIGHTS_FILE
+
+    def save_vocab(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.to(torch.int32).contiguous() for k, v in self.vocab.items()}, str(Path(directory) / VOCAB_FILE))
+
+    def load_vocab(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        try:
+            self.vocab = {k: v.long() for k, v in load_file(str(path)).items()}
+        except Exception as e:
+            raise ModelError(f"{path}: unreadable vocabulary ({e})") from None
+
+    def settings(self) -> dict:
+        return {**asdict(self.config), "targets": list(self.config.targets)}
