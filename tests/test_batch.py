@@ -1,0 +1,113 @@
+"""`diffasr batch` on a local Ray: 2 actors, real clips plus a broken file, Parquet out, re-run skips.
+
+One Ray start for the module (it is the slow part, ~10 s); the tiny random model makes the text
+meaningless, so the checks are on rows, columns, errors and the skip logic.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import real_clip
+
+
+@pytest.fixture(scope="module")
+def batch_run(tiny_model_dir, tmp_path_factory):
+    from diffasr.batch import run_batch
+
+    d = tmp_path_factory.mktemp("batch")
+    inp = d / "in" / "sub"
+    inp.mkdir(parents=True)
+    clips = [real_clip("en", "jfk.flac"), real_clip("de"), real_clip("en")]  # 11 s, 3.5 s, 0.2 s
+    for c in clips:
+        shutil.copy(c, inp / c.name)
+    (inp / "broken.wav").write_bytes(b"RIFF\x00\x00garbage" * 50)
+    (inp / "notes.txt").write_text("not audio")  # ignored: not an audio extension
+    out = d / "out.parquet"
+    stats = run_batch(str(d / "in"), out, model=str(tiny_model_dir), actors=2, batch_size=2,
+                      decode={"steps": 2}, progress=False)
+    return d, inp, out, stats
+
+
+def test_batch_two_actors_real_clips_and_a_broken_file(batch_run):
+    d, inp, out, stats = batch_run
+    assert stats["files"] == 4 and stats["processed"] == 4 and stats["failed"] == 1 and stats["skipped"] == 0
+    t = pq.read_table(out)
+    assert t.column_names == ["path", "text", "language", "language_probability", "duration", "segments",
+                              "timings", "decoder", "steps", "error"]
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in t.to_pylist()}
+    assert set(rows) == {"broken.wav", "jfk.flac", real_clip("de").name, real_clip("en").name}
+    bad = rows.pop("broken.wav")
+    assert bad["error"].startswith("AudioError") and bad["text"] is None and bad["duration"] is None
+    jfk = rows["jfk.flac"]
+    assert jfk["error"] is None and 10.5 < jfk["duration"] < 11.5 and jfk["language"] in ("en", "de", "fr", "es", "hi", "zh")
+    assert jfk["segments"], "11 s of speech gives at least one segment"
+    for s in jfk["segments"]:
+        assert 0 <= s["start"] < s["end"] <= jfk["duration"] + 0.01
+        for w in s["words"]:  # word times inside their segment, confidences in [0, 1]
+            assert s["start"] <= w["start"] <= w["end"] <= s["end"] and 0 <= w["confidence"] <= 1
+    assert " ".join(s["text"] for s in jfk["segments"]) == jfk["text"]
+    timings = dict(jfk["timings"])
+    assert {"encoder", "file"} <= set(timings) and timings["file"] > 0
+    assert all(r["error"] is None and r["decoder"] == "diffusion" for r in rows.values())
+
+
+def test_batch_rerun_skips_done_files_and_keeps_the_table(batch_run):
+    from diffasr.batch import run_batch
+
+    d, inp, out, _ = batch_run
+    before = pq.read_table(out).to_pylist()
+    manifest = d / "again.jsonl"  # the same files through a manifest, minus the broken one: nothing left to do
+    manifest.write_text("".join(json.dumps({"audio": f"in/sub/{p.name}", "lang": "en"}) + "\n"
+                                for p in sorted(inp.iterdir()) if p.suffix in (".wav", ".flac") and p.name != "broken.wav"))
+    stats = run_batch(str(manifest), out, progress=False)  # no Ray, no model: every file is done
+    assert stats == {"files": 3, "skipped": 3, "processed": 0, "failed": 0, "seconds": 0.0}
+    after = pq.read_table(out).to_pylist()
+    assert [r["path"] for r in after] == sorted(r["path"] for r in before if r["error"] is None)
+
+
+def test_batch_jsonl_round_trip_and_inputs(tmp_path, batch_run):
+    from diffasr.batch import list_inputs, read_output, write_output
+
+    _, inp, out, _ = batch_run
+    rows = pq.read_table(out).to_pylist()
+    for r in rows:
+        r["timings"] = dict(r["timings"] or [])
+    j = tmp_path / "o.jsonl"
+    write_output(j, rows)
+    assert read_output(j) == rows and not list(tmp_path.glob(".*tmp"))  # temp file renamed away
+    by_glob = list_inputs(str(inp / "*.wav"))
+    assert [p["path"].rsplit("/", 1)[-1] for p in by_glob] == sorted(p.name for p in inp.glob("*.wav"))
+    by_uri = list_inputs(f"file://{inp}")
+    assert {p["path"] for p in by_uri} == {f"file://{p}" for p in inp.iterdir() if p.suffix in (".wav", ".flac")}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/nonexistent/dir", "--output", "{tmp}/o.parquet"], "no audio files found"),
+    (["{clip}", "--output", "{tmp}/o.csv"], "must end in .parquet or .jsonl"),
+])
+def test_batch_bad_input_is_one_line(tmp_path, en_clip, args, message):
+    args = [a.format(tmp=tmp_path, clip=en_clip) for a in args]
+    r = subprocess.run([sys.executable, "-m", "diffasr", "batch", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("source, output, message", [
+    ("{clip}", "{tmp}/missing/o.parquet", "output folder does not exist"),
+    ("s3x://bucket/x", "{tmp}/o.parquet", "no audio files found"),
+    ("{clip}", "{tmp}/bad.parquet", "cannot be read as parquet"),
+])
+def test_batch_bad_arguments_raise_before_ray(tmp_path, en_clip, source, output, message):
+    from diffasr.batch import run_batch
+    from diffasr.errors import DiffasrError
+
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(DiffasrError, match=message):
+        run_batch(source.format(clip=en_clip, tmp=tmp_path), output.format(tmp=tmp_path), progress=False)
