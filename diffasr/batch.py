@@ -281,7 +281,9 @@ def run_batch(source: str, output: str | Path, model: str | None = None, actors:
     ctx.enable_progress_bars = False  # ours (files, from the driver) replaces Ray's per-operator bars
     if threads <= 0:
         threads = max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)) // actors)
-    ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 4 * actors)))
+    # One block per batch of files: a block's rows reach the driver (progress bar, flushes) when the
+    # block is done, so bigger blocks would hold finished files back (capped for huge jobs).
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, min(-(-len(todo) // batch_size), 2000)))
     ds = ds.map_batches(
         Transcriber, batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=1 if gpus_per_actor == 0 else 0,  # one CPU slot per actor, so N actors fit N cores
