@@ -56,7 +56,7 @@ def full_size_config(canvas_length: int = 256, **overrides):
 
     from .backbone import TINY_VISION
 
-    text = dict(FULL_26B, pad_token_id=0, eos_token_id=1, bos_token_id=2, **overrides)
+    text = {**FULL_26B, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, **overrides}
     return DiffusionGemmaConfig(text_config=text, vision_config=dict(TINY_VISION), canvas_length=canvas_length,
                                 image_token_id=258881)
 
@@ -75,10 +75,13 @@ def gemma_ids(hf_tokenizer, vocab_size: int) -> dict:
 def _model_spec(cfg: dict) -> tuple[dict, dict, dict]:
     """(preset dict, backbone dict, encoder dict) with the config's [model] overrides applied."""
     from .model import PRESETS
-    from .train import _p
 
     m, p = cfg["model"], copy.deepcopy(PRESETS[cfg["preset"]])
-    resolve = lambda name: str(_p(cfg, name)) if name.startswith((".", "/")) or (Path(cfg["_base"]) / name).is_dir() else name
+    base = Path(cfg["_base"])
+
+    def resolve(name: str) -> str:  # a local directory (relative to the repo, as data paths are) or a Hub id
+        local = Path(name) if os.path.isabs(name) else base / name
+        return str(local) if name.startswith((".", "/")) or local.is_dir() else name
     bb = dict(p["backbone"], name=resolve(m["backbone"]) if m["backbone"] else p["backbone"]["name"])
     if m["lora"]:
         bb["lora"] = dict(bb["lora"], **m["lora"])

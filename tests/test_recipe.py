@@ -185,3 +185,22 @@ def test_recipe_bad_source_is_one_clear_error(tmp_path, recipe_run):
         hf_examples(model, [{"corpus": "voxpopuli", "lang": "hi"}], tmp_path, 30.0)
     with pytest.raises(DataError, match="lacks the 'transcription'"):  # librispeech's table read as fleurs
         hf_examples(model, [{"corpus": "fleurs", "lang": "en", "path": str(d / "librispeech")}], tmp_path, 30.0)
+
+
+def test_gpu_speed_script_dry_run():
+    """benchmarks/gemma26b_speed.py at tiny dims on the CPU: every measurement it makes on a GPU comes out."""
+    import importlib.util
+
+    from diffasr.recipe import full_size_config
+
+    assert full_size_config(pad_token_id=0).text_config.hidden_size == 2816  # overrides merge, no clash
+    spec = importlib.util.spec_from_file_location("gemma26b_speed", REPO / "benchmarks" / "gemma26b_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.run("cpu", tiny=True, batches=(1,), steps=(2, 4), seconds=2.0, canvas=16, train_batch=1, repeats=1)
+    inf = r["inference"][0]
+    assert "error" not in inf and "error" not in r["train"], (inf, r["train"])
+    for k in ("encoder_s", "prefill_s", "step_s", "decode_2_s", "decode_4_s", "x_realtime_2", "x_realtime_4"):
+        assert inf[k] > 0, k
+    assert inf["audio_tokens"] == 13 and r["train"]["train_step_s"] > 0  # 2 s -> 100 frames -> 13 tokens at 8x
+    assert set(r["train"]["losses"]) == {"diffusion", "ar", "ctc"}  # the recipe's three losses
