@@ -1,7 +1,7 @@
 """Files per hour of `diffasr batch` with 1 and 2 actors on this machine (a speed script, not a test).
 
     python benchmarks/batch_throughput.py --manifest ../shared/data/real_dev/manifest.jsonl \
-        --actors 1,2 --out docs/results/batch_throughput.json
+        --actors 1,2 --copies 3 --out docs/results/batch_throughput.json
 
 Each run starts its own local Ray, transcribes every clip of the manifest with the shipped model
 (language from the manifest) into a fresh Parquet file and reports:
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -53,6 +54,24 @@ def one_run(manifest: Path, actors: int, batch_size: int, model: str | None, thr
             "load_avg_1m_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
+def repeated_manifest(manifest: Path, copies: int, folder: Path) -> Path:
+    """A manifest of `copies` hard links of every clip (distinct paths, so none is skipped as done)."""
+    from diffasr.data.datasets import read_manifest
+
+    lines = []
+    for u in read_manifest(manifest):
+        for i in range(copies):
+            link = folder / f"{i}_{u.audio.parent.name}_{u.audio.name}"
+            try:
+                os.link(u.audio, link)
+            except OSError:  # another filesystem: copy
+                shutil.copyfile(u.audio, link)
+            lines.append(json.dumps({"audio": link.name, "lang": u.lang}))
+    out = folder / "manifest.jsonl"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/real_dev/manifest.jsonl")
@@ -60,9 +79,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--model", default=None)
     p.add_argument("--cpus", type=int, default=os.cpu_count(), help="torch threads split over the actors")
+    p.add_argument("--copies", type=int, default=1, help="transcribe each clip this many times (longer job)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)", "manifest": str(a.manifest),
+    tmp = tempfile.TemporaryDirectory()
+    if a.copies > 1:
+        a.manifest = repeated_manifest(a.manifest, a.copies, Path(tmp.name))
+    res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)", "command": "python " + " ".join(sys.argv),
            "model": a.model or "diffasr-small", "runs": []}
     for n in [int(x) for x in a.actors.split(",")]:
         r = one_run(a.manifest, n, a.batch_size, a.model, max(1, a.cpus // n))

@@ -15,7 +15,8 @@ A source is a table: corpus ("fleurs" | "librispeech" | "voxpopuli" | "common_vo
 optional `path` (a local `save_to_disk` directory with the corpus's columns, instead of the Hub),
 `max_hours` (stop streaming after this much audio), `lowercase` (LibriSpeech is upper case).
 Audio is streamed row by row, never downloaded whole; each clip's features are stored once in the
-feature cache (fp16, keyed by the audio bytes' hash), so a second epoch or run reads no audio.
+feature cache (fp16, keyed by the audio bytes' hash) with an index per source, so a second run, or
+the other processes of a multi-GPU run, read no audio at all.
 
 `full_size_config()` is DiffusionGemma-26B-A4B's architecture (25.25 B parameters), for counting
 on the meta device and for the speed benchmark with random weights.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -82,6 +84,7 @@ def _model_spec(cfg: dict) -> tuple[dict, dict, dict]:
     def resolve(name: str) -> str:  # a local directory (relative to the repo, as data paths are) or a Hub id
         local = Path(name) if os.path.isabs(name) else base / name
         return str(local) if name.startswith((".", "/")) or local.is_dir() else name
+
     bb = dict(p["backbone"], name=resolve(m["backbone"]) if m["backbone"] else p["backbone"]["name"])
     if m["lora"]:
         bb["lora"] = dict(bb["lora"], **m["lora"])
@@ -99,7 +102,7 @@ def _finish(model, cfg: dict):
     if cfg["model"]["gradient_checkpointing"]:
         # Non-reentrant: the decoder's inputs (canvas ids through a frozen embedding) need no grad,
         # and reentrant checkpointing would then drop the LoRA gradients inside the layers.
-        model.backbone.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.backbone.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -209,62 +212,85 @@ def _rows(source: dict, streaming: bool):
 
 def hf_examples(model, sources: list[dict], cache_dir: Path, max_seconds: float, streaming: bool = True,
                 encode_batch: int = 8, desc: str = "hf features") -> list:
-    """Sources -> Examples (features (frames, d) fp16, token ids, language), streaming each source
-    until its `max_hours`. Clips over `max_seconds`, with no text, or too long for the canvas / CTC
-    are skipped (counted in the printout)."""
-    from tqdm import tqdm
+    """Sources -> Examples (features (frames, d) fp16 on disk, token ids, language).
 
-    from .audio import SAMPLE_RATE, load_audio
+    The first time, each source is streamed until its `max_hours` and every clip of at most
+    `max_seconds` with a transcript is encoded into the cache; an index of (feature key, text) per
+    source is written last (atomically). Later calls, and the other processes of a multi-GPU run,
+    read the index and stream nothing. Rows the model cannot train on (transcript too long for the
+    canvas, or for CTC over the clip's audio tokens) are skipped here, per tokenizer."""
     from .data.datasets import Example, FeatureCache
-    from .encoder import FRAMES_PER_SECOND, n_frames
+    from .encoder import FRAMES_PER_SECOND
     from .projector import conv_out_len
 
     cache = FeatureCache(cache_dir, model.encoder)
     tok, strides, L = model.tokenizer, model.config.projector["strides"], model.config.canvas_length
     out, skipped = [], 0
     for src in sources:
-        ds, col = _rows(src, streaming)
-        budget = float(src.get("max_hours", 0)) * 3600 or float("inf")
-        seconds, pending = 0.0, []
-
-        def flush():
-            misses = [(k, a) for k, a, _ in pending if not cache.path(k).is_file()]
-            for i in range(0, len(misses), encode_batch):  # batched: the HF encoder pads every clip to 30 s anyway
-                chunk = misses[i: i + encode_batch]
-                for (k, _), f in zip(chunk, model.encode([a for _, a in chunk])):
-                    _store(cache.path(k), f)
-            for k, _, ids in pending:
-                out.append(Example(CachedFeatures(cache.path(k)), ids, src["lang"]))
-            pending.clear()
-
-        for row in tqdm(ds, desc=f"{desc} {src['corpus']}/{src['lang']}", unit="utt", mininterval=5):
-            if seconds >= budget:
-                break
-            text = row[col] or ""
-            text = text.lower() if src.get("lowercase") else text
-            ids = tok.encode(text.strip()) if text.strip() else []
-            a = row["audio"]
-            data = a.get("bytes") or (Path(a["path"]).read_bytes() if a.get("path") else b"")
-            try:
-                audio = load_audio(data)
-            except Exception:
-                skipped += 1
-                continue
-            n_tok = conv_out_len(n_frames(audio.size), strides)
+        spec = json.dumps({**src, "max_seconds": max_seconds}, sort_keys=True)
+        index = cache.dir / "index" / f"{hashlib.sha1(spec.encode()).hexdigest()[:16]}.jsonl"
+        if index.is_file():
+            rows = [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines() if line]
+        else:
+            rows = _stream_source(model, cache, src, max_seconds, streaming, encode_batch, desc)
+            index.parent.mkdir(exist_ok=True)
+            tmp = index.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            os.replace(tmp, index)
+        for r in rows:
+            ids = tok.encode(r["text"])
+            feats = CachedFeatures(cache.path(r["key"]))
             repeats = sum(x == y for x, y in zip(ids, ids[1:]))
-            if not ids or audio.size > max_seconds * SAMPLE_RATE or len(ids) + 1 > L or len(ids) + repeats > n_tok:
+            if not ids or len(ids) + 1 > L or len(ids) + repeats > conv_out_len(feats.shape[0], strides):
                 skipped += 1
                 continue
-            seconds += audio.size / SAMPLE_RATE
-            pending.append((hashlib.sha1(data).hexdigest(), audio, ids))
-            if len(pending) >= 4 * encode_batch:
-                flush()
-        flush()
+            out.append(Example(feats, ids, src["lang"]))
     if not out:
         raise DataError(f"data.hf: no usable clips in {len(sources)} source(s)")
     hours = sum(e.feats.shape[0] for e in out) / FRAMES_PER_SECOND / 3600
-    print(f"{desc}: {len(out)} examples ({skipped} skipped), {hours:.2f} h")
+    print(f"{desc}: {len(out)} examples ({skipped} skipped: too long for the canvas or for CTC), {hours:.2f} h")
     return out
+
+
+def _stream_source(model, cache, src: dict, max_seconds: float, streaming: bool, encode_batch: int, desc: str) -> list[dict]:
+    """Stream one source, encode what is not cached yet (in batches), return [{key, text}]."""
+    from tqdm import tqdm
+
+    from .audio import SAMPLE_RATE, load_audio
+
+    ds, col = _rows(src, streaming)
+    budget = float(src.get("max_hours", 0)) * 3600 or float("inf")
+    seconds, rows, pending = 0.0, [], []
+
+    def flush():
+        for i in range(0, len(pending), encode_batch):  # batched: the HF encoder pads every clip to 30 s anyway
+            chunk = pending[i: i + encode_batch]
+            for (k, _), f in zip(chunk, model.encode([a for _, a in chunk])):
+                _store(cache.path(k), f)
+        pending.clear()
+
+    for row in tqdm(ds, desc=f"{desc} {src['corpus']}/{src['lang']}", unit="utt", mininterval=5):
+        if seconds >= budget:
+            break
+        text = (row[col] or "").strip()
+        text = text.lower() if src.get("lowercase") else text
+        a = row["audio"]
+        data = a.get("bytes") or (Path(a["path"]).read_bytes() if a.get("path") else b"")
+        try:
+            audio = load_audio(data)
+        except Exception:  # an undecodable clip is left out, not fatal
+            continue
+        if not text or audio.size > max_seconds * SAMPLE_RATE:
+            continue
+        key = hashlib.sha1(data).hexdigest()
+        seconds += audio.size / SAMPLE_RATE
+        rows.append({"key": key, "text": text})
+        if not cache.path(key).is_file():
+            pending.append((key, audio))
+            if len(pending) >= 4 * encode_batch:
+                flush()
+    flush()
+    return rows
 
 
 class CachedFeatures:

@@ -115,7 +115,7 @@ def test_recipe_trains_saves_adapter_only_and_reloads(recipe_run, en_clip):
     fresh = build_model(cfg)  # the untrained model, as the run started (seeded the same way)
     trainable = {n for n, p in fresh.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("projector.") or "lora_" in n for n in trainable)
-    assert fresh.backbone.lm.is_gradient_checkpointing  # the recipe turns it on
+    assert fresh.backbone.lm.is_activation_checkpointing  # the recipe turns it on
 
     saved = load_file(str(ckpt / "model.safetensors"))
     assert all(k.startswith("projector.") or ("lora_" in k and ".decoder." in k) for k in saved)  # nothing frozen
@@ -149,19 +149,27 @@ def test_recipe_trains_saves_adapter_only_and_reloads(recipe_run, en_clip):
     assert all(0 <= w.start <= w.end <= r.duration + 0.01 for w in r.words)
 
 
-def test_recipe_data_reads_the_corpora_columns(recipe_run):
+def test_recipe_data_reads_the_corpora_columns(recipe_run, monkeypatch):
     import hashlib
 
-    d, cfg, _ = recipe_run
+    from diffasr import recipe
+    from diffasr.model import DiffusionASR
 
+    d, cfg, ckpt = recipe_run
     feats = list((d / "features").rglob("*.npy"))
-    # Cached once per clip, keyed by its bytes. The 3.5-s German clip is skipped before encoding: in
-    # this 400-token BPE its transcript is 24 tokens, more than its 22 audio tokens at 8x, which CTC
-    # cannot align (the recipe drops such rows, as build_examples does for manifests).
-    keys = {f.stem for f in feats}
     want = {hashlib.sha1((REAL_DEV / a).read_bytes()).hexdigest(): a for _, rows in CLIPS.values() for a, _ in rows}
-    assert keys == {k for k, a in want.items() if not a.startswith("de/")}
+    assert {f.stem for f in feats} == set(want)  # every clip of the three corpora, cached once by its bytes
     assert all(np.load(f).shape[1] == 768 and np.load(f).dtype == np.float16 for f in feats)
+    assert len(list((d / "features").rglob("index/*.jsonl"))) == 3  # one per source
+
+    # A second pass (a resumed run, another GPU's process) reads the indexes and streams nothing.
+    monkeypatch.setattr(recipe, "_rows", lambda *a: pytest.fail("streamed a source again"))
+    model = DiffusionASR.load(ckpt, lm=__import__("transformers").DiffusionGemmaForBlockDiffusion.from_pretrained(cfg["model"]["backbone"]))
+    ex = recipe.hf_examples(model, cfg["data"]["hf"], d / "features", cfg["data"]["max_seconds"])
+    # The 3.5-s German clip is cached but not trained on: in this 400-token BPE its transcript is 24
+    # tokens, more than its 22 audio tokens at 8x, which CTC cannot align.
+    assert sorted(e.lang for e in ex) == ["en", "en", "fr"]
+    assert all(isinstance(e.feats, recipe.CachedFeatures) and np.asarray(e.feats, np.float32).shape == e.feats.shape for e in ex)
 
 
 def test_full_size_parameter_count():
