@@ -161,9 +161,11 @@ def _row(path: str, t=None, error: str | None = None, share: float = 0.0) -> dic
         return {"path": path, "text": None, "language": None, "language_probability": None, "duration": None,
                 "segments": None, "timings": {"file": share}, "decoder": None, "steps": None, "error": error}
     segments, words, k = [], list(t.words), 0
-    for s in t.segments:  # words are clamped into their segment and in order, so one pass assigns them
+    for j, s in enumerate(t.segments):  # words are clamped into their segment and in order: one pass
+        nxt = t.segments[j + 1].start if j + 1 < len(t.segments) else float("inf")
         seg_words = []
-        while k < len(words) and words[k].start <= s.end:
+        # a word starting exactly where this segment ends belongs here unless the next one starts there
+        while k < len(words) and (words[k].start < s.end or (words[k].start == s.end and nxt > s.end)):
             w = words[k]
             seg_words.append({"start": w.start, "end": w.end, "text": w.text, "confidence": w.confidence})
             k += 1
@@ -254,11 +256,6 @@ def run_batch(source: str, output: str | Path, model: str | None = None, actors:
         raise ConfigError("--actors and --batch-size must be ≥ 1")
     if not output.parent.is_dir():
         raise ConfigError(f"{output.parent}: output folder does not exist")
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("diffasr batch needs Ray Data: pip install 'diffasr[ray]'") from None
-
     rows = list_inputs(source, language)
     previous = read_output(output)
     done = {r["path"]: r for r in previous if r.get("error") is None}
@@ -269,6 +266,10 @@ def run_batch(source: str, output: str | Path, model: str | None = None, actors:
         write_output(output, list(done.values()))
         return stats | {"seconds": 0.0}
 
+    try:  # only now: a re-run with nothing left to do, or bad input, never starts (or imports) Ray
+        import ray
+    except ImportError:
+        raise ConfigError("diffasr batch needs Ray Data: pip install 'diffasr[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
         # A local Ray's workers must import this same diffasr (a source tree may shadow an install);
