@@ -127,9 +127,15 @@ class Backbone(nn.Module):
     def continue_causal(self, cache, prompt_mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Causal encoder pass over `ids` (B, T) after the prompt in `cache` -> logits (B, T, V).
 
-        Used by the autoregressive auxiliary loss. It appends to `cache`, so call it after the
-        decoder passes that read the prompt-only cache.
+        Used by the autoregressive auxiliary loss. It appends to a fork of `cache` and leaves
+        `cache` itself as it was: with gradient checkpointing, backward re-runs the decoder passes
+        against `cache`, and a cache grown by these T positions would no longer match them.
         """
+        import copy
+
+        fork = copy.copy(cache)  # layers rebind keys/values on update (torch.cat), so shallow copies suffice
+        fork.layers = [copy.copy(layer) for layer in cache.layers]
+        cache = fork
         B, T = ids.shape
         pos = _positions_after(prompt_mask, T)
         full = torch.cat([prompt_mask.long(), torch.ones_like(ids)], dim=1)

@@ -49,7 +49,7 @@ PRESETS = {
         encoder=EncoderSpec(backend="hf", name="openai/whisper-small", dim=768, pad_to_30s=True),
         projector=dict(hidden=1280, strides=(2, 2, 2)),
         backbone=dict(source="pretrained", name="google/diffusiongemma-26B-A4B-it",
-                      lora=dict(r=16, alpha=32, dropout=0.05, targets=["q_proj", "k_proj", "v_proj", "o_proj"])),
+                      lora=dict(r=32, alpha=64, dropout=0.05, targets=["q_proj", "k_proj", "v_proj", "o_proj"])),  # 39.4 M trained (recipe.py)
         canvas_length=192,
         # Gemma 4 special ids (reference config): begin/placeholder/end of audio.
         gemma_ids=dict(pad=0, eos=1, bos=2, boa=256000, audio=258881, eoa=258883, vocab_size=262144),
@@ -295,6 +295,9 @@ class DiffusionASR(nn.Module):
         model = cls(cfg, tok, lm=lm)
         if cfg.backbone.get("lora"):
             model.add_lora(cfg.backbone["lora"])
+            for p in model.parameters():  # LoRA is created in the (bf16) backbone's dtype: load it exactly
+                if p.requires_grad:
+                    p.data = p.data.float()
         tensors = load_file(str(d / "model.safetensors"))
         proj = {k[len("projector."):]: v for k, v in tensors.items() if k.startswith("projector.")}
         model.projector.load_state_dict(proj)

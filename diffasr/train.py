@@ -40,7 +40,9 @@ DEFAULTS = {
     "preset": "small", "out": "runs/small", "seed": 0, "init_from": "", "ctc_from": "",
     "tokenizer": {"path": "", "vocab_size": 5000, "limit_alphabet": 3000, "sentences_per_lang": 20000},
     "data": {"train": [], "dev": "", "cache": "data/features", "max_frames": 6000, "max_batch": 32, "dev_limit": 120,
-             "max_seconds": 20.0},
+             "max_seconds": 20.0, "hf": [], "hf_dev": [], "streaming": True},
+    # pretrained-backbone presets only (recipe.py): backbone/encoder Hub ids or local dirs ("" = the preset's)
+    "model": {"backbone": "", "encoder": "", "lora": {}, "dtype": "bfloat16", "gradient_checkpointing": False},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01, "warmup_steps": 200, "max_steps": 20000,
               "min_lr_ratio": 0.1, "time_budget_min": 0.0, "stop_at": 0, "grad_clip": 1.0, "accumulate": 1, "bf16": True},
     "loss": {"diffusion": 1.0, "ar": 0.3, "ctc": 0.5, "ctc_prompt": 0.0, "ctc_warmup_steps": 300, "pad_weight": 0.1,
@@ -317,8 +319,10 @@ def train(cfg: dict, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
     torch.manual_seed(cfg["seed"])
+    from . import recipe
+
     if resume and (ckpt / "config.json").is_file():
-        model = DiffusionASR.load(ckpt)
+        model = recipe.load_model(ckpt, cfg) if recipe.is_pretrained(cfg) else DiffusionASR.load(ckpt)
         ts = torch.load(ckpt / "trainer_state.pt", weights_only=False)
         state = ts["state"]
     else:
@@ -327,6 +331,8 @@ def train(cfg: dict, resume: bool = False) -> Path:
         ts, state = None, {"step": 0, "epoch": 0, "batch": 0, "history": [], "wall": 0.0, "utts": 0}
         if cfg["init_from"]:
             model = DiffusionASR.load(_p(cfg, cfg["init_from"]))
+        elif recipe.is_pretrained(cfg):  # frozen backbone + LoRA (the published gemma-26b recipe)
+            model = recipe.build_model(cfg)
         else:
             model = DiffusionASR.from_preset(cfg["preset"], tokenizer=build_tokenizer(cfg))
         if cfg["ctc_from"]:
@@ -335,10 +341,13 @@ def train(cfg: dict, resume: bool = False) -> Path:
             model.config.ctc_from = cfg["ctc_from"]
     model.train()
     d = cfg["data"]
-    if not d["train"]:
-        raise ConfigError("data.train lists no manifests")
-    train_ex = build_examples(model, [_p(cfg, m) for m in d["train"]], _p(cfg, d["cache"]), d["max_seconds"], desc="train features")
-    dev_ex = build_examples(model, [_p(cfg, d["dev"])], _p(cfg, d["cache"]), d["max_seconds"], d["dev_limit"], "dev features") if d["dev"] else []
+    if not d["train"] and not d["hf"]:
+        raise ConfigError("data.train lists no manifests and data.hf no Hugging Face sources")
+    with acc.main_process_first():  # one process fills the feature cache, the others then read it
+        train_ex = build_examples(model, [_p(cfg, m) for m in d["train"]], _p(cfg, d["cache"]), d["max_seconds"], desc="train features") if d["train"] else []
+        train_ex += recipe.hf_examples(model, d["hf"], _p(cfg, d["cache"]), d["max_seconds"], d["streaming"]) if d["hf"] else []
+        dev_ex = build_examples(model, [_p(cfg, d["dev"])], _p(cfg, d["cache"]), d["max_seconds"], d["dev_limit"], "dev features") if d["dev"] else []
+        dev_ex += recipe.hf_examples(model, d["hf_dev"], _p(cfg, d["cache"]), d["max_seconds"], d["streaming"], desc="hf dev")[: d["dev_limit"]] if d["hf_dev"] else []
     lossmod = LossModule(model, cfg)
     texts = text_corrections(cfg, model) if cfg["loss"]["text"] > 0 else None
     params = [p for p in model.parameters() if p.requires_grad]
