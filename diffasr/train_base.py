@@ -128,15 +128,18 @@ def make_batch(model: WhisperDenoiser, items: list[dict], rng: random.Random, ge
 
 
 def losses(model: WhisperDenoiser, batch, feats: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """(diffusion loss, AR loss). The output layer runs only where a loss is taken (the transcript,
+    its end-of-text and 2 positions after it): it is most of a step's cost on a CPU."""
     prompts, xt, x0, w, lens, vocab = batch
     kv, fmask = model.memory(feats)
-    logits = model.denoise(prompts, xt, kv, fmask, vocab)
-    ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none").view_as(w)
-    diff = (ce * w).sum() / w.sum()
-    ar_logits = model.autoregressive(prompts, vocab[x0], kv, fmask, vocab)
-    ar_w = (torch.arange(x0.shape[1])[None] < lens[:, None]).float()
-    ar_ce = F.cross_entropy(ar_logits.flatten(0, 1), x0.flatten(), reduction="none").view_as(ar_w)
-    return diff, (ar_ce * ar_w).sum() / ar_w.sum()
+    pos = torch.arange(x0.shape[1])[None]
+    keep = pos < (lens[:, None] + 2)
+    h = model.denoise(prompts, xt, kv, fmask, hidden=True)[keep]
+    ce = F.cross_entropy(model.decoder.logits(h, vocab), x0[keep], reduction="none")
+    diff = (ce * w[keep]).sum() / w[keep].sum()
+    text = pos < lens[:, None]
+    h = model.autoregressive(prompts, vocab[x0], kv, fmask, hidden=True)[text]
+    return diff, F.cross_entropy(model.decoder.logits(h, vocab), x0[text])
 
 
 def save(out: Path, model: WhisperDenoiser, opt, step: int, meta: dict) -> None:
@@ -195,9 +198,11 @@ def main(argv=None) -> int:
         model.vocab = build_vocab(model, Path(args.text_dir), rows)
     items = [{"ids": model.tokens.encode(r["text"], r["lang"])[:200], "lang": r["lang"], "feat": p}
              for r, p in zip(rows, paths) if r["lang"] in model.vocab]
+    known = {lang: set(v.tolist()) for lang, v in model.vocab.items()}
     for it in items:  # a token the vocabulary lacks (a resumed run on new text) cannot be a target
-        v = model.vocab[it["lang"]]
-        it["ids"] = [i for i in it["ids"] if bool((v == i).any())]
+        it["ids"] = [i for i in it["ids"] if i in known[it["lang"]]]
+        it["frames"] = int(np.load(it["feat"], mmap_mode="r").shape[0])
+    items.sort(key=lambda it: it["frames"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     step = 0
@@ -220,7 +225,10 @@ def main(argv=None) -> int:
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        batch_items = rng.sample(items, min(args.batch, len(items)))
+        # Clips of similar length share a batch: cross-attention keys/values are computed over the
+        # longest clip's frames for every row, so mixing 2-s and 25-s clips costs 10x.
+        start = rng.randrange(max(1, len(items) - args.batch + 1))
+        batch_items = items[start: start + args.batch]
         feats = [torch.from_numpy(np.load(it["feat"])) for it in batch_items]
         t0 = time.time()
         diff, ar = losses(model, make_batch(model, batch_items, rng, gen), feats)

@@ -103,20 +103,25 @@ class WhisperDenoiser(nn.Module):
     def prompts(self, languages: list[str]) -> torch.Tensor:
         return torch.tensor([self.tokens.prompt(lang) for lang in languages])
 
-    def _run(self, prompts, canvas, kv, frame_mask, causal: bool, shift: bool, vocab=None) -> torch.Tensor:
+    def _run(self, prompts, canvas, kv, frame_mask, causal: bool, shift: bool, vocab=None, hidden=False):
         P, L = prompts.shape[1], canvas.shape[1]
         h = self.decoder(torch.cat([prompts, canvas], 1), kv, canvas_mask(P, L, causal), frame_mask)
         h = h[:, P - 1 : P - 1 + L] if shift else h[:, P:]
+        if hidden:
+            return h
         return self.decoder.logits(h, torch.arange(self.vocab_size) if vocab is None else vocab)
 
-    def denoise(self, prompts: torch.Tensor, canvas: torch.Tensor, kv, frame_mask, vocab=None) -> torch.Tensor:
+    def denoise(self, prompts: torch.Tensor, canvas: torch.Tensor, kv, frame_mask, vocab=None,
+                hidden: bool = False) -> torch.Tensor:
         """Denoiser logits (B, L, V) for a canvas (B, L) after prompts (B, P); V = vocab_size (or
-        len(vocab) when the output layer is restricted to the ids in `vocab`)."""
-        return self._run(prompts, canvas, kv, frame_mask, causal=False, shift=self.config.shift, vocab=vocab)
+        len(vocab) when the output layer is restricted to the ids in `vocab`). `hidden`: the
+        read-out states (B, L, D) instead, for a caller that scores only some positions."""
+        return self._run(prompts, canvas, kv, frame_mask, False, self.config.shift, vocab, hidden)
 
-    def autoregressive(self, prompts: torch.Tensor, text: torch.Tensor, kv, frame_mask, vocab=None) -> torch.Tensor:
+    def autoregressive(self, prompts: torch.Tensor, text: torch.Tensor, kv, frame_mask, vocab=None,
+                       hidden: bool = False) -> torch.Tensor:
         """Teacher-forced causal logits (B, L, V): position i predicts text token i (always shifted)."""
-        return self._run(prompts, text, kv, frame_mask, causal=True, shift=True, vocab=vocab)
+        return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden)
 
     # ------------------------------------------------------------------ checkpoint of the trained part
 
