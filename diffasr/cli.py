@@ -1,4 +1,4 @@
-"""`diffasr` command line: transcribe | corpus | train | eval | bench | serve.
+"""`diffasr` command line: transcribe | corpus | train | eval | bench | serve | listen.
 
 The CLI is thin: each subcommand's options and body live in the module of its stage, which exposes
 `add_arguments(parser)` and `run(args) -> int`. Errors of type DiffasrError become one line on stderr
@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": ("diffasr.evaluate", "evaluate on a manifest, optionally against faster-whisper"),
     "bench": ("diffasr.bench", "per-stage timings and throughput against faster-whisper"),
     "serve": ("diffasr.serve", "OpenAI-compatible transcription server with a web page"),
+    "listen": ("diffasr.listen", "live transcription from the microphone (or --file X --realtime), finals line by line"),
 }
 
 

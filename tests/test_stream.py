@@ -134,3 +134,31 @@ def test_long_speech_is_cut(tiny_model):
     _check_order(events)
     assert s.stats["finals"] >= 3
     assert held <= 3.5 * SAMPLE_RATE  # the buffer holds the open utterance and its context, not the stream
+
+
+def test_listen_cli_file(en_clip, capsys):
+    from diffasr.cli import main
+
+    assert main(["listen", "--file", str(en_clip), "--timestamps", "--language", "en"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 2 and lines[0].startswith("[") and "fellow americans" in lines[0]
+    assert "country" in " ".join(lines)
+
+
+def test_listen_cli_without_microphone(monkeypatch, capsys):
+    import sys
+
+    from diffasr.cli import main
+
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # as if the package were not installed
+    monkeypatch.setattr("diffasr.load", lambda *a, **k: _FakeModel())
+    assert main(["listen"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "microphone" in err[0] and "--file" in err[0]
+
+
+class _FakeModel:
+    """Just enough model for `listen` to reach the microphone."""
+
+    def stream(self, **kwargs):
+        return None
