@@ -2,7 +2,10 @@
 
     ws://HOST/v1/stream?language=en&sample_rate=48000     (language: optional, identified once if left out;
                                                            sample_rate: of the PCM the client sends, default 16000)
-  client -> server  binary frames: little-endian signed 16-bit mono PCM (any length, an even number of bytes)
+    ws://HOST/v1/stream?format=webm                       (a browser MediaRecorder's WebM/Opus, any timeslice)
+  client -> server  binary frames: format=pcm16 (default): little-endian signed 16-bit mono PCM (any length, an
+                    even number of bytes); format=webm: consecutive pieces of one WebM (or Ogg) stream, decoded
+                    as they arrive by PyAV in a thread of the connection's own (a broken stream ends it)
                     text frames:   {"type": "stop"}  (end of audio: flush, then the server closes)
   server -> client  JSON text frames:
                     {"type": "ready", "sample_rate", "language", "limits": {...}}
@@ -27,14 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from .audio import SAMPLE_RATE
 from .errors import DiffasrError
 from .stream import StreamSession
 
@@ -104,11 +110,14 @@ async def _close(ws: WebSocket, code: int) -> None:
 
 
 def _params(ws: WebSocket, model) -> tuple[str | None, int]:
-    """language and sample_rate from the query string; ValueError with a message otherwise."""
+    """language and sample_rate from the query string (format is checked, read by the caller);
+    ValueError with a message otherwise."""
     q = ws.query_params
-    unknown = sorted(set(q) - {"language", "sample_rate"})
+    unknown = sorted(set(q) - {"language", "sample_rate", "format"})
     if unknown:
-        raise ValueError(f"unknown parameter {unknown[0]!r} (this endpoint takes language, sample_rate)")
+        raise ValueError(f"unknown parameter {unknown[0]!r} (this endpoint takes language, sample_rate, format)")
+    if q.get("format", "pcm16") not in ("pcm16", "webm"):
+        raise ValueError(f"format must be pcm16 or webm, not {q.get('format')!r}")
     language = (q.get("language") or "").strip().lower() or None
     if language == "auto":
         language = None
@@ -129,11 +138,26 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
     except (ValueError, DiffasrError) as e:
         await _send(ws, _error("invalid_parameter", str(e)))
         return await _close(ws, CLOSE_POLICY)
-    await _send(ws, {"type": "ready", "sample_rate": rate, "language": language, "limits": limits})
-    pending: list[np.ndarray] = []  # received, not yet fed: int16 arrays
+    webm = ws.query_params.get("format") == "webm"
+    if webm:
+        rate = SAMPLE_RATE  # the decoder resamples whatever the container holds
+    await _send(ws, {"type": "ready", "sample_rate": rate, "language": language, "limits": limits,
+                     "format": "webm" if webm else "pcm16"})
+    pending: list[np.ndarray] = []  # received, not yet fed: int16 PCM at `rate`, or float32 at 16 kHz from webm
     wake = asyncio.Event()
     stop = asyncio.Event()
     max_pending = int(limits["max_buffer_s"] * rate)
+
+    def decoded(block: np.ndarray) -> None:  # on the event loop, from the webm thread
+        pending.append(block)
+        wake.set()
+
+    def from_thread(fn, *args) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may be gone when a late block arrives
+            loop.call_soon_threadsafe(fn, *args)
+
+    decoder = _ContainerDecoder(lambda b: from_thread(decoded, b), lambda: from_thread(wake.set),
+                                max_bytes=4 * limits["max_frame_bytes"]) if webm else None
 
     async def receive():
         """Frames -> pending until stop, disconnect or a limit (raises _Closed)."""
@@ -145,7 +169,12 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
             if msg["type"] == "websocket.disconnect":
                 raise _Closed(None, "client disconnected", None)
             data, text = msg.get("bytes"), msg.get("text")
-            if data is not None:
+            if data is not None and decoder is not None:
+                if len(data) > limits["max_frame_bytes"]:
+                    await _send(ws, _error("bad_frame", f"frame of {len(data)} bytes dropped: larger than max_frame_bytes"))
+                elif not decoder.put(data):
+                    raise _Closed("buffer_full", "the WebM decoder is too far behind", CLOSE_POLICY)
+            elif data is not None:
                 if len(data) > limits["max_frame_bytes"] or len(data) % 2:
                     why = "larger than max_frame_bytes" if len(data) % 2 == 0 else "an odd number of bytes"
                     await _send(ws, _error("bad_frame", f"frame of {len(data)} bytes dropped: {why} "
@@ -166,6 +195,8 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
                                                           "binary frames"))
                     continue
                 stop.set()
+                if decoder is not None:
+                    decoder.end()
                 wake.set()
 
     async def process():
@@ -173,11 +204,20 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
         while True:
             await wake.wait()
             wake.clear()
+            if decoder is not None and decoder.error is not None:
+                raise _Closed("invalid_audio", f"cannot decode the WebM stream: {decoder.error}", CLOSE_POLICY)
+            if sum(p.size for p in pending) > max_pending:
+                raise _Closed("buffer_full", f"more than {limits['max_buffer_s']:g} s of audio waiting to be decoded",
+                              CLOSE_POLICY)
             if pending:
                 chunk = np.concatenate(pending)
                 pending.clear()
                 for ev in await loop.run_in_executor(worker, session.feed, (chunk, rate)):
                     await _send(ws, ev.to_dict())
+            if stop.is_set() and decoder is not None and decoder.thread.is_alive():
+                await asyncio.to_thread(decoder.thread.join)  # its last blocks are on their way; they wake us
+                wake.set()
+                continue
             if stop.is_set() and not pending:
                 for ev in await loop.run_in_executor(worker, session.close):
                     await _send(ws, ev.to_dict())
@@ -206,10 +246,76 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
         await _send(ws, _error("internal", "internal server error"))
         await _close(ws, CLOSE_ERROR)
     finally:
+        if decoder is not None:
+            decoder.end()  # the thread sees the end of input and exits
         for t in (recv_task, proc_task):
             t.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(recv_task, proc_task, return_exceptions=True)
+
+
+class _ContainerDecoder(io.RawIOBase):
+    """A growing WebM/Ogg byte stream -> 16 kHz mono float32 blocks, decoded by PyAV in a thread.
+
+    The websocket side `put`s bytes and `end`s; PyAV reads them through this blocking file object.
+    `on_block(array)` gets each decoded block, `on_done()` is called when the thread ends; `error`
+    holds what went wrong (a broken stream cannot be resumed: frames depend on the header)."""
+
+    def __init__(self, on_block, on_done, max_bytes: int):
+        super().__init__()
+        self.buf, self.eof, self.error, self.max_bytes = bytearray(), False, None, max_bytes
+        self.cv = threading.Condition()
+        self.on_block, self.on_done = on_block, on_done
+        self.thread = threading.Thread(target=self._run, name="diffasr-webm", daemon=True)
+        self.thread.start()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def put(self, data: bytes) -> bool:
+        """Queue bytes for the decoder; False when more than max_bytes are already waiting."""
+        with self.cv:
+            if len(self.buf) + len(data) > self.max_bytes:
+                return False
+            self.buf += data
+            self.cv.notify()
+        return True
+
+    def end(self) -> None:
+        with self.cv:
+            self.eof = True
+            self.cv.notify()
+
+    def readinto(self, b) -> int:
+        with self.cv:
+            while not self.buf and not self.eof:
+                self.cv.wait()
+            n = min(len(b), len(self.buf))
+            b[:n] = self.buf[:n]
+            del self.buf[:n]
+            return n
+
+    def _run(self) -> None:
+        import av
+
+        try:
+            with av.open(self, mode="r", metadata_errors="ignore") as container:
+                if not container.streams.audio:
+                    raise ValueError("no audio track")
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                for frame in container.decode(container.streams.audio[0]):
+                    for out in resampler.resample(frame):
+                        self.on_block(out.to_ndarray().reshape(-1).astype(np.float32))
+                for out in resampler.resample(None):
+                    self.on_block(out.to_ndarray().reshape(-1).astype(np.float32))
+        except Exception as e:  # hostile or truncated bytes: the stream's fault, reported to its client
+            if not (self.eof and not self.buf and isinstance(e, EOFError)):
+                self.error = f"{type(e).__name__}: {e}"[:200]
+        finally:
+            self.on_done()
 
 
 def add_arguments(p) -> None:

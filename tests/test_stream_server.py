@@ -149,3 +149,42 @@ def test_disconnects_and_the_cap_then_still_serving(base, pcm48):
     assert httpx.get(base.replace("ws://", "http://") + "/health", timeout=10).status_code == 200
     with connect(base + "/v1/stream?sample_rate=48000") as ws:
         _check_normal(_stream(ws, pcm48))
+
+
+def _webm(audio: np.ndarray) -> bytes:
+    """16 kHz float32 -> WebM/Opus bytes at 48 kHz, as a browser's MediaRecorder sends."""
+    import io
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="webm") as c:
+        s = c.add_stream("libopus", rate=48000)
+        s.layout = "mono"
+        x = soxr.resample(audio, SAMPLE_RATE, 48000).astype(np.float32)
+        for i in range(0, x.size, 960):
+            frame = av.AudioFrame.from_ndarray(x[None, i:i + 960], format="flt", layout="mono")
+            frame.sample_rate = 48000
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    return out.getvalue()
+
+
+def test_webm_opus_stream(base, en_clip):
+    a = load_audio(en_clip)[: 5 * SAMPLE_RATE]
+    data = _webm(np.concatenate([a, np.zeros(int(1.5 * SAMPLE_RATE), np.float32)]))
+    with connect(base + "/v1/stream?format=webm") as ws:
+        _check_normal(_stream(ws, data, frame=4000))  # 4000-byte pieces: cut anywhere, like MediaRecorder's timeslices
+
+
+def test_broken_webm_ends_only_its_stream(base, pcm48):
+    with connect(base + "/v1/stream?format=webm") as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+        ws.send(b"this is not a webm file" * 100)
+        ws.send(json.dumps({"type": "stop"}))
+        ev = json.loads(ws.recv(timeout=30))
+        assert ev["type"] == "error" and ev["code"] == "invalid_audio"
+    with connect(base + "/v1/stream?sample_rate=48000") as ws:
+        _check_normal(_stream(ws, pcm48))
