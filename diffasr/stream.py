@@ -67,7 +67,7 @@ class StreamSession:
     from one thread. See the module docstring for the event semantics."""
 
     def __init__(self, model, language: str | None = None, *, pause_s: float = 0.5, partial_every_s: float = 0.5,
-                 max_utterance_s: float = 20.0, langid_s: float = 2.0, pad_s: float = 0.2,
+                 max_utterance_s: float = 20.0, langid_s: float = 6.0, pad_s: float = 0.2,
                  vad_options: VadOptions = VadOptions(), **decode_options):
         if language == "auto":
             language = None
