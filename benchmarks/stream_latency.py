@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
     ap.add_argument("--tail", type=float, default=1.5, help="seconds of silence after each clip (default 1.5)")
     ap.add_argument("--pause", type=float, default=0.5, help="session pause_s (default 0.5)")
+    ap.add_argument("--language-given", action="store_true",
+                    help="give each clip's language to batch and stream alike (a stream that has identified it already)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", default=str(OUT / "stream_latency"), help="output stem (.json, .md, .png)")
     ap.add_argument("--no-plot", action="store_true")
@@ -55,13 +57,15 @@ def main(argv=None) -> int:
     model.transcribe(warm)  # first calls pay for lazy initialisation: keep it out of the figures
     play(model.stream(), np.concatenate([warm, np.zeros(SAMPLE_RATE, np.float32)]), realtime=False)
 
+    load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     clips, latencies, cpu, audio_s, wall = [], [], 0.0, 0.0, 0.0
     for i, row in enumerate(rows):
         path = args.manifest.parent / row["audio"]
         audio = load_audio(path)
-        batch = model.transcribe(path)
+        language = row["lang"] if args.language_given else None
+        batch = model.transcribe(path, language=language)
         fed = np.concatenate([audio, np.zeros(int(args.tail * SAMPLE_RATE), np.float32)])
-        session = model.stream(pause_s=args.pause)
+        session = model.stream(language=language, pause_s=args.pause)
         c0, w0 = time.process_time(), time.perf_counter()
         events = play(session, fed, realtime=True)
         cpu += time.process_time() - c0
@@ -81,12 +85,14 @@ def main(argv=None) -> int:
               f"{', '.join(f'{lat:.2f}' for _, lat in finals)} s | {text[:60]!r} vs batch {batch.text[:60]!r}", flush=True)
 
     summary = {"clips": len(clips), "audio_s": round(audio_s, 2), "tail_s": args.tail, "pause_s": args.pause,
+               "language": "given" if args.language_given else "identified per stream",
                "threads": args.threads, "cpu_s": round(cpu, 2), "cpu_per_audio_s": round(cpu / audio_s, 3),
                "wall_s": round(wall, 2), "finals": len(latencies),
                "latency_median_s": round(float(np.median(latencies)), 3) if latencies else None,
                "latency_p95_s": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
                "latency_max_s": round(float(max(latencies)), 3) if latencies else None,
-               "cpus": os.cpu_count(), "by_language": {}}
+               "cpus": os.cpu_count(), "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+               "by_language": {}}
     for lang in sorted({c["lang"] for c in clips}):
         cs = [c for c in clips if c["lang"] == lang]
         refs, batch, stream = [c["reference"] for c in cs], [c["batch"] for c in cs], [c["stream"] for c in cs]
@@ -107,7 +113,8 @@ def main(argv=None) -> int:
 
 def _markdown(s: dict) -> str:
     lines = [f"Streaming {s['clips']} clips ({s['audio_s']} s incl. {s['tail_s']} s silence after each) at real-time "
-             f"pace, pause_s {s['pause_s']}, {s['threads']} torch threads on {s['cpus']} CPUs.", "",
+             f"pace, language {s['language']}, pause_s {s['pause_s']}, {s['threads']} torch threads on {s['cpus']} CPUs "
+             f"(1-min load average before/after: {s['loadavg_1min_before_after']}).", "",
              f"- finals: {s['finals']}; latency end of speech -> final: median {s['latency_median_s']} s, "
              f"p95 {s['latency_p95_s']} s, max {s['latency_max_s']} s",
              f"- CPU: {s['cpu_per_audio_s']} s per second of audio ({s['cpu_s']} s over {s['audio_s']} s)", "",
@@ -131,8 +138,9 @@ def _plot(latencies: list[float], s: dict, path: Path) -> None:
         ax.axvline(q, color="k", linestyle=style, linewidth=1)
     ax.set_xlabel("end of speech -> final (s, wall clock)")
     ax.set_ylabel("finals")
-    ax.set_title(f"diffasr stream on real_dev: median {s['latency_median_s']} s, p95 {s['latency_p95_s']} s "
-                 f"(pause {s['pause_s']} s)", fontsize=9)
+    ax.set_title(f"diffasr stream on real_dev (language {s['language']}): median {s['latency_median_s']} s, "
+                 f"p95 {s['latency_p95_s']} s\npause {s['pause_s']} s, 2 shared CPUs, 1-min load "
+                 f"{s['loadavg_1min_before_after'][0]:g}-{s['loadavg_1min_before_after'][1]:g}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -197,8 +197,10 @@ class StreamSession:
                 events += self._cut()
             elif self.language is None and w_end - self.utt_start + self.pad >= self.langid_n and self.best >= self.min_run:
                 self._identify(self.utt_start, self.speech_end)
+        # a partial only while the speaker is talking (≤ 64 ms of silence): one started in the pause
+        # would shift nothing on screen and could hold up the final behind it
         if not final and self.utt_start is not None and self.best >= self.min_run \
-                and self.t - self.last_partial_at >= self.partial_every and self.silence * WINDOW < self.pad + WINDOW:
+                and self.t - self.last_partial_at >= self.partial_every and self.silence <= 2:
             events += self._partial()
         return events
 
