@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pause", type=float, default=0.5, help="session pause_s (default 0.5)")
     ap.add_argument("--language-given", action="store_true",
                     help="give each clip's language to batch and stream alike (a stream that has identified it already)")
+    ap.add_argument("--no-speculate", action="store_true", help="decode finals only once the pause is complete")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", default=str(OUT / "stream_latency"), help="output stem (.json, .md, .png)")
     ap.add_argument("--no-plot", action="store_true")
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
         language = row["lang"] if args.language_given else None
         batch = model.transcribe(path, language=language)
         fed = np.concatenate([audio, np.zeros(int(args.tail * SAMPLE_RATE), np.float32)])
-        session = model.stream(language=language, pause_s=args.pause)
+        session = model.stream(language=language, pause_s=args.pause, speculate=not args.no_speculate)
         c0, w0 = time.process_time(), time.perf_counter()
         events = play(session, fed, realtime=True)
         cpu += time.process_time() - c0
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
 
     summary = {"clips": len(clips), "audio_s": round(audio_s, 2), "tail_s": args.tail, "pause_s": args.pause,
                "language": "given" if args.language_given else "identified per stream",
+               "speculate": not args.no_speculate,
                "threads": args.threads, "cpu_s": round(cpu, 2), "cpu_per_audio_s": round(cpu / audio_s, 3),
                "wall_s": round(wall, 2), "finals": len(latencies),
                "latency_median_s": round(float(np.median(latencies)), 3) if latencies else None,
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
 
 def _markdown(s: dict) -> str:
     lines = [f"Streaming {s['clips']} clips ({s['audio_s']} s incl. {s['tail_s']} s silence after each) at real-time "
-             f"pace, language {s['language']}, pause_s {s['pause_s']}, {s['threads']} torch threads on {s['cpus']} CPUs "
+             f"pace, language {s['language']}, pause_s {s['pause_s']}, speculative finals {s['speculate']}, {s['threads']} torch threads on {s['cpus']} CPUs "
              f"(1-min load average before/after: {s['loadavg_1min_before_after']}).", "",
              f"- finals: {s['finals']}; latency end of speech -> final: median {s['latency_median_s']} s, "
              f"p95 {s['latency_p95_s']} s, max {s['latency_max_s']} s",

@@ -12,7 +12,9 @@ Each event is a `StreamEvent`:
   final    an utterance closed by the VAD at a pause of `pause_s` (0.5 s) or cut at
            `max_utterance_s`, decoded by the model's default path (`decode_batch`: CTC + n-gram
            beam, n-best rescored by the diffusion decoder) with word times and confidences. A final
-           is never revised.
+           is never revised. Its decode starts once pad_s of the pause has passed (all the audio it
+           reads has arrived) and is kept if the pause completes, so in real time the decode runs
+           during the rest of the pause instead of after it (`speculate=False` turns this off).
 
 How an utterance is found: Silero VAD (vad.SileroVAD, streaming) scores each 32-ms window; the
 same hysteresis as the batch path (vad.speech_regions) opens an utterance at a window with
@@ -68,7 +70,7 @@ class StreamSession:
 
     def __init__(self, model, language: str | None = None, *, pause_s: float = 0.5, partial_every_s: float = 0.5,
                  max_utterance_s: float = 20.0, langid_s: float = 6.0, pad_s: float = 0.2,
-                 vad_options: VadOptions = VadOptions(), **decode_options):
+                 speculate: bool = True, vad_options: VadOptions = VadOptions(), **decode_options):
         if language == "auto":
             language = None
         if language is not None and language not in model.config.languages:
@@ -90,6 +92,8 @@ class StreamSession:
         self.max_utt = int(max_utterance_s * SAMPLE_RATE)
         self.langid_n = int(langid_s * SAMPLE_RATE)
         self.pad = int(pad_s * SAMPLE_RATE)
+        self.speculate = speculate
+        self.spec_w = -(-self.pad // WINDOW) + 1  # silent windows after which the final's audio has all arrived
         self.min_run = max(1, int(np.ceil(vad_options.min_speech_s * SAMPLE_RATE / WINDOW - 1e-9)))
 
         self.vad = SileroVAD()
@@ -101,7 +105,8 @@ class StreamSession:
         self.next_id = 0
         self.closed = False
         self._reset_utterance()
-        self.stats = {"audio_s": 0.0, "partials": 0, "finals": 0, "partial_s": 0.0, "final_s": 0.0, "langid_s": 0.0}
+        self.stats = {"audio_s": 0.0, "partials": 0, "finals": 0, "partial_s": 0.0, "final_s": 0.0, "langid_s": 0.0,
+                      "speculative": 0, "speculative_used": 0}
 
     def _reset_utterance(self) -> None:
         self.utt_start = None  # sample where the open utterance's speech starts
@@ -111,6 +116,7 @@ class StreamSession:
         self.probs: list[float] = []  # per window since utt_start, for cutting over-long utterances
         self.last_partial_at = 0
         self.last_partial = ""
+        self.spec = None  # (start, speech end, offset, Transcription, seconds): a final decoded early
 
     # ------------------------------------------------------------------ input
 
@@ -193,6 +199,8 @@ class StreamSession:
                 self.silence += 1
             if self.silence >= self.pause_w:
                 events += self._finalize(self.speech_end)
+            elif self.speculate and self.silence == self.spec_w:
+                self._speculate()
             elif w_end - self.utt_start >= self.max_utt:
                 events += self._cut()
             elif self.language is None and w_end - self.utt_start + self.pad >= self.langid_n and self.best >= self.min_run:
@@ -241,28 +249,49 @@ class StreamSession:
         return [StreamEvent("partial", self.next_id, text, self.utt_start / SAMPLE_RATE, self.t / SAMPLE_RATE,
                             self.language, decode_s=dt)]
 
-    def _finalize(self, end: int) -> list[StreamEvent]:
-        """Close the open utterance at `end` (its speech end); decode it with the model's default path."""
+    def _decode(self, start: int, end: int):
+        """Decode the utterance [start, end) (speech, unpadded) with the model's default path:
+        (offset of the decoded audio in s, Transcription, seconds taken). Identifies the language first
+        if the stream has none yet."""
         from .transcribe import decode_batch
 
-        start, partial_shown, keep = self.utt_start, bool(self.last_partial), self.best >= self.min_run
+        t0 = time.perf_counter()
         lo = max(start - self.pad, self.buf_start)  # pad_s of context each side, where the stream has it
         audio = self._audio(lo, end + self.pad)
-        t0 = time.perf_counter()
-        if keep and self.language is None:
+        if self.language is None:
             self._identify(start, end)
-        self._reset_utterance()
-        self._trim(end)  # the next utterance may reuse the tail as its leading context
-        if not keep:  # a blip (single windows over threshold): not speech
-            return []
         opts = dataclasses.replace(self.options, language=self.language)
         r = decode_batch(self.model, [audio], opts, [self.language])[0]
-        dt = time.perf_counter() - t0
+        return lo / SAMPLE_RATE, r, time.perf_counter() - t0
+
+    def _speculate(self) -> None:
+        """The speaker has been silent for pad_s: all the audio a final at this speech end would decode
+        has arrived, so decode it now, while the rest of the pause is still to come. If the pause
+        completes, _finalize uses this result (the same audio, the same text); if speech resumes, it
+        is dropped. In real time this hides the decode behind the pause instead of adding them."""
+        if self.best >= self.min_run:
+            self.spec = (self.utt_start, self.speech_end, *self._decode(self.utt_start, self.speech_end))
+            self.stats["speculative"] += 1
+
+    def _finalize(self, end: int) -> list[StreamEvent]:
+        """Close the open utterance at `end` (its speech end); decode it with the model's default path."""
+        start, partial_shown, keep, spec = self.utt_start, bool(self.last_partial), self.best >= self.min_run, self.spec
+        if not keep:  # a blip (single windows over threshold): not speech
+            self._reset_utterance()
+            self._trim(end)
+            return []
+        if spec is not None and spec[:2] == (start, end):
+            offset, r, dt = spec[2:]
+            self.stats["speculative_used"] += 1
+        else:
+            offset, r, dt = self._decode(start, end)
+        self._reset_utterance()
+        self._trim(end)  # the next utterance may reuse the tail as its leading context
         self.stats["finals"] += 1
         self.stats["final_s"] += dt
         if not r.text and not partial_shown:  # noise the VAD took for speech, never shown: nothing to close
             return []
-        offset, s, e = lo / SAMPLE_RATE, start / SAMPLE_RATE, end / SAMPLE_RATE
+        s, e = start / SAMPLE_RATE, end / SAMPLE_RATE
         words = [{"word": w.text, "start": round(min(max(w.start + offset, s), e), 3),
                   "end": round(min(max(w.end + offset, s), e), 3), "confidence": round(w.confidence, 4)} for w in r.words]
         ev = StreamEvent("final", self.next_id, r.text, s, e, self.language, words, dt)
