@@ -55,11 +55,14 @@ def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
 
 
 def _attach() -> None:
-    """`model.transcribe(...)` while the code stays in transcribe.py (as whisper does)."""
+    """`model.transcribe(...)` and `model.stream(...)` while the code stays in transcribe.py and
+    stream.py (as whisper does)."""
     from .model import DiffusionASR
+    from .stream import stream
     from .transcribe import transcribe
 
     DiffusionASR.transcribe = transcribe
+    DiffusionASR.stream = stream
 
 
 _attach()

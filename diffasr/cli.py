@@ -1,4 +1,4 @@
-"""`diffasr` command line: transcribe | corpus | train | eval | bench | serve | batch.
+"""`diffasr` command line: transcribe | corpus | train | eval | bench | serve | batch | listen.
 
 The CLI is thin: each subcommand's options and body live in the module of its stage, which exposes
 `add_arguments(parser)` and `run(args) -> int`. Errors of type DiffasrError become one line on stderr
@@ -23,6 +23,7 @@ COMMANDS = {
     "bench": ("diffasr.bench", "per-stage timings and throughput against faster-whisper"),
     "serve": ("diffasr.serve", "OpenAI-compatible transcription server with a web page"),
     "batch": ("diffasr.batch", "transcribe many files on Ray Data into one Parquet/JSONL table (extra: ray)"),
+    "listen": ("diffasr.listen", "live transcription from the microphone (or --file X --realtime), finals line by line"),
 }
 
 

@@ -3,6 +3,7 @@
     POST /v1/audio/transcriptions   multipart form as OpenAI's (file, model, language, response_format,
                                     temperature) plus the extension field `steps`
     GET  /v1/models, /health, /metrics (JSON counters, batch sizes included), /  (the web page)
+    WS   /v1/stream                     live transcription (stream_server.py)
 
 Every request runs the same number of denoising steps, so requests that arrive within `max_wait_ms`
 of the first (up to `max_batch`) with equal DecodeOptions are decoded by one `transcribe()` call.
@@ -320,8 +321,9 @@ class _Guard:
 
 
 def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wait_ms: float = 30,
-               max_upload_mb: float = 25, max_duration_s: float = 600):
-    """The FastAPI app serving `model` (a loaded DiffusionASR). Run it with uvicorn."""
+               max_upload_mb: float = 25, max_duration_s: float = 600, streams: dict | None = None):
+    """The FastAPI app serving `model` (a loaded DiffusionASR). Run it with uvicorn.
+    `streams`: keyword arguments of stream_server.stream_router (limits of the /v1/stream WebSocket)."""
     for ok, msg in [(max_batch >= 1, f"max_batch must be ≥ 1, not {max_batch}"),
                     (max_wait_ms >= 0, f"max_wait_ms must be ≥ 0, not {max_wait_ms}"),
                     (max_upload_mb > 0, f"max_upload_mb must be > 0, not {max_upload_mb}"),
@@ -342,6 +344,9 @@ def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wai
 
     app = FastAPI(title="diffasr", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(_Guard, limit=max_upload + FORM_OVERHEAD, metrics=metrics)
+    from .stream_server import stream_router
+
+    app.include_router(stream_router(model, **(streams or {})))
 
     @app.exception_handler(ApiError)
     async def _api_error(request, e: ApiError):
@@ -437,17 +442,22 @@ def add_arguments(p) -> None:
                                                                   "its batch (default 30)")
     p.add_argument("--max-upload-mb", type=float, default=25, help="largest accepted upload (default 25)")
     p.add_argument("--max-duration-s", type=float, default=600, help="longest accepted audio (default 600)")
+    from .stream_server import add_arguments as stream_arguments
+
+    stream_arguments(p)
 
 
 def run(args) -> int:
     import uvicorn
 
     from . import load
+    from .stream_server import limits_from
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = load(args.model, device=args.device)
     app = create_app(model, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                     max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s)
+                     max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
+                     streams=limits_from(args))
     log.info("serving %s on http://%s:%d (max batch %d, max wait %g ms)", f"diffasr-{model.config.preset}",
              args.host, args.port, args.max_batch, args.max_wait_ms)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then run the lifespan exit.

@@ -59,3 +59,11 @@ def tiny_model(tiny_model_dir):
     import diffasr
 
     return diffasr.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The shipped default model (diffasr.load()): for tests that assert on real text."""
+    import diffasr
+
+    return diffasr.load()
