@@ -48,6 +48,14 @@ def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray
         if len(source) == 0:
             raise AudioError("audio data is empty")
         audio, sr = _decode(io.BytesIO(bytes(source)), name="audio data")
+    elif hasattr(source, "read") and hasattr(source, "seek") and _seekable(source):
+        # decoded where it lies (e.g. an upload spooled to disk), not copied into memory first
+        start = source.tell()
+        size = source.seek(0, io.SEEK_END) - start
+        source.seek(start)
+        if size <= 0:
+            raise AudioError("audio data is empty")
+        audio, sr = _decode(source, name=str(getattr(source, "name", "audio data")))
     elif hasattr(source, "read"):
         data = source.read()
         return load_audio(bytes(data), sample_rate)
@@ -56,13 +64,20 @@ def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray
     return _to_model_rate(np.asarray(audio), sr)
 
 
+def _seekable(f) -> bool:
+    try:
+        return bool(f.seekable()) if hasattr(f, "seekable") else True
+    except Exception:
+        return False
+
+
 def _decode(src, name: str) -> tuple[np.ndarray, int]:
     """Decode with soundfile, falling back to PyAV; returns (audio (n,) or (n, ch), sample_rate)."""
     import soundfile as sf
 
     try:
         if hasattr(src, "seek"):
-            src.seek(0)
+            start = src.tell()
         audio, sr = sf.read(src, dtype="float32", always_2d=False)
         return audio, sr
     except Exception:  # not a format libsndfile knows, or truncated: try FFmpeg
@@ -71,7 +86,7 @@ def _decode(src, name: str) -> tuple[np.ndarray, int]:
         import av
 
         if hasattr(src, "seek"):
-            src.seek(0)
+            src.seek(start)
         with av.open(src, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioError(f"{name}: contains no audio stream")
