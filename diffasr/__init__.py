@@ -35,7 +35,9 @@ def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
 
     name = str(name_or_path) if name_or_path is not None else os.environ.get("DIFFASR_MODEL", DEFAULT_MODEL)
     path = Path(name)
-    if not (path / "config.json").is_file():
+    if path.is_dir() and not (ASSETS / name / "config.json").is_file():
+        pass  # a directory: DiffusionASR.load says precisely what is wrong with it
+    elif not (path / "config.json").is_file():
         if (ASSETS / name / "config.json").is_file():
             path = ASSETS / name
         else:
