@@ -56,6 +56,7 @@ class Transcription:
     timings: dict = field(default_factory=dict)  # seconds per stage, for this batch
     words: list[Word] = field(default_factory=list)  # CTC-aligned, absolute times, inside their segment
     language_probability: float | None = None  # when the language was identified, not given
+    speech: dict = field(default_factory=dict)  # per window: speech_evidence (CTC tokens/s, confidence)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,6 +137,56 @@ def ctc_token_confidence(logits: torch.Tensor, lengths: torch.Tensor, blank: int
     probs, best = logits.float().softmax(-1).max(-1)
     return [[max(p_row[a:b]) for _, a, b in _ctc_runs(row[:n], blank)]
             for p_row, row, n in zip(probs.tolist(), best.tolist(), lengths.tolist())]
+
+
+# No-speech guard for audio decoded without the VAD. Its evidence is the CTC head read with no
+# language in the prompt (the decoding language makes the head hallucinate more readily: silence
+# then emits 1.7 tokens/s): a window is speech when that head emits ≥ SPEECH_RATE tokens per second,
+# or ≥ MIN_SPEECH_RATE at a mean winning probability ≥ MIN_SPEECH_CONFIDENCE over its non-blank
+# frames; digital silence (RMS under SILENCE_RMS) never is. Set on real_dev (slowest speech over
+# 1 s: 1.98 tokens/s at 0.72; under 1 s: 1.55 at 0.39) against silence, white/pink noise, mains hum, tones, a melody and tone+click
+# mixes (≤ 1.63 tokens/s at ≤ 0.32, or ≤ 0.1 tokens/s); docs/results/no_speech_guard.txt.
+SPEECH_RATE = 2.0  # CTC tokens per second of audio
+MIN_SPEECH_RATE = 0.5
+MIN_SPEECH_CONFIDENCE = 0.35
+SILENCE_RMS = 1e-4  # -80 dBFS
+# Under a second (12 audio tokens) the counts say too little: real_dev's 0.3-s "four" gets no CTC
+# token at all yet decodes right, so shorter windows are judged only by SILENCE_RMS.
+MIN_JUDGED_SECONDS = 1.0
+
+
+def speech_evidence(ctc: torch.Tensor, lengths: torch.Tensor, durations: list[float], blank: int) -> list[dict]:
+    """Per row of CTC logits (B, T', V): `rate`, greedy CTC tokens per second of audio (durations in
+    seconds), and `confidence`, the mean top probability over frames whose top token is not blank."""
+    probs = ctc.float().softmax(-1)
+    top, arg = probs.max(-1)
+    out = []
+    for i, (n, d) in enumerate(zip(lengths.tolist(), durations)):
+        emitted = arg[i, :n] != blank
+        runs = _ctc_runs(arg[i, :n].tolist(), blank)
+        conf = float(top[i, :n][emitted].mean()) if bool(emitted.any()) else 0.0
+        out.append({"rate": round(len(runs) / max(d, 1e-3), 3), "confidence": round(conf, 4), "seconds": round(d, 3)})
+    return out
+
+
+def is_speech(evidence: dict) -> bool:
+    """The no-speech guard's verdict on one window's `speech_evidence` (+ its `rms`)."""
+    rate, conf = evidence["rate"], evidence["confidence"]
+    if evidence.get("rms", 1.0) < SILENCE_RMS:
+        return False
+    if evidence.get("seconds", math.inf) < MIN_JUDGED_SECONDS:
+        return True
+    return rate >= SPEECH_RATE or (rate >= MIN_SPEECH_RATE and conf >= MIN_SPEECH_CONFIDENCE)
+
+
+def _guard_evidence(model, audio_tokens, n_audio, durations: list[float]) -> list[dict]:
+    """speech_evidence from the model's CTC head with no language in the prompt."""
+    if model.config.ctc_from == "prompt":
+        _, _, hidden = model.prefill(audio_tokens, n_audio, [None] * len(durations))
+        logits = model.prompt_ctc_logits(hidden, n_audio)
+    else:
+        logits = model.ctc_logits(audio_tokens)
+    return speech_evidence(logits, n_audio, durations, model.tokenizer.pad)
 
 
 def _allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torch.Tensor | None:
@@ -237,18 +288,26 @@ def _rescore(model, audio_tokens, n_audio, ctc, languages: list, allowed, option
 
 @torch.no_grad()
 def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, languages: list,
-                 word_timestamps: bool = True) -> list[Transcription]:
-    """Transcribe ≤ 30 s arrays as one batch (word times relative to each array's start)."""
+                 word_timestamps: bool = True, speech_guard: bool = False) -> list[Transcription]:
+    """Transcribe ≤ 30 s arrays as one batch (word times relative to each array's start).
+    speech_guard: arrays the CTC head finds no speech in (`is_speech`) come back with empty text."""
     t0 = time.perf_counter()
     feats = model.encode(audios)
     times = {"encoder": time.perf_counter() - t0}
-    return decode_features(model, feats, [a.size / SAMPLE_RATE for a in audios], options, languages,
-                           word_timestamps, times)
+    results = decode_features(model, feats, [a.size / SAMPLE_RATE for a in audios], options, languages,
+                              word_timestamps, times, speech_guard)
+    if speech_guard:  # digital silence: no model evidence needed
+        for r, a in zip(results, audios):
+            r.speech["rms"] = round(float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))), 6)
+            if not is_speech(r.speech):
+                r.text, r.tokens, r.confidences, r.token_strings, r.words = "", [], [], [], []
+    return results
 
 
 @torch.no_grad()
 def decode_features(model, feats: list, durations: list[float], options: DecodeOptions, languages: list,
-                    word_timestamps: bool = True, times: dict | None = None) -> list[Transcription]:
+                    word_timestamps: bool = True, times: dict | None = None,
+                    speech_guard: bool = False) -> list[Transcription]:
     """Decode frozen-encoder features (list of (frames_i, d)) as one batch: the part of
     `decode_batch` after the encoder, shared with evaluation on cached features during training."""
     tok = model.tokenizer
@@ -260,6 +319,7 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     if allowed is not None:  # a known language rules out the other scripts' tokens, in CTC and decoder alike
         ctc = ctc.masked_fill(~allowed[:, None, :], -1e4)
     times["projector_ctc"] = time.perf_counter() - t0
+    evidence = _guard_evidence(model, audio_tokens, n_audio, durations) if speech_guard else [{} for _ in durations]
 
     results = []
     if options.decoder == "diffusion" and options.sampler == "rescore":
@@ -323,6 +383,10 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=conf,
                                          token_strings=tok.token_strings(ids), duration=d,
                                          decoder="diffusion", steps_run=steps_run))
+    for r, ev in zip(results, evidence):
+        r.speech = ev
+        if speech_guard and not is_speech(ev):  # no VAD upstream: the guard stands in for it
+            r.text, r.tokens, r.confidences, r.token_strings = "", [], [], []
     if word_timestamps:
         t0 = time.perf_counter()
         log_probs = ctc.float().log_softmax(-1)
@@ -486,7 +550,8 @@ def transcribe(model, audio, steps: int = 8, language: str | None = None, batch_
     jobs = [_Job(model, x, options, vad) for x in items]
     pieces = (p for job in jobs for p in job.pieces())  # lazy: long files stream through
     while batch := list(itertools.islice(pieces, batch_size)):
-        outs = decode_batch(model, [p.audio for p in batch], options, [p.job.language for p in batch], word_timestamps)
+        outs = decode_batch(model, [p.audio for p in batch], options, [p.job.language for p in batch], word_timestamps,
+                            speech_guard=not vad)
         for p, o in zip(batch, outs):
             p.job.parts.append((p, o))
         for job in {id(p.job): p.job for p in batch}.values():  # batch timings once per input in it
@@ -570,9 +635,10 @@ def run(args) -> int:
         try:
             r = transcribe(model, f, options=options, batch_size=args.batch_size, vad=not args.no_vad)
         except AudioError as e:
+            message = str(e) if str(e).startswith(str(f)) else f"{f}: {e}"  # which file, when there are several
             if len(args.files) == 1:
-                raise
-            print(f"diffasr transcribe: error: {e}", file=sys.stderr)
+                raise AudioError(message) from None
+            print(f"diffasr transcribe: error: {message}", file=sys.stderr)
             failed += 1
             continue
         for fmt in formats:
