@@ -75,6 +75,8 @@ def test_verdicts():
     assert not is_speech({"rate": 5.0, "confidence": 0.9, "seconds": 30, "rms": 1e-5})
     assert is_speech({"rate": 2.8, "confidence": 0.2, "seconds": 11})  # fast enough alone
     assert is_speech({"rate": 1.0, "confidence": 0.7, "seconds": 30})  # sparse but confident
+    assert not is_speech({"rate": 0.7, "confidence": 0.7, "seconds": 30})  # too sparse (noise reaches 0.56 at 0.4)
+    assert is_speech({"rate": 1.5, "confidence": 0.38, "seconds": 5})  # slow, unsure Chinese
     assert not is_speech({"rate": 1.6, "confidence": 0.28, "seconds": 30})  # the music-like mix
     assert not is_speech({"rate": 0.1, "confidence": 0.9, "seconds": 10})  # a pure tone: one confident token
     assert is_speech({"rate": 0.0, "confidence": 0.0, "seconds": 0.4, "rms": 0.006})  # too short to judge
