@@ -39,16 +39,18 @@ def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
     name = str(name_or_path) if name_or_path is not None else os.environ.get("DIFFASR_MODEL", DEFAULT_MODEL)
     name = ALIASES.get(name, name) if not Path(name).is_dir() else name
     path = Path(name)
-    if not (path / "config.json").is_file():
+    if path.is_dir() and not (ASSETS / name / "config.json").is_file():
+        pass  # a directory: DiffusionASR.load says precisely what is wrong with it
+    elif not (path / "config.json").is_file():
         if (ASSETS / name / "config.json").is_file():
             path = ASSETS / name
         else:
             shipped = ", ".join(available_models()) or "none shipped in this install"
             raise ModelError(f"no model {name!r}: not a checkpoint directory nor a shipped model ({shipped})")
-    try:
+    try:  # a base checkpoint names the CTC model it builds on; anything unreadable goes to DiffusionASR.load
         preset = json.loads((path / "config.json").read_text()).get("preset")
-    except (OSError, ValueError, AttributeError) as e:
-        raise ModelError(f"{path}: unreadable config.json ({e})") from None
+    except (OSError, ValueError, AttributeError):
+        preset = None
     if preset == "base":
         return load_base(path, device=device)
     return DiffusionASR.load(path, device=device)

@@ -21,6 +21,7 @@ HOP_LENGTH = 160  # samples per mel frame: 10 ms, 100 frames/s
 N_MELS = 80  # Whisper-base/small use 80 mel bins
 CHUNK_SECONDS = 30  # Whisper's window; one model input holds at most this much audio
 MAX_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE
+CLEARLY_LONGER = 8  # a 2-D array's samples axis is at least this many times longer than its channels axis
 
 # What `load_audio` accepts: a path, raw file bytes, a file object, or (array, sample_rate).
 AudioInput = Union[str, os.PathLike, bytes, io.IOBase, np.ndarray, tuple]
@@ -31,23 +32,46 @@ def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray
 
     `source` is a path, bytes of an encoded file, a binary file object, or a numpy array. A bare
     array must be 16 kHz unless `sample_rate` says otherwise; `(array, sample_rate)` also works.
-    Multi-channel input (channels last, or (channels, n) for PyAV) is averaged to mono.
+    Multi-channel input, (n, channels) or (channels, n) (the samples axis must be ≥ 8× the other),
+    is averaged to mono. An explicit sample rate must be > 0 (AudioError otherwise).
     """
     if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], np.ndarray):
         source, sample_rate = source
+        if sample_rate is None:
+            raise AudioError("(array, sample_rate): the sample rate is None; give it in Hz")
+    if sample_rate is not None:  # an explicit rate must be a real one: 0 is not "the default"
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(sample_rate) or sample_rate <= 0:
+            raise AudioError(f"sample rate must be a positive number of Hz, not {sample_rate!r}")
     if isinstance(source, np.ndarray):
         audio, sr = source, sample_rate or SAMPLE_RATE
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise AudioError(f"{path}: no such file")
+        if path.is_dir():
+            raise AudioError(f"{path}: is a directory, not an audio file")
+        if not path.is_file():  # /dev/zero, a FIFO, a socket: reading it could block or never end
+            raise AudioError(f"{path}: not a regular file")
         if path.stat().st_size == 0:
             raise AudioError(f"{path}: file is empty")
         audio, sr = _decode(str(path), name=str(path))
+        try:
+            return _to_model_rate(np.asarray(audio), sr)
+        except AudioError as e:  # too short, NaN, ...: say which file
+            raise AudioError(f"{path}: {e}") from None
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise AudioError("audio data is empty")
         audio, sr = _decode(io.BytesIO(bytes(source)), name="audio data")
+    elif hasattr(source, "read") and hasattr(source, "seek") and _seekable(source):
+        # decoded where it lies (e.g. an upload spooled to disk), not copied into memory first
+        start = source.tell()
+        size = source.seek(0, io.SEEK_END) - start
+        source.seek(start)
+        if size <= 0:
+            raise AudioError("audio data is empty")
+        audio, sr = _decode(source, name=str(getattr(source, "name", "audio data")))
     elif hasattr(source, "read"):
         data = source.read()
         return load_audio(bytes(data), sample_rate)
@@ -56,13 +80,20 @@ def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray
     return _to_model_rate(np.asarray(audio), sr)
 
 
+def _seekable(f) -> bool:
+    try:
+        return bool(f.seekable()) if hasattr(f, "seekable") else True
+    except Exception:
+        return False
+
+
 def _decode(src, name: str) -> tuple[np.ndarray, int]:
     """Decode with soundfile, falling back to PyAV; returns (audio (n,) or (n, ch), sample_rate)."""
     import soundfile as sf
 
     try:
         if hasattr(src, "seek"):
-            src.seek(0)
+            start = src.tell()
         audio, sr = sf.read(src, dtype="float32", always_2d=False)
         return audio, sr
     except Exception:  # not a format libsndfile knows, or truncated: try FFmpeg
@@ -71,7 +102,7 @@ def _decode(src, name: str) -> tuple[np.ndarray, int]:
         import av
 
         if hasattr(src, "seek"):
-            src.seek(0)
+            src.seek(start)
         with av.open(src, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioError(f"{name}: contains no audio stream")
@@ -99,8 +130,15 @@ def _to_model_rate(audio: np.ndarray, sr: int) -> np.ndarray:
     if audio.dtype.kind in "iu":  # PCM integers -> [-1, 1]
         audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
     audio = audio.astype(np.float32, copy=False)
-    if audio.ndim == 2:  # (n, channels) from soundfile; tolerate (channels, n) with few channels
-        audio = audio.mean(axis=1) if audio.shape[1] <= 8 else audio.mean(axis=0)
+    if audio.ndim == 2:  # (n, channels) as soundfile gives, or (channels, n): the samples axis is the far longer one
+        a, b = audio.shape
+        if a >= CLEARLY_LONGER * b:
+            audio = audio.mean(axis=1)
+        elif b >= CLEARLY_LONGER * a:
+            audio = audio.mean(axis=0)
+        else:
+            raise AudioError(f"audio array of shape {audio.shape} is ambiguous: give (samples, channels) or "
+                             f"(channels, samples) with at least {CLEARLY_LONGER}× more samples than channels")
     if audio.ndim != 1:
         raise AudioError(f"audio must be 1-D or (samples, channels), got shape {audio.shape}")
     if audio.size == 0:

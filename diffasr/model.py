@@ -275,15 +275,49 @@ class DiffusionASR(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", lm=None, dtype: torch.dtype = torch.float32) -> "DiffusionASR":
-        from safetensors.torch import load_file
+        """A checkpoint directory -> the model in eval mode. Anything wrong with the directory (missing
+        or unreadable files, bad JSON, missing fields, tensors of the wrong shape) is one ModelError."""
+        from safetensors import SafetensorError
 
         d = Path(directory)
+        try:
+            return cls._load(d, device, lm, dtype)
+        except ModelError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, SafetensorError) as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if isinstance(e, FileNotFoundError) and e.filename:
+                detail = f"missing {Path(e.filename).name}"
+            elif isinstance(e, RuntimeError) and "size mismatch" in str(e):
+                detail = next(l.strip() for l in str(e).splitlines() if "size mismatch" in l)
+            raise ModelError(f"{d}: not a valid diffasr checkpoint ({type(e).__name__}: {detail[:300]})") from None
+
+    @classmethod
+    def _load(cls, d: Path, device: str, lm, dtype: torch.dtype) -> "DiffusionASR":
+        from safetensors.torch import load_file
+
         if not (d / "config.json").is_file():
             raise ModelError(f"{d}: not a diffasr checkpoint (no config.json)")
-        raw = json.loads((d / "config.json").read_text())
-        if raw.get("format_version", 0) > FORMAT_VERSION:
-            raise ModelError(f"{d}: checkpoint format {raw['format_version']} is newer than this diffasr")
+        text = (d / "config.json").read_text(encoding="utf-8")
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ModelError(f"{d}: config.json is {'empty' if not text.strip() else f'not valid JSON ({e})'}") from None
+        if not isinstance(raw, dict):
+            raise ModelError(f"{d}: config.json must hold a JSON object, not {type(raw).__name__}")
+        if not isinstance(raw.get("format_version", 0), int) or raw.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelError(f"{d}: checkpoint format {raw['format_version']!r} is not one this diffasr reads")
+        required = [f.name for f in dataclasses.fields(ModelConfig)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if k not in raw]
+        if missing:
+            raise ModelError(f"{d}: config.json lacks {', '.join(missing)}")
+        for key in ("encoder", "projector", "backbone", "tokenizer", "tokens"):
+            if not isinstance(raw[key], dict):
+                raise ModelError(f"{d}: config.json field {key!r} must be an object, not {type(raw[key]).__name__}")
         cfg = ModelConfig(**{k: v for k, v in raw.items() if k in ModelConfig.__dataclass_fields__})
+        if not (d / "model.safetensors").is_file():
+            raise ModelError(f"{d}: checkpoint lacks model.safetensors")
         tok = load_tokenizer(d, cfg.tokenizer)
         if cfg.backbone["source"] == "pretrained" and lm is None:
             from transformers import DiffusionGemmaForBlockDiffusion

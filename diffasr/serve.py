@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import io
+import os
 import logging
 import math
 import time
@@ -34,6 +34,8 @@ from starlette.requests import ClientDisconnect
 from .audio import SAMPLE_RATE, load_audio
 from .diffusion import DecodeOptions, with_defaults
 from .errors import AudioError, ConfigError, DiffasrError
+from . import serve_limits
+from .serve_limits import Admission, ApiError, Guard, Limits, uvicorn_config
 from .transcribe import Transcription, transcribe
 from .writers import write_srt, write_txt, write_vtt
 
@@ -46,23 +48,10 @@ FIELDS = ("file", "model", "language", "response_format", "temperature", "steps"
 MODEL_ALIASES = ("whisper-1",)  # what OpenAI clients send by default; there is one model to pick
 
 
-class ApiError(Exception):
-    """A request the server refuses; becomes `{"error": {message, type, param, code}}` with `status`."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
-
-
 # ---------------------------------------------------------------------- batching
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: `in`/`remove` on the queue must not compare arrays
 class _Job:
     audio: np.ndarray
     options: DecodeOptions
@@ -116,9 +105,19 @@ class Batcher:
         job = _Job(audio, options, loop.create_future(), loop.time())
         self.pending.append(job)
         self.wakeup.set()
-        return await job.future
+        try:
+            return await job.future
+        finally:
+            if job in self.pending:  # its request timed out or went away: nobody waits for it
+                self.pending.remove(job)
+                self.wakeup.set()
 
     def _group(self) -> list[_Job]:
+        # a job whose request timed out or went away is dropped, not decoded for nobody
+        for j in [j for j in self.pending if j.future.done()]:
+            self.pending.remove(j)
+        if not self.pending:
+            return []
         first = self.pending[0]
         return [j for j in self.pending if j.options == first.options][: self.max_batch]
 
@@ -128,12 +127,16 @@ class Batcher:
             while not self.pending:
                 self.wakeup.clear()
                 await self.wakeup.wait()
+            if not self._group():
+                continue
             deadline = self.pending[0].queued + self.max_wait_s
-            while len(self._group()) < self.max_batch and (left := deadline - loop.time()) > 0:
+            while self.pending and len(self._group()) < self.max_batch and (left := deadline - loop.time()) > 0:
                 self.wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), left)
             jobs = self._group()
+            if not jobs:
+                continue
             for j in jobs:
                 self.pending.remove(j)
             await self._run(jobs)
@@ -222,17 +225,18 @@ def _number(form, name: str, kind: type, default):
     return number
 
 
-def _decode_upload(data: bytes, max_duration_s: float) -> np.ndarray:
-    """Uploaded bytes -> 16 kHz array, refusing (AudioError) what is undecodable or too long.
-
-    The header is probed first, so a small file that would expand to hours is refused before decoding.
-    """
-    probed = _probe_duration(data)
+def _decode_upload(file, max_duration_s: float) -> np.ndarray:
+    """An uploaded file object (spooled to disk past 1 MB) -> 16 kHz array, refusing (AudioError,
+    ApiError) what is undecodable or too long. The file is decoded where it lies, never copied into
+    a bytes object. The header is probed first, so a small file that would expand to hours is refused
+    before decoding."""
+    probed = _probe_duration(file)
     if probed is not None and probed > max_duration_s:
         raise ApiError(400, f"audio is {probed:.0f} s long; this server accepts at most {max_duration_s:g} s",
                        param="file", code="audio_too_long")
     try:
-        audio = load_audio(data)
+        file.seek(0)
+        audio = load_audio(file)
     except AudioError:
         raise
     except Exception as e:  # a decoder failing on hostile bytes is still the input's fault
@@ -244,19 +248,21 @@ def _decode_upload(data: bytes, max_duration_s: float) -> np.ndarray:
     return audio
 
 
-def _probe_duration(data: bytes) -> float | None:
-    """Seconds of audio according to the container header, or None if it does not say."""
+def _probe_duration(file) -> float | None:
+    """Seconds of audio according to the container header of a seekable file object, or None."""
     import soundfile as sf
 
     try:
-        info = sf.info(io.BytesIO(data))
+        file.seek(0)
+        info = sf.info(file)
         return info.frames / info.samplerate
     except Exception:
         pass
     try:
         import av
 
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        file.seek(0)
+        with av.open(file, mode="r", metadata_errors="ignore") as container:
             return container.duration / 1e6 if container.duration else None  # microseconds (av.time_base)
     except Exception:
         return None
@@ -287,43 +293,14 @@ def _render(result: Transcription, fmt: str, batch_size: int):
 # ---------------------------------------------------------------------- the app
 
 
-class _Guard:
-    """ASGI middleware: refuses bodies over `limit` bytes (413) while they stream in; counts response codes."""
-
-    def __init__(self, app, limit: int, metrics: Metrics):
-        self.app, self.limit, self.metrics = app, limit, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_large = ApiError(413, f"request body exceeds the upload limit of {self.limit / MB:.1f} MB",
-                             param="file", code="file_too_large")
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            self.metrics.responses[413] += 1
-            return await too_large.response()(scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise too_large
-            return message
-
-        async def counting_send(message):
-            if message["type"] == "http.response.start":
-                self.metrics.responses[message["status"]] += 1
-            await send(message)
-
-        await self.app(scope, limited_receive, counting_send)
-
-
 def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wait_ms: float = 30,
-               max_upload_mb: float = 25, max_duration_s: float = 600, streams: dict | None = None):
-    """The FastAPI app serving `model` (a loaded DiffusionASR). Run it with uvicorn.
+               max_upload_mb: float = 25, max_duration_s: float = 600, streams: dict | None = None,
+               limits: Limits | None = None):
+    """The FastAPI app serving `model` (a loaded DiffusionASR). Run it with uvicorn, ideally through
+    `serve_limits.uvicorn_config(app, limits)` so that the protocol-level limits apply too.
     `streams`: keyword arguments of stream_server.stream_router (limits of the /v1/stream WebSocket)."""
+    limits = limits or Limits()
+    limits.check()
     for ok, msg in [(max_batch >= 1, f"max_batch must be ≥ 1, not {max_batch}"),
                     (max_wait_ms >= 0, f"max_wait_ms must be ≥ 0, not {max_wait_ms}"),
                     (max_upload_mb > 0, f"max_upload_mb must be > 0, not {max_upload_mb}"),
@@ -333,6 +310,7 @@ def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wai
     model_name = model_name or f"diffasr-{model.config.preset}"
     max_upload = int(max_upload_mb * MB)
     metrics = Metrics()
+    admission = Admission(limits)
     page = resources.files("diffasr").joinpath("web/index.html")
 
     @contextlib.asynccontextmanager
@@ -343,7 +321,7 @@ def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wai
         await app.state.batcher.close()
 
     app = FastAPI(title="diffasr", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_Guard, limit=max_upload + FORM_OVERHEAD, metrics=metrics)
+    app.add_middleware(Guard, max_body=max_upload + FORM_OVERHEAD, limits=limits, metrics=metrics)
     from .stream_server import stream_router
 
     app.include_router(stream_router(model, **(streams or {})))
@@ -368,31 +346,43 @@ def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wai
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
+        admission.admit()  # 429/503 before a byte of the body is read
         metrics.in_flight += 1
+        receiving, working = True, False
         try:
             try:
                 async with request.form(max_files=1, max_fields=len(FIELDS) + 4) as form:
+                    admission.received()  # the whole body is in (the file part spooled to disk past 1 MB)
+                    receiving = False
                     options, fmt = _options(form, model, model_name)
                     upload = form.get("file")
                     if upload is None or isinstance(upload, str):
                         raise ApiError(400, "missing the audio `file` (a multipart file upload)", param="file",
                                        code="missing_file")
-                    data = await upload.read()
+                    size = upload.size if upload.size is not None else upload.file.seek(0, os.SEEK_END)
+                    if size > max_upload:
+                        raise ApiError(413, f"file is {size / MB:.1f} MB; the limit is {max_upload_mb:g} MB",
+                                       param="file", code="file_too_large")
+                    admission.start_work()  # 503 when the queue is full
+                    working = True
+                    try:
+                        audio = await asyncio.to_thread(_decode_upload, upload.file, max_duration_s)
+                    except AudioError as e:
+                        raise ApiError(400, f"could not decode the audio: {e}", param="file",
+                                       code="invalid_audio") from None
             except ClientDisconnect:
                 raise ApiError(400, "client disconnected during upload") from None
-            if len(data) > max_upload:
-                raise ApiError(413, f"file is {len(data) / MB:.1f} MB; the limit is {max_upload_mb:g} MB",
-                               param="file", code="file_too_large")
-            try:
-                audio = await asyncio.to_thread(_decode_upload, data, max_duration_s)
-            except AudioError as e:
-                raise ApiError(400, f"could not decode the audio: {e}", param="file", code="invalid_audio") from None
-            try:
+            try:  # the spooled upload is closed (deleted) by now; only the decoded samples remain
                 result, batch_size = await request.app.state.batcher.submit(audio, options)
-            except DiffasrError as e:  # audio that decodes but cannot be transcribed (e.g. nothing the VAD can use)
+            except DiffasrError as e:  # audio that decodes but cannot be transcribed
                 raise ApiError(400, f"could not transcribe the audio: {e}", param="file", code="invalid_audio") from None
+            del audio
             return _render(result, fmt, batch_size)
         finally:
+            if receiving:
+                admission.received()
+            if working:
+                admission.done()
             metrics.in_flight -= 1
 
     @app.get("/v1/models")
@@ -418,6 +408,8 @@ def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wai
             "mean_batch_size": round(m.items / m.batches, 3) if m.batches else 0.0,
             "model_seconds_total": round(m.model_seconds, 3), "audio_seconds_total": round(m.audio_seconds, 3),
             "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+            "receiving": admission.n_receiving, "working": admission.n_working, "refused_busy": admission.refused,
+            "max_uploads": limits.max_uploads, "max_queue": limits.max_queue,
         }
 
     @app.get("/", response_class=HTMLResponse)
@@ -445,6 +437,7 @@ def add_arguments(p) -> None:
     from .stream_server import add_arguments as stream_arguments
 
     stream_arguments(p)
+    serve_limits.add_arguments(p)
 
 
 def run(args) -> int:
@@ -454,12 +447,14 @@ def run(args) -> int:
     from .stream_server import limits_from
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = serve_limits.from_args(args)
     model = load(args.model, device=args.device)
     app = create_app(model, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
-                     streams=limits_from(args))
-    log.info("serving %s on http://%s:%d (max batch %d, max wait %g ms)", f"diffasr-{model.config.preset}",
-             args.host, args.port, args.max_batch, args.max_wait_ms)
+                     streams=limits_from(args), limits=limits)
+    log.info("serving %s on http://%s:%d (max batch %d, max wait %g ms, %d uploads / %d queued at once, hosts %s)",
+             f"diffasr-{model.config.preset}", args.host, args.port, args.max_batch, args.max_wait_ms,
+             limits.max_uploads, limits.max_queue, ", ".join(limits.allowed_hosts) if limits.allowed_hosts else "any")
     # uvicorn handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then run the lifespan exit.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.Server(uvicorn_config(app, limits, host=args.host, port=args.port, log_level="info")).run()
     return 0

@@ -165,7 +165,14 @@ class BPETokenizer(Tokenizer):
     def load(cls, directory: Path, cfg: dict) -> "BPETokenizer":
         from tokenizers import Tokenizer as HFTok
 
-        return cls(HFTok.from_file(str(Path(directory) / cfg.get("file", "tokenizer.json"))), cfg.get("text_form", "spoken"))
+        path = Path(directory) / cfg.get("file", "tokenizer.json")
+        if not path.is_file():
+            raise ModelError(f"{directory}: checkpoint lacks {path.name}")
+        try:
+            hf = HFTok.from_file(str(path))
+        except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
+            raise ModelError(f"{directory}: {path.name} is not a readable tokenizer ({e})") from None
+        return cls(hf, cfg.get("text_form", "spoken"))
 
 
 class GemmaTokenizer(Tokenizer):

@@ -5,7 +5,7 @@
 Losses (diffusion, ar, ctc, ctc_prompt, seeded canvases, text rows): see loss.py.
 
 Runs single-process or under `accelerate launch` (DDP, gloo on CPU). Checkpoints are written
-atomically (temp dir + rename) with optimizer, scheduler, RNG and data position, so `--resume`
+beside the last one and swapped in once complete and verified (checkpoint.py), with optimizer, scheduler, RNG and data position, so `--resume`
 continues exactly; `optim.time_budget_min` stops a run cleanly after a wall-clock budget.
 """
 
@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 import tomllib
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import checkpoint
 from .data.datasets import Example, FeatureCache, bucket_batches, read_manifest
 from .data.misspell import TextCorrections
 from .diffusion import DecodeOptions, clean_canvas, random_canvas, round_up
@@ -259,17 +259,8 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int =
 
 
 def save_checkpoint(out: Path, model: DiffusionASR, state: dict, optimizer, provenance: dict) -> None:
-    """Atomic: write into a temp dir, then swap it in; a kill at any point leaves a loadable checkpoint."""
-    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, training=provenance)
-    torch.save({"state": state, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
-               tmp / "trainer_state.pt")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    """The new `<out>/checkpoint`, swapped in only once complete and read back (checkpoint.py)."""
+    checkpoint.save(out, model, state, optimizer, provenance)
 
 
 def plot_curves(out: Path, history: list[dict]) -> None:
@@ -321,9 +312,11 @@ def train(cfg: dict, resume: bool = False) -> Path:
     torch.manual_seed(cfg["seed"])
     from . import recipe
 
-    if resume and (ckpt / "config.json").is_file():
-        model = recipe.load_model(ckpt, cfg) if recipe.is_pretrained(cfg) else DiffusionASR.load(ckpt)
-        ts = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    found = checkpoint.latest(out) if resume else None  # newest complete, even if a kill interrupted its swap
+    if found is not None:
+        acc.print(f"resuming from {found}")
+        model = recipe.load_model(found, cfg) if recipe.is_pretrained(cfg) else DiffusionASR.load(found)
+        ts = torch.load(found / "trainer_state.pt", weights_only=False)
         state = ts["state"]
     else:
         if resume:
@@ -447,7 +440,7 @@ def train(cfg: dict, resume: bool = False) -> Path:
 
 def add_arguments(p) -> None:
     p.add_argument("--config", required=True, help="TOML training recipe (see configs/)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint exactly")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the newest complete checkpoint in <out>")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
 
 

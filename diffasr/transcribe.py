@@ -56,6 +56,7 @@ class Transcription:
     timings: dict = field(default_factory=dict)  # seconds per stage, for this batch
     words: list[Word] = field(default_factory=list)  # CTC-aligned, absolute times, inside their segment
     language_probability: float | None = None  # when the language was identified, not given
+    speech: dict = field(default_factory=dict)  # per window: speech_evidence (CTC tokens/s, confidence)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -138,6 +139,57 @@ def ctc_token_confidence(logits: torch.Tensor, lengths: torch.Tensor, blank: int
             for p_row, row, n in zip(probs.tolist(), best.tolist(), lengths.tolist())]
 
 
+# No-speech guard for audio decoded without the VAD. Its evidence is the CTC head read with no
+# language in the prompt (with the decoding language the head hallucinates more readily: silence then
+# emits 1.7 tokens/s): greedy CTC tokens per second, and the mean winning probability over frames
+# whose winner is not blank. A window is speech when, for some (rate, confidence) of SPEECH_EVIDENCE,
+# it emits at least that many tokens per second at least that confidently. Digital silence (RMS
+# under SILENCE_RMS) never is. Set on 150 real_train clips + real_dev (slowest speech over 1 s:
+# Chinese, 1.11 tokens/s at 0.68, 1.47 at 0.38) against 125 white/brown noises of 4 levels, silence,
+# hum, tones, a melody and tone+click mixes (noise ≤ 1.1 tokens/s, ≤ 0.34 confident at ≥ 0.8 tokens/s;
+# the music-like mix 1.63 at 0.28): docs/results/no_speech_guard.txt. A 30-s window holding only
+# a few words among long pauses falls under 0.8 tokens/s and is dropped: use the VAD for such audio.
+SPEECH_EVIDENCE = ((2.0, 0.0), (1.4, 0.35), (0.8, 0.45))  # (CTC tokens per second, mean confidence)
+SILENCE_RMS = 1e-4  # -80 dBFS
+# Under a second (12 audio tokens) the counts say too little: real_dev's 0.3-s "four" gets no CTC
+# token at all yet decodes right, so shorter windows are judged only by SILENCE_RMS.
+MIN_JUDGED_SECONDS = 1.0
+
+
+def speech_evidence(ctc: torch.Tensor, lengths: torch.Tensor, durations: list[float], blank: int) -> list[dict]:
+    """Per row of CTC logits (B, T', V): `rate`, greedy CTC tokens per second of audio (durations in
+    seconds), and `confidence`, the mean top probability over frames whose top token is not blank."""
+    probs = ctc.float().softmax(-1)
+    top, arg = probs.max(-1)
+    out = []
+    for i, (n, d) in enumerate(zip(lengths.tolist(), durations)):
+        emitted = arg[i, :n] != blank
+        runs = _ctc_runs(arg[i, :n].tolist(), blank)
+        conf = float(top[i, :n][emitted].mean()) if bool(emitted.any()) else 0.0
+        out.append({"rate": round(len(runs) / max(d, 1e-3), 3), "confidence": round(conf, 4), "seconds": round(d, 3)})
+    return out
+
+
+def is_speech(evidence: dict) -> bool:
+    """The no-speech guard's verdict on one window's `speech_evidence` (+ its `rms`)."""
+    rate, conf = evidence["rate"], evidence["confidence"]
+    if evidence.get("rms", 1.0) < SILENCE_RMS:
+        return False
+    if evidence.get("seconds", math.inf) < MIN_JUDGED_SECONDS:
+        return True
+    return any(rate >= min_rate and conf >= min_conf for min_rate, min_conf in SPEECH_EVIDENCE)
+
+
+def _guard_evidence(model, audio_tokens, n_audio, durations: list[float]) -> list[dict]:
+    """speech_evidence from the model's CTC head with no language in the prompt."""
+    if model.config.ctc_from == "prompt":
+        _, _, hidden = model.prefill(audio_tokens, n_audio, [None] * len(durations))
+        logits = model.prompt_ctc_logits(hidden, n_audio)
+    else:
+        logits = model.ctc_logits(audio_tokens)
+    return speech_evidence(logits, n_audio, durations, model.tokenizer.pad)
+
+
 def _allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torch.Tensor | None:
     """(B, V) bool: the tokens each row may emit given its language (all for rows without one), or
     None when nothing is restricted. Without it, a weak acoustic model spells unclear Spanish with
@@ -203,11 +255,13 @@ def ctc_nbest(model, ctc: torch.Tensor, n_audio: torch.Tensor, languages: list, 
 
 
 def _rescore(model, audio_tokens, n_audio, ctc, languages: list, allowed, options: DecodeOptions, prefilled=None,
-             chunk: int = 64) -> dict[int, tuple[list[int], list[float]]]:
+             chunk: int = 16) -> dict[int, tuple[list[int], list[float]]]:
     """The rescore sampler: per row, CTC prefix beam search (`ctc_nbest`, with the n-gram when asked)
     proposes `options.nbest` transcripts; the decoder scores every candidate canvas in one pass
     (`canvas_scores`, audio prompt, script mask), and the best beam score + rescore_weight × decoder
-    log-likelihood wins. Candidates of all rows share batches of ≤ `chunk` canvases; each reads its
+    log-likelihood wins. Candidates of all rows share batches of ≤ `chunk` canvases (each holds (L, V)
+    float32 logits, 3.7 MB at L=192 and 5,000 tokens, and a prompt-cache copy: with 64, a batch of
+    8 × 30 s peaked at 2.21 GB RSS, with 16 at 1.31 GB, same text, same time); each reads its
     row's prompt cache, copied from `prefilled` (the prefill the prompt CTC head ran) when given.
     Returns {row: (token ids, probability per token)}."""
     tok = model.tokenizer
@@ -237,18 +291,26 @@ def _rescore(model, audio_tokens, n_audio, ctc, languages: list, allowed, option
 
 @torch.no_grad()
 def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, languages: list,
-                 word_timestamps: bool = True) -> list[Transcription]:
-    """Transcribe ≤ 30 s arrays as one batch (word times relative to each array's start)."""
+                 word_timestamps: bool = True, speech_guard: bool = False) -> list[Transcription]:
+    """Transcribe ≤ 30 s arrays as one batch (word times relative to each array's start).
+    speech_guard: arrays the CTC head finds no speech in (`is_speech`) come back with empty text."""
     t0 = time.perf_counter()
     feats = model.encode(audios)
     times = {"encoder": time.perf_counter() - t0}
-    return decode_features(model, feats, [a.size / SAMPLE_RATE for a in audios], options, languages,
-                           word_timestamps, times)
+    results = decode_features(model, feats, [a.size / SAMPLE_RATE for a in audios], options, languages,
+                              word_timestamps, times, speech_guard)
+    if speech_guard:  # digital silence: no model evidence needed
+        for r, a in zip(results, audios):
+            r.speech["rms"] = round(float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))), 6)
+            if not is_speech(r.speech):
+                r.text, r.tokens, r.confidences, r.token_strings, r.words = "", [], [], [], []
+    return results
 
 
 @torch.no_grad()
 def decode_features(model, feats: list, durations: list[float], options: DecodeOptions, languages: list,
-                    word_timestamps: bool = True, times: dict | None = None) -> list[Transcription]:
+                    word_timestamps: bool = True, times: dict | None = None,
+                    speech_guard: bool = False) -> list[Transcription]:
     """Decode frozen-encoder features (list of (frames_i, d)) as one batch: the part of
     `decode_batch` after the encoder, shared with evaluation on cached features during training."""
     tok = model.tokenizer
@@ -260,10 +322,16 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     if allowed is not None:  # a known language rules out the other scripts' tokens, in CTC and decoder alike
         ctc = ctc.masked_fill(~allowed[:, None, :], -1e4)
     times["projector_ctc"] = time.perf_counter() - t0
+    evidence = _guard_evidence(model, audio_tokens, n_audio, durations) if speech_guard else [{} for _ in durations]
     if getattr(model, "denoiser", None) is not None and options.decoder == "diffusion":
         from .base_decoding import decode_rows
 
-        return decode_rows(model, feats, durations, options, languages, ctc, n_audio, word_timestamps, times)
+        results = decode_rows(model, feats, durations, options, languages, ctc, n_audio, word_timestamps, times)
+        for r, ev in zip(results, evidence):
+            r.speech = ev
+            if speech_guard and not is_speech(ev):
+                r.text, r.tokens, r.confidences, r.token_strings, r.words = "", [], [], [], []
+        return results
 
     results = []
     if options.decoder == "diffusion" and options.sampler == "rescore":
@@ -327,6 +395,10 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
             results.append(Transcription(text=tok.decode(ids), language=lang, tokens=ids, confidences=conf,
                                          token_strings=tok.token_strings(ids), duration=d,
                                          decoder="diffusion", steps_run=steps_run))
+    for r, ev in zip(results, evidence):
+        r.speech = ev
+        if speech_guard and not is_speech(ev):  # no VAD upstream: the guard stands in for it
+            r.text, r.tokens, r.confidences, r.token_strings = "", [], [], []
     if word_timestamps:
         t0 = time.perf_counter()
         log_probs = ctc.float().log_softmax(-1)
@@ -490,7 +562,8 @@ def transcribe(model, audio, steps: int = 8, language: str | None = None, batch_
     jobs = [_Job(model, x, options, vad) for x in items]
     pieces = (p for job in jobs for p in job.pieces())  # lazy: long files stream through
     while batch := list(itertools.islice(pieces, batch_size)):
-        outs = decode_batch(model, [p.audio for p in batch], options, [p.job.language for p in batch], word_timestamps)
+        outs = decode_batch(model, [p.audio for p in batch], options, [p.job.language for p in batch], word_timestamps,
+                            speech_guard=not vad)
         for p, o in zip(batch, outs):
             p.job.parts.append((p, o))
         for job in {id(p.job): p.job for p in batch}.values():  # batch timings once per input in it
@@ -574,9 +647,10 @@ def run(args) -> int:
         try:
             r = transcribe(model, f, options=options, batch_size=args.batch_size, vad=not args.no_vad)
         except AudioError as e:
+            message = str(e) if str(e).startswith(str(f)) else f"{f}: {e}"  # which file, when there are several
             if len(args.files) == 1:
-                raise
-            print(f"diffasr transcribe: error: {e}", file=sys.stderr)
+                raise AudioError(message) from None
+            print(f"diffasr transcribe: error: {message}", file=sys.stderr)
             failed += 1
             continue
         for fmt in formats:

@@ -20,16 +20,18 @@ import soundfile as sf
 import uvicorn
 
 from diffasr.serve import create_app
+from diffasr.serve_limits import Limits, uvicorn_config
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 
 
 @contextlib.contextmanager
-def serving(app):
-    """Run `app` with uvicorn in a thread on a free loopback port; yields (base URL, uvicorn.Server)."""
+def serving(app, limits: Limits | None = None):
+    """Run `app` with uvicorn (and the protocol limits of `limits`) in a thread on a free loopback port;
+    yields (base URL, uvicorn.Server)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, limits or Limits(), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

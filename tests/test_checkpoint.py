@@ -1,0 +1,153 @@
+"""Checkpoint saves interrupted at every step (checkpoint.py): a complete checkpoint always survives,
+`latest` finds the newest one, and the next save does not destroy it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffasr import checkpoint
+from diffasr.model import DiffusionASR
+
+
+class Killed(Exception):
+    """Stands for SIGKILL at one point of the save."""
+
+
+def _load(d: Path) -> int:
+    """Load a checkpoint the way `--resume` does; returns its step."""
+    DiffusionASR.load(d)
+    return torch.load(d / "trainer_state.pt", weights_only=False)["state"]["step"]
+
+
+@pytest.fixture
+def interrupt(monkeypatch):
+    """Counts the save's file operations; `interrupt.at = k` makes the k-th one fail half-done."""
+    real = {"replace": os.replace, "rmtree": shutil.rmtree, "torch_save": torch.save, "fsync": os.fsync}
+
+    class Interrupt:
+        at, calls, watch = None, 0, None  # watch: a run directory that must hold a complete checkpoint throughout
+
+        def hit(self) -> bool:
+            if self.watch is not None:  # checked before every operation: the state a kill here would leave
+                assert checkpoint.latest(self.watch) is not None, f"no complete checkpoint before operation {self.calls}"
+            self.calls += 1
+            return self.calls - 1 == self.at
+
+    it = Interrupt()
+
+    def replace(a, b, *args, **kwargs):
+        if it.hit():
+            raise Killed(f"replace {a} -> {b}")
+        return real["replace"](a, b, *args, **kwargs)
+
+    def rmtree(path, *args, **kwargs):
+        if it.hit():  # half-deleted: one file gone
+            files = [p for p in Path(path).rglob("*") if p.is_file()]
+            if files:
+                files[0].unlink()
+            raise Killed(f"rmtree {path}")
+        return real["rmtree"](path, *args, **kwargs)
+
+    def torch_save(obj, f, *args, **kwargs):
+        if it.hit():  # a truncated file
+            Path(f).write_bytes(b"\x80\x02trunc")
+            raise Killed(f"torch.save {f}")
+        return real["torch_save"](obj, f, *args, **kwargs)
+
+    def fsync(fd):
+        if it.hit():
+            raise Killed("fsync")
+        return real["fsync"](fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    monkeypatch.setattr(torch, "save", torch_save)
+    monkeypatch.setattr(os, "fsync", fsync)
+    return it
+
+
+def _save(out, model, step, opt):
+    return checkpoint.save(out, model, {"step": step}, opt, {"steps": step})
+
+
+def test_a_kill_at_any_step_of_the_save_keeps_a_complete_checkpoint(tmp_path, tiny_model, interrupt):
+    opt = torch.optim.SGD([p for p in tiny_model.parameters() if p.requires_grad], lr=0.1)
+    interrupt.calls = 0
+    _save(tmp_path / "count", tiny_model, 1, opt)
+    _save(tmp_path / "count", tiny_model, 2, opt)  # the second save has every step (swap, delete)
+    first = interrupt.calls
+    interrupt.calls = 0
+    _save(tmp_path / "count2", tiny_model, 1, opt)
+    n_ops = first - interrupt.calls  # operations of a save over an existing checkpoint
+    assert n_ops >= 8
+    for k in range(n_ops):
+        out = tmp_path / f"run{k}"
+        interrupt.at, interrupt.watch = None, None
+        _save(out, tiny_model, 1, opt)
+        interrupt.calls, interrupt.at, interrupt.watch = 0, k, out
+        with pytest.raises(Killed):
+            _save(out, tiny_model, 2, opt)
+        interrupt.at = None
+        found = checkpoint.latest(out)
+        assert found is not None, f"kill at operation {k}: no complete checkpoint left in {sorted(os.listdir(out))}"
+        assert _load(found) in (1, 2)
+        # the kill may leave the new checkpoint complete but not yet swapped in: it is then the one found
+        complete = [checkpoint.step_of(out / n) for n in checkpoint.NAMES if (out / n).is_dir()]
+        assert checkpoint.step_of(found) == max(s for s in complete if s is not None)
+        # a second kill in the next save must not lose it either, and a clean save then wins
+        interrupt.calls, interrupt.at = 0, k
+        try:
+            _save(out, tiny_model, 3, opt)
+        except Killed:
+            pass
+        interrupt.at = None
+        assert (found := checkpoint.latest(out)) is not None and _load(found) in (1, 2, 3)
+        assert _load(_save(out, tiny_model, 4, opt)) == 4
+        assert checkpoint.latest(out) == out / "checkpoint"
+        assert sorted(os.listdir(out)) == ["checkpoint"]
+        interrupt.watch = None
+
+
+def test_latest_ignores_incomplete_and_accepts_old_format(tmp_path, tiny_model):
+    opt = torch.optim.SGD([p for p in tiny_model.parameters() if p.requires_grad], lr=0.1)
+    out = tmp_path / "run"
+    _save(out, tiny_model, 5, opt)
+    assert checkpoint.latest(out) == out / "checkpoint" and checkpoint.step_of(out / "checkpoint") == 5
+    shutil.copytree(out / "checkpoint", out / "checkpoint.tmp")
+    (out / "checkpoint.tmp" / "complete.json").write_text('{"step": 9, "files": {}}')  # files do not match
+    assert checkpoint.latest(out) == out / "checkpoint"
+    with open(out / "checkpoint" / "model.safetensors", "ab") as f:  # a file changed after marking: not complete
+        f.write(b"x")
+    assert checkpoint.latest(out) is None
+    shutil.rmtree(out / "checkpoint.tmp")
+    (out / "checkpoint" / "complete.json").unlink()  # a checkpoint written before markers existed
+    assert checkpoint.latest(out) == out / "checkpoint"
+    assert checkpoint.latest(tmp_path / "nothing") is None
+
+
+def test_resume_finds_a_checkpoint_stranded_mid_swap(tmp_path, monkeypatch):
+    """The issue's case: killed between the two renames, only checkpoint.old is left; `train --resume`
+    must start from it, not from step 0."""
+    from diffasr import train as train_mod
+
+    seen = {}
+    monkeypatch.setattr(train_mod.DiffusionASR, "load", classmethod(lambda cls, d, **kw: seen.setdefault("dir", d)
+                                                                     and (_ for _ in ()).throw(Killed("loaded"))))
+    out = tmp_path / "run"
+    (out / "checkpoint.old").mkdir(parents=True)
+    cfg = train_mod.load_config(_minimal_config(tmp_path, out))
+    (out / "checkpoint.old" / "complete.json").write_text('{"step": 3, "files": {}}')
+    with pytest.raises(Killed):
+        train_mod.train(cfg, resume=True)
+    assert Path(seen["dir"]) == out / "checkpoint.old"
+
+
+def _minimal_config(tmp_path: Path, out: Path) -> Path:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'preset = "tiny"\nout = "{out}"\n')
+    return cfg
