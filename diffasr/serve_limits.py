@@ -184,10 +184,17 @@ class Guard:
         await error.response()(scope, receive, send)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         lim = self.limits
         headers = dict(scope["headers"])
+        if scope["type"] == "websocket":
+            # The stream endpoint bounds itself (stream_server); only the Host check applies here, so
+            # that a rebinding page cannot open /v1/stream either. Closing before accept is a 403.
+            if lim.allowed_hosts is not None and host_name(headers.get(b"host", b"")) not in lim.allowed_hosts:
+                self.metrics.responses[403] += 1
+                return await send({"type": "websocket.close", "code": 1008})
+            return await self.app(scope, receive, send)
         if lim.allowed_hosts is not None and host_name(headers.get(b"host", b"")) not in lim.allowed_hosts:
             # DNS rebinding: a web page's own name resolving to 127.0.0.1 still sends that name as Host
             return await self._refuse(ApiError(400, "Host header not allowed (see diffasr serve --allowed-hosts)",

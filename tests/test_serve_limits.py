@@ -307,3 +307,21 @@ def test_flood_of_64_maximum_size_uploads(tiny_model_dir, en_clip, tmp_path):
             probe.kill()
         proc.terminate()
         proc.wait(30)
+
+
+def _ws_handshake(url: str, host: str) -> str:
+    """The status line a WebSocket upgrade to /v1/stream gets when it claims `host`."""
+    import socket
+
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall((f"GET /v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        return s.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+
+
+def test_host_allow_list_covers_the_stream_websocket(tiny_model):
+    with _serving(tiny_model, Limits(allowed_hosts=LOOPBACK_HOSTS)) as url:
+        port = url.rsplit(":", 1)[1]
+        assert " 403 " in _ws_handshake(url, f"attacker.example:{port}") + " "
+        assert " 101 " in _ws_handshake(url, f"localhost:{port}") + " "
