@@ -165,3 +165,19 @@ def test_denoise_batch_from_noise_and_from_seed(denoiser):
         for ids, conf, steps in two:
             assert set(ids) <= vocab and len(ids) == len(conf) and 1 <= steps <= 2
             assert all(0.0 <= c <= 1.0 for c in conf)
+
+
+def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
+    """The shipped preview: `diffasr.load("base")` with its default decoding (the n-gram beam's
+    8-best scored by the Whisper denoiser) on jfk.flac, against the reference words."""
+    import jiwer
+
+    import diffasr
+
+    model = diffasr.load("base")
+    assert model.config.preset == "base" and model.denoiser.n_trained() == 1_002_496
+    r = model.transcribe(str(en_clip), language="en")
+    ref = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+    assert jiwer.wer(ref, r.text.lower()) < 0.25, r.text
+    assert r.words and all(0 <= w.start <= w.end <= r.duration + 0.01 for w in r.words)
+    assert all(0.0 <= w.confidence <= 1.0 for w in r.words)
