@@ -51,11 +51,6 @@ def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int)
     return ids, cs
 
 
-def _rows_kv(den, feats: list, rows: list[int]):
-    kv, fmask = den.memory([feats[i] for i in rows])
-    return kv, fmask
-
-
 @torch.no_grad()
 def denoise_batch(den, feats: list, languages: list[str], seeds: list[list[int]], options: DecodeOptions,
                   nbest: list[list[tuple[list[int], float]]] | None = None) -> list[tuple[list[int], list[float], int]]:
@@ -75,7 +70,7 @@ def denoise_batch(den, feats: list, languages: list[str], seeds: list[list[int]]
         rows = [i for i in range(len(feats)) if (languages[i], lengths[i]) == key]
         vocab = den.vocab[lang]
         eot_index = int(torch.searchsorted(vocab, torch.tensor(eot)))
-        kv, fmask = _rows_kv(den, feats, rows)
+        kv, fmask = den.memory([feats[i] for i in rows])
         step_fn = _step_fn(den, vocab, den.prompts([lang] * len(rows)), kv, fmask)
         gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
         if options.init == "ctc":
