@@ -1,4 +1,5 @@
-"""Shared fixtures: real clips from ../shared/data/real_dev and a tiny random checkpoint.
+"""Shared fixtures: the real clips and sentences in tests/data (origins and licences in
+tests/data/SOURCES.md) and a tiny random checkpoint.
 
 The tiny model exercises mechanics only (shapes, determinism, formats, errors); no test asserts
 on its text, which is meaningless by construction.
@@ -14,19 +15,40 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DIFFASR_SHARED", REPO.parent / "shared"))
-REAL_DEV = SHARED / "data" / "real_dev"
+DATA = REPO / "tests" / "data"  # a few real_dev clips with their manifest rows, sentence excerpts
+SHARED = Path(os.environ.get("DIFFASR_SHARED", REPO.parent / "shared"))  # the full data, for the few tests that need it
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def manifest_rows(folder: Path = DATA) -> list[dict]:
+    """The rows of `folder`/manifest.jsonl (real_dev's format; `audio` relative to `folder`)."""
+    return [json.loads(l) for l in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
 def real_clip(lang: str = "en", name: str | None = None) -> Path:
-    """Path of a real_dev clip in `lang` (the shortest one unless `name` is given)."""
-    rows = [json.loads(l) for l in (REAL_DEV / "manifest.jsonl").read_text().splitlines() if l.strip()]
-    rows = [r for r in rows if r["lang"] == lang and (name is None or Path(r["audio"]).name == name)]
-    if not rows:
-        pytest.skip(f"no real_dev clip for {lang}")
-    return REAL_DEV / min(rows, key=lambda r: r["duration_s"])["audio"]
+    """Path of a tests/data clip in `lang` (the shortest one unless `name` is given)."""
+    rows = [r for r in manifest_rows() if r["lang"] == lang and (name is None or Path(r["audio"]).name == name)]
+    assert rows, f"tests/data has no clip {name or ''} in {lang}"
+    return DATA / min(rows, key=lambda r: r["duration_s"])["audio"]
+
+
+def shared_real_dev() -> Path:
+    """The whole real_dev set under DIFFASR_SHARED (default ../shared), or skip the test."""
+    d = SHARED / "data" / "real_dev"
+    if not (d / "manifest.jsonl").is_file():
+        pytest.skip(f"needs the full real_dev set: {d} not found (set DIFFASR_SHARED)")
+    return d
+
+
+def shared_text() -> Path:
+    """The full sentence files (diffasr.data.text's default: DIFFASR_TEXT_DIR or ../shared/data/text),
+    or skip the test: synthetic corpora and training vocabularies need tens of thousands of lines."""
+    from diffasr.data.text import TEXT_DIR
+
+    if not (TEXT_DIR / "en.txt").is_file():
+        pytest.skip(f"needs the full sentence files: {TEXT_DIR} not found (set DIFFASR_TEXT_DIR)")
+    return TEXT_DIR
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +62,7 @@ def tiny_tokenizer():
 
     lines = []
     for lang in ("en", "de", "zh"):
-        lines += (SHARED / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[:800]
+        lines += (DATA / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[:800]
     return BPETokenizer.train(lines, vocab_size=600, limit_alphabet=300)
 
 

@@ -4,13 +4,11 @@ and from the CTC seed."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import REAL_DEV, real_clip
+from conftest import manifest_rows, real_clip, shared_real_dev
 from diffasr.audio import load_audio
 from diffasr.encoder import whisper_base_dir
 from diffasr.errors import ModelError
@@ -83,9 +81,9 @@ def test_ar_greedy_matches_faster_whisper_on_a_real_clip(fw, decoder, whisper_di
 
 @pytest.mark.slow
 def test_ar_greedy_matches_faster_whisper_on_real_dev(fw, decoder, whisper_dir):
-    tokens = WhisperTokens(whisper_dir)
-    rows = [json.loads(line) for line in (REAL_DEV / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    same = sum(ours == ref for ref, ours in (_fw_greedy_and_ours(fw, decoder, tokens, REAL_DEV / r["audio"], r["lang"])
+    tokens, real_dev = WhisperTokens(whisper_dir), shared_real_dev()
+    rows = manifest_rows(real_dev)
+    same = sum(ours == ref for ref, ours in (_fw_greedy_and_ours(fw, decoder, tokens, real_dev / r["audio"], r["lang"])
                                              for r in rows))
     assert same >= 0.95 * len(rows), f"{same}/{len(rows)} identical"
 

@@ -1,5 +1,6 @@
 """`diffasr eval` and `diffasr bench`: metrics on hand-made cases with known values, manifest errors,
-and small end-to-end runs on real_dev clips with the tiny random model (structure only, never its text)."""
+and small end-to-end runs on the real clips of tests/data with the tiny random model (structure only,
+never its text)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 
 import pytest
 
-from conftest import REAL_DEV, real_clip
+from conftest import DATA, manifest_rows, real_clip
 from diffasr.cli import main
 from diffasr.errors import DataError
 from diffasr.evaluate import error_rate, load_manifest, metric_for, normalize
@@ -66,7 +67,7 @@ def _row(**kw) -> str:
 
 
 def test_manifest_parses_relative_paths_subsets_and_blank_lines():
-    clips = load_manifest(REAL_DEV / "manifest.jsonl")
+    clips = load_manifest(DATA / "manifest.jsonl")
     assert len(clips) >= 10 and all(c.audio.is_file() for c in clips)
     assert {"en", "zh"} <= {c.lang for c in clips}
     assert any(c.subset for c in clips)
@@ -103,11 +104,11 @@ def test_cli_reports_bad_manifest_line(tmp_path, capsys):
 
 
 def _real_rows(*langs: str) -> list[str]:
-    rows = {json.loads(line)["audio"]: json.loads(line) for line in (REAL_DEV / "manifest.jsonl").read_text().splitlines() if line.strip()}
+    rows = {r["audio"]: r for r in manifest_rows()}
     out = []
     for lang in langs:
         clip = real_clip(lang)
-        row = rows[str(clip.relative_to(REAL_DEV))]
+        row = rows[clip.relative_to(DATA).as_posix()]
         out.append(json.dumps({**row, "audio": str(clip)}, ensure_ascii=False))
     return out
 
@@ -137,7 +138,7 @@ def test_eval_end_to_end(tmp_path, tiny_model_dir, capsys):
 
 def test_eval_baseline_faster_whisper(tmp_path, tiny_model_dir):
     """The baseline is real Whisper-base: on a clear 2 s English clip it should be (nearly) right."""
-    clip = REAL_DEV / "en" / "coqui_LJ001-0002.wav"
+    clip = real_clip("en", "coqui_LJ001-0002.wav")
     manifest = _manifest(tmp_path, [json.dumps({"audio": str(clip), "text": "in being comparatively modern.", "lang": "en"})])
     rc = main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--decoder", "ctc",
                "--baseline", "faster-whisper", "--json", str(tmp_path / "e.json")])
@@ -149,7 +150,7 @@ def test_eval_baseline_faster_whisper(tmp_path, tiny_model_dir):
 
 
 def test_bench_runs(tmp_path, tiny_model_dir, capsys):
-    rc = main(["bench", "--model", str(tiny_model_dir), "--clips", str(REAL_DEV / "en" / "coqui_LJ001-0002.wav"),
+    rc = main(["bench", "--model", str(tiny_model_dir), "--clips", str(real_clip("en", "coqui_LJ001-0002.wav")),
                "--language", "en", "--steps", "2", "--batch-sizes", "1,2", "--throughput-clips", "4", "--repeats", "1",
                "--no-baseline", "--json", str(tmp_path / "b.json")])
     assert rc == 0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REAL_DEV, real_clip
+from conftest import DATA, manifest_rows, real_clip
 from diffasr import vad
 from diffasr.align import ctc_align, words_from_tokens
 from diffasr.audio import SAMPLE_RATE, load_audio
@@ -26,18 +26,17 @@ PAUSE_S = 1.0
 
 @pytest.fixture(scope="session")
 def long_file(tmp_path_factory):
-    """~2 minutes: the LJSpeech clips of real_dev (speech to their last 0.1 s), forwards then
-    backwards, 1 s of silence between clips. Returns (path, clip end times from the manifest)."""
-    rows = [json.loads(l) for l in (REAL_DEV / "manifest.jsonl").read_text().splitlines() if l.strip()]
-    rows = [r for r in rows if "LJ00" in r["audio"]]
-    if len(rows) < 5:
-        pytest.skip("real_dev lacks the LJSpeech clips")
+    """~85 s (over the 60 s from which a file is streamed): the five LJSpeech clips of tests/data
+    (speech to their last 0.1 s), forwards, backwards, forwards, backwards, 1 s of silence between
+    clips. Returns (path, clip end times from the manifest)."""
+    rows = [r for r in manifest_rows() if "LJ00" in r["audio"]]
+    assert len(rows) == 5
     parts, ends, t = [], [], 0.0
-    for i, r in enumerate(rows + rows[::-1]):
+    for i, r in enumerate((rows + rows[::-1]) * 2):
         if i:
             parts.append(np.zeros(int(PAUSE_S * SAMPLE_RATE), dtype=np.float32))
             t += PAUSE_S
-        a = load_audio(REAL_DEV / r["audio"])
+        a = load_audio(DATA / r["audio"])
         assert abs(a.size / SAMPLE_RATE - r["duration_s"]) < 0.01
         parts.append(a)
         t += r["duration_s"]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REAL_DEV, REPO, SHARED
+from conftest import DATA, REPO
 
-CLIPS = {  # corpus -> (language, [(real_dev clip, transcript)])
+CLIPS = {  # corpus -> (language, [(tests/data clip, transcript)])
     "librispeech": ("en", [("en/jfk.flac", "AND SO MY FELLOW AMERICANS ASK NOT WHAT YOUR COUNTRY CAN DO FOR YOU"),
                            ("en/picovoice_cheetah_test_en.wav", "TODAY ONLY PLATFORMS ONE AND THREE ARE USED")]),
     "fleurs": ("de", [("de/picovoice_cheetah_test_de.wav", "die werbung vermittelt einen falschen eindruck")]),
@@ -36,7 +36,7 @@ def _tokenizer(d: Path):
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
     lines = []
     for lang in ("en", "de", "fr"):
-        lines += (SHARED / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[:400]
+        lines += (DATA / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[:400]
     lines += [t.lower() for _, rows in CLIPS.values() for _, t in rows]
     tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, limit_alphabet=120))
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
@@ -50,7 +50,7 @@ def _corpus(d: Path, corpus: str) -> Path:
     import datasets
 
     lang, rows = CLIPS[corpus]
-    audio = [{"bytes": (REAL_DEV / a).read_bytes(), "path": Path(a).name} for a, _ in rows]
+    audio = [{"bytes": (DATA / a).read_bytes(), "path": Path(a).name} for a, _ in rows]
     n = len(rows)
     if corpus == "librispeech":
         cols = dict(file=[Path(a).name for a, _ in rows], text=[t for _, t in rows], speaker_id=[1] * n,
@@ -157,7 +157,7 @@ def test_recipe_data_reads_the_corpora_columns(recipe_run, monkeypatch):
 
     d, cfg, ckpt = recipe_run
     feats = list((d / "features").rglob("*.npy"))
-    want = {hashlib.sha1((REAL_DEV / a).read_bytes()).hexdigest(): a for _, rows in CLIPS.values() for a, _ in rows}
+    want = {hashlib.sha1((DATA / a).read_bytes()).hexdigest(): a for _, rows in CLIPS.values() for a, _ in rows}
     assert {f.stem for f in feats} == set(want)  # every clip of the three corpora, cached once by its bytes
     assert all(np.load(f).shape[1] == 768 and np.load(f).dtype == np.float16 for f in feats)
     assert len(list((d / "features").rglob("index/*.jsonl"))) == 3  # one per source

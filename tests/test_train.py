@@ -15,11 +15,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import shared_text
 from diffasr.cli import main as cli
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
+    shared_text()
     out = tmp_path_factory.mktemp("corpus")
     assert cli(["corpus", "synth", "--langs", "en", "--engines", "espeak", "--hours", "0.03", "--workers", "1",
                 "--no-augment", "--out", str(out)]) == 0
@@ -33,6 +35,7 @@ def tokenizer_file(tmp_path_factory) -> Path:
     from diffasr.data.text import load_sentences
     from diffasr.tokenizer import BPETokenizer
 
+    shared_text()
     tok = BPETokenizer.train(load_sentences("en", "train")[:400], vocab_size=400, limit_alphabet=100)
     out = tmp_path_factory.mktemp("tok")
     tok.save(out)
