@@ -6,6 +6,7 @@ Needs Debian's `chromium` and `chromium-driver` (scripts/setup.sh installs them)
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,9 @@ DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed")
 
 
-@pytest.fixture
-def browser(tmp_path):
+def headless_chromium(profile: Path, *flags: str):
+    """A selenium driver for headless Chromium with a fake microphone (a beep unless `flags` name a
+    file for it) and its own profile folder; the caller quits it."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -26,11 +28,17 @@ def browser(tmp_path):
     options.binary_location = CHROMIUM
     for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",  # a beeping microphone
-                 f"--user-data-dir={tmp_path / 'profile'}"]:
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--user-data-dir={profile}", *flags]:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = headless_chromium(tmp_path / "profile")
     yield driver
     driver.quit()
 

@@ -13,7 +13,7 @@ import soundfile as sf
 from diffasr.audio import SAMPLE_RATE, load_audio
 from diffasr.evaluate import error_rate
 from diffasr.serve import create_app
-from test_browser import CHROMIUM, DRIVER
+from test_browser import CHROMIUM, DRIVER, headless_chromium
 from test_serve import serving
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed")
@@ -31,19 +31,9 @@ def mic_wav(tmp_path, en_clip):
 
 @pytest.fixture
 def browser(tmp_path, mic_wav):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                 f"--use-file-for-fake-audio-capture={mic_wav[0]}",  # the microphone plays the clip (looped)
-                 "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
-    driver.set_page_load_timeout(30)
+    driver = headless_chromium(tmp_path / "profile",
+                               f"--use-file-for-fake-audio-capture={mic_wav[0]}",  # the microphone plays the clip (looped)
+                               "--autoplay-policy=no-user-gesture-required")
     yield driver
     driver.quit()
 

@@ -99,25 +99,30 @@ def test_garbage_frames_get_errors_and_the_stream_goes_on(base, pcm48):
         _check_normal(_events(ws))
 
 
-def test_bad_parameters(base):
-    for query, word in (("language=xx", "language"), ("sample_rate=abc", "sample_rate"), ("rate=1", "unknown")):
-        with connect(f"{base}/v1/stream?{query}") as ws:
-            ev = json.loads(ws.recv(timeout=10))
-            assert ev["type"] == "error" and ev["code"] == "invalid_parameter" and word in ev["message"]
-            with pytest.raises(ConnectionClosed) as closed:
-                ws.recv(timeout=10)
-            assert closed.value.rcvd.code == 1008
+def _error_then_close(ws, code: str, close_code: int = 1008) -> dict:
+    """The next event is an error with `code`, then the server closes with `close_code` (1008: policy
+    violation, 1013: try again later). Returns the error event."""
+    ev = json.loads(ws.recv(timeout=10))
+    assert ev["type"] == "error" and ev["code"] == code, ev
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd.code == close_code
+    return ev
+
+
+@pytest.mark.parametrize("query, word", [("language=xx", "language"), ("sample_rate=abc", "sample_rate"),
+                                         ("rate=1", "unknown")])
+def test_bad_parameters(base, query, word):
+    with connect(f"{base}/v1/stream?{query}") as ws:
+        assert word in _error_then_close(ws, "invalid_parameter")["message"]
 
 
 def test_idle_timeout(base):
     with connect(base + "/v1/stream") as ws:
         assert json.loads(ws.recv(timeout=30))["type"] == "ready"
         t0 = time.monotonic()
-        ev = json.loads(ws.recv(timeout=10))
-        assert ev["code"] == "idle_timeout" and 1.0 < time.monotonic() - t0 < 5
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
-        assert closed.value.rcvd.code == 1008
+        _error_then_close(ws, "idle_timeout")
+        assert 1.0 < time.monotonic() - t0 < 5
 
 
 def test_buffer_limit(base):
@@ -141,10 +146,7 @@ def test_disconnects_and_the_cap_then_still_serving(base, pcm48):
     with connect(base + "/v1/stream") as a, connect(base + "/v1/stream") as b:
         assert json.loads(a.recv(timeout=30))["type"] == json.loads(b.recv(timeout=30))["type"] == "ready"
         with connect(base + "/v1/stream") as c:
-            assert json.loads(c.recv(timeout=10))["code"] == "too_many_streams"
-            with pytest.raises(ConnectionClosed) as closed:
-                c.recv(timeout=10)
-            assert closed.value.rcvd.code == 1013
+            _error_then_close(c, "too_many_streams", close_code=1013)
     # the departed streams freed their slots; HTTP and streaming both still work
     assert httpx.get(base.replace("ws://", "http://") + "/health", timeout=10).status_code == 200
     with connect(base + "/v1/stream?sample_rate=48000") as ws:
