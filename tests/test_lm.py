@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from conftest import DATA
 from diffasr.errors import ConfigError
 from diffasr.lm import LanguageModels, NgramLM
 from diffasr.transcribe import ctc_prefix_beam
@@ -89,6 +90,7 @@ def test_shipped_model_ngram_default_on_a_real_clip(en_clip):
 
 def test_build_script_adds_domain_text(tiny_model_dir, tmp_path):
     """`scripts/build_lm.py --text en=FILE` puts the user's sentences into English's n-gram."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -96,12 +98,14 @@ def test_build_script_adds_domain_text(tiny_model_dir, tmp_path):
     from diffasr.model import DiffusionASR
 
     repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DIFFASR_TEXT_DIR": str(DATA / "text")}  # the sentence excerpts, not ../shared
     notes = tmp_path / "notes.txt"
     notes.write_text("the quilter pipeline shards every tensor\n" * 5, encoding="utf-8")
     out = {}
     for name, extra in (("plain", []), ("domain", ["--text", f"en={notes}"])):
         r = subprocess.run([sys.executable, str(repo / "scripts" / "build_lm.py"), str(tiny_model_dir), "--langs", "en",
-                            "--short", "0", "--out", str(tmp_path / name), *extra], capture_output=True, text=True)
+                            "--short", "0", "--exclude", str(DATA / "manifest.jsonl"), "--out", str(tmp_path / name),
+                            *extra], capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stderr
         out[name] = NgramLM.load(tmp_path / name / "en.npz")
     ids = DiffusionASR.load(tiny_model_dir).tokenizer.encode("the quilter pipeline shards every tensor")
