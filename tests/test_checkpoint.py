@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffasr import checkpoint
+from diffasr.training import checkpoint
 from diffasr.model import DiffusionASR
 
 

@@ -3,7 +3,7 @@
 Tiny random versions of the same structures stand in for the downloads: a DiffusionGemma with a
 Gemma-style tokenizer (the Gemma special tokens by name), a 768-d Whisper encoder, and LibriSpeech /
 FLEURS / VoxPopuli tables in the `datasets` on-disk format with those corpora's columns (real clips
-as audio). The recipe's own config trains for a few steps through `diffasr.train.train`, its
+as audio). The recipe's own config trains for a few steps through `diffasr.training.train.train`, its
 adapter-only checkpoint reloads onto a freshly loaded backbone, and a real clip is transcribed.
 The text is meaningless (random weights); the checks are on what was trained, saved and restored.
 """
@@ -75,8 +75,8 @@ def recipe_run(tmp_path_factory):
 
     from diffasr.backbone import make_config
     from diffasr.model import DIMS
-    from diffasr.recipe import gemma_ids
-    from diffasr.train import load_config, train
+    from diffasr.training.pretrained import gemma_ids
+    from diffasr.training.train import load_config, train
 
     d = tmp_path_factory.mktemp("recipe")
     torch.manual_seed(0)
@@ -96,11 +96,11 @@ def recipe_run(tmp_path_factory):
         f'out="{d / "run"}"', f'data.cache="{d / "features"}"', 'optim.max_steps=3', 'optim.warmup_steps=1',
         'optim.bf16=false', 'loss.ctc_warmup_steps=1', 'eval.save_every=3', 'eval.log_every=1',
         'data.max_frames=2000', 'data.max_batch=2', 'model.dtype="float32"'])
-    cfg["model"].update(backbone=str(d / "backbone"), encoder=str(d / "whisper"))
-    cfg["data"]["hf"] = [dict(src, path=str(_corpus(d, src["corpus"])))
-                         for src in [s for s in cfg["data"]["hf"] if s["corpus"] == "librispeech"][:1]
-                         + [{"corpus": "fleurs", "lang": "de"}, {"corpus": "voxpopuli", "lang": "fr"}]]
-    cfg["data"]["hf_dev"] = []
+    hf = [dict(src, path=str(_corpus(d, src["corpus"])))
+          for src in [s for s in cfg.data.hf if s["corpus"] == "librispeech"][:1]
+          + [{"corpus": "fleurs", "lang": "de"}, {"corpus": "voxpopuli", "lang": "fr"}]]
+    cfg = cfg.replace(model={"backbone": str(d / "backbone"), "encoder": str(d / "whisper")},
+                      data={"hf": hf, "hf_dev": []})
     ckpt = train(cfg)
     return d, cfg, ckpt
 
@@ -109,7 +109,7 @@ def test_recipe_trains_saves_adapter_only_and_reloads(recipe_run, en_clip):
     from safetensors.torch import load_file
 
     from diffasr.model import DiffusionASR
-    from diffasr.recipe import build_model, load_model
+    from diffasr.training.pretrained import build_model, load_model
 
     d, cfg, ckpt = recipe_run
     fresh = build_model(cfg)  # the untrained model, as the run started (seeded the same way)
@@ -128,7 +128,7 @@ def test_recipe_trains_saves_adapter_only_and_reloads(recipe_run, en_clip):
     # the frozen ones are the backbone's own.
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    model = DiffusionASR.load(ckpt, lm=DiffusionGemmaForBlockDiffusion.from_pretrained(cfg["model"]["backbone"]))
+    model = DiffusionASR.load(ckpt, lm=DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.model.backbone))
     restored = model.trainable_state_dict()
     assert restored.keys() == saved.keys()
     for k, v in saved.items():
@@ -152,7 +152,7 @@ def test_recipe_trains_saves_adapter_only_and_reloads(recipe_run, en_clip):
 def test_recipe_data_reads_the_corpora_columns(recipe_run, monkeypatch):
     import hashlib
 
-    from diffasr import recipe
+    from diffasr.training import pretrained as recipe
     from diffasr.model import DiffusionASR
 
     d, cfg, ckpt = recipe_run
@@ -164,8 +164,8 @@ def test_recipe_data_reads_the_corpora_columns(recipe_run, monkeypatch):
 
     # A second pass (a resumed run, another GPU's process) reads the indexes and streams nothing.
     monkeypatch.setattr(recipe, "_rows", lambda *a: pytest.fail("streamed a source again"))
-    model = DiffusionASR.load(ckpt, lm=__import__("transformers").DiffusionGemmaForBlockDiffusion.from_pretrained(cfg["model"]["backbone"]))
-    ex = recipe.hf_examples(model, cfg["data"]["hf"], d / "features", cfg["data"]["max_seconds"])
+    model = DiffusionASR.load(ckpt, lm=__import__("transformers").DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.model.backbone))
+    ex = recipe.hf_examples(model, list(cfg.data.hf), d / "features", cfg.data.max_seconds)
     # The 3.5-s German clip is cached but not trained on: in this 400-token BPE its transcript is 24
     # tokens, more than its 22 audio tokens at 8x, which CTC cannot align.
     assert sorted(e.lang for e in ex) == ["en", "en", "fr"]
@@ -174,8 +174,8 @@ def test_recipe_data_reads_the_corpora_columns(recipe_run, monkeypatch):
 
 def test_full_size_parameter_count():
     """configs/gemma-26b.toml at DiffusionGemma-26B-A4B's real size, on the meta device."""
-    from diffasr.recipe import count_parameters
-    from diffasr.train import load_config
+    from diffasr.training.pretrained import count_parameters
+    from diffasr.training.train import load_config
 
     n = count_parameters(load_config(REPO / "configs" / "gemma-26b.toml"))
     assert n["projector"] == 16_393_472 and n["lora"] == 22_978_560  # published: ~42 M in all
@@ -184,7 +184,7 @@ def test_full_size_parameter_count():
 
 def test_recipe_bad_source_is_one_clear_error(tmp_path, recipe_run):
     from diffasr.errors import ConfigError, DataError
-    from diffasr.recipe import hf_examples
+    from diffasr.training.pretrained import hf_examples
     from diffasr.model import DiffusionASR
 
     d, cfg, ckpt = recipe_run
@@ -199,7 +199,7 @@ def test_gpu_speed_script_dry_run():
     """benchmarks/gemma26b_speed.py at tiny dims on the CPU: every measurement it makes on a GPU comes out."""
     import importlib.util
 
-    from diffasr.recipe import full_size_config
+    from diffasr.training.pretrained import full_size_config
 
     assert full_size_config(pad_token_id=0).text_config.hidden_size == 2816  # overrides merge, no clash
     spec = importlib.util.spec_from_file_location("gemma26b_speed", REPO / "benchmarks" / "gemma26b_speed.py")

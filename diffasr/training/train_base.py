@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import load_audio
-from .diffusion import clean_canvas, round_up
-from .encoder import CT2WhisperEncoder, EncoderSpec
-from .whisper_denoiser import DenoiserConfig, WhisperDenoiser
+from ..audio import load_audio
+from ..diffusion import clean_canvas, round_up
+from ..encoder import CT2WhisperEncoder, EncoderSpec
+from ..whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
 
 def load_rows(manifests: list[str], max_seconds: float = 29.0) -> list[dict]:
