@@ -112,13 +112,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     found = checkpoint.latest(out) if resume else None  # newest complete, even if a kill interrupted its swap
     if found is not None:
         acc.print(f"resuming from {found}")
-        ts = torch.load(found / "trainer_state.pt", weights_only=False)
-        state = ts["state"]
-    else:
-        if resume:
-            acc.print(f"no checkpoint in {out}; starting fresh")
-        ts, state = None, {"step": 0, "epoch": 0, "batch": 0, "history": [], "wall": 0.0, "utts": 0}
+    elif resume:
+        acc.print(f"no checkpoint in {out}; starting fresh")
     model = start_model(cfg, found)
+    ts = torch.load(found / "trainer_state.pt", weights_only=False) if found is not None else None
+    state = ts["state"] if ts is not None else {"step": 0, "epoch": 0, "batch": 0, "history": [], "wall": 0.0, "utts": 0}
     model.train()
     d, o, seed = cfg.data, cfg.optim, cfg.seed
     if not d.train and not d.hf:
