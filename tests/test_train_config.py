@@ -115,3 +115,31 @@ def test_a_bad_config_is_one_clear_error(tmp_path, text, message):
 def test_retired_keys_are_accepted_at_their_no_op_value(tmp_path):
     cfg = load_config(_write(tmp_path, "c.toml", "[loss]\nseed_misspell = 0.0\nseed_sample = 0\n"))
     assert "seed_misspell" not in cfg.to_dict()["loss"]
+
+
+def test_training_and_inference_import_one_way():
+    """Inference never imports training; training imports the model and decoding, never the apps.
+    (`diffasr.transcribe` and, through it, `diffasr.stream` are still reached until ctc_greedy and
+    decode_features move to diffasr/decoding/, #16.)"""
+    import subprocess
+    import sys
+
+    code = """
+import importlib, pkgutil, sys
+import diffasr, diffasr.training
+for m in pkgutil.walk_packages(diffasr.__path__, "diffasr."):
+    if not m.name.startswith("diffasr.training") and m.name != "diffasr.__main__":
+        importlib.import_module(m.name)
+print(sorted(k for k in sys.modules if k.startswith("diffasr.training.")))
+for k in [k for k in sys.modules if k.startswith("diffasr.")]:
+    del sys.modules[k]
+for m in pkgutil.walk_packages(diffasr.training.__path__, "diffasr.training."):
+    importlib.import_module(m.name)
+print(sorted(k for k in sys.modules if k.startswith("diffasr.") and not k.startswith("diffasr.training")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "[]"
+    reached = set(eval(out[1]))
+    assert "diffasr.model" in reached
+    assert not reached & {"diffasr.serve", "diffasr.cli", "diffasr.batch", "diffasr.listen", "diffasr.evaluate",
+                          "diffasr.bench", "diffasr.stream_server"}
