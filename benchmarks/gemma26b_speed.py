@@ -15,7 +15,7 @@ the real ones — and times, for a clip of `--seconds` (10) at each batch size (
   train     one LoRA training step (the recipe's three losses, gradient checkpointing, AdamW) on a batch
             of `--train-batch` clips: seconds and peak GPU memory.
 Timings are the minimum over `--repeats` runs after one warm-up. `--tiny` builds the same structures
-at test size so the script itself is checked on a CPU (tests/test_recipe.py).
+at test size so the script itself is checked on a CPU (tests/test_pretrained.py).
 """
 
 from __future__ import annotations
