@@ -56,7 +56,7 @@ def one_run(manifest: Path, actors: int, batch_size: int, model: str | None, thr
 
 def repeated_manifest(manifest: Path, copies: int, folder: Path) -> Path:
     """A manifest of `copies` hard links of every clip (distinct paths, so none is skipped as done)."""
-    from diffasr.data.datasets import read_manifest
+    from diffasr.manifest import read_manifest
 
     lines = []
     for u in read_manifest(manifest):

@@ -15,7 +15,7 @@ the real ones — and times, for a clip of `--seconds` (10) at each batch size (
   train     one LoRA training step (the recipe's three losses, gradient checkpointing, AdamW) on a batch
             of `--train-batch` clips: seconds and peak GPU memory.
 Timings are the minimum over `--repeats` runs after one warm-up. `--tiny` builds the same structures
-at test size so the script itself is checked on a CPU (tests/test_recipe.py).
+at test size so the script itself is checked on a CPU (tests/test_pretrained.py).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def build(device: str, tiny: bool):
     from diffasr.backbone import make_config
     from diffasr.encoder import EncoderSpec
     from diffasr.model import DIMS, PRESETS, DiffusionASR
-    from diffasr.recipe import full_size_config
+    from diffasr.training.pretrained import full_size_config
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     ids = dict(PRESETS["gemma-26b"]["gemma_ids"])
@@ -153,14 +153,14 @@ def time_inference(model, whisper, extractor, dtype, device: str, batch: int, se
 def time_training(model, dtype, device: str, batch: int, seconds: float, canvas: int, repeats: int) -> dict:
     from diffasr.diffusion import clean_canvas
     from diffasr.encoder import FRAMES_PER_SECOND
-    from diffasr.loss import LossModule
-    from diffasr.recipe import _finish
-    from diffasr.train import load_config, loss_weights
+    from diffasr.training.loss import LossModule
+    from diffasr.training.pretrained import _finish
+    from diffasr.training.train import load_config, loss_weights
 
     cfg = load_config(REPO / "configs" / "gemma-26b.toml")
     _finish(model, cfg)  # trained parts fp32, gradient checkpointing as the recipe runs it
     model.train()
-    lossmod = LossModule(model, cfg)
+    lossmod = LossModule(model, cfg.loss)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     g = torch.Generator().manual_seed(0)

@@ -17,8 +17,8 @@ from .errors import DiffasrError
 # subcommand -> (module implementing add_arguments/run, one-line help)
 COMMANDS = {
     "transcribe": ("diffasr.transcribe", "transcribe audio files"),
-    "corpus": ("diffasr.data.synth", "build the synthetic multilingual speech corpus (corpus synth ...)"),
-    "train": ("diffasr.train", "train a model from a config file"),
+    "corpus": ("diffasr.training.corpus.synth", "build the synthetic multilingual speech corpus (corpus synth ...)"),
+    "train": ("diffasr.training.train", "train a model from a config file"),
     "eval": ("diffasr.evaluate", "evaluate on a manifest, optionally against faster-whisper"),
     "bench": ("diffasr.bench", "per-stage timings and throughput against faster-whisper"),
     "serve": ("diffasr.serve", "OpenAI-compatible transcription server with a web page"),

@@ -22,34 +22,7 @@ from typing import Callable
 
 import torch
 
-# ---------------------------------------------------------------- noise schedules (training)
-
-
-class NoiseSchedule:
-    """Maps diffusion time t ∈ [0, 1] to the probability that a position is corrupted."""
-
-    def rate(self, t: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def sample_t(self, batch: int, generator=None, device="cpu") -> torch.Tensor:
-        return torch.rand(batch, generator=generator, device=device)
-
-
-class LinearSchedule(NoiseSchedule):
-    """rate = t: the DiffusionGemma SFT convention (t ~ U(0, 1), corrupt with probability t)."""
-
-    def rate(self, t):
-        return t
-
-
-class CosineSchedule(NoiseSchedule):
-    """rate = 1 - cos(πt/2): spends more training on lightly corrupted canvases (late sampler steps)."""
-
-    def rate(self, t):
-        return 1 - torch.cos(t * math.pi / 2)
-
-
-SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule}
+# ---------------------------------------------------------------- corruption (training; language scoring)
 
 
 def corrupt(x0: torch.Tensor, rate: torch.Tensor, vocab_size: int, generator=None) -> torch.Tensor:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .data.datasets import Utterance
-from .data.datasets import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
+from .manifest import Utterance
+from .manifest import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
 from .errors import ConfigError, DataError
 
 CER_LANGUAGES = ("zh", "hi")  # no word boundaries to trust: score characters, whitespace removed

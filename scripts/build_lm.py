@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffasr.data.datasets import read_manifest
-from diffasr.data.text import LANGS, load_sentences, short_utterance, without_transcripts
+from diffasr.manifest import read_manifest
+from diffasr.training.corpus.text import LANGS, load_sentences, short_utterance, without_transcripts
 from diffasr.errors import DiffasrError
 from diffasr.lm import NgramLM
 from diffasr.model import DiffusionASR

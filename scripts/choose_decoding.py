@@ -14,14 +14,16 @@ import torch
 
 from diffasr.diffusion import DecodeOptions
 from diffasr.model import DiffusionASR
-from diffasr.train import _p, build_examples, cer_by_language, decode_examples, load_config
+from diffasr.training.config import load_config
+from diffasr.training.data import build_examples
+from diffasr.training.monitor import cer_by_language, decode_examples
 
 
 def main(model_dir: str, settings_json: str, config: str = "configs/small-stage4.toml") -> None:
     torch.set_num_threads(2)
     model = DiffusionASR.load(model_dir)
     cfg = load_config(config)
-    examples = build_examples(model, [_p(cfg, cfg["data"]["dev"])], _p(cfg, cfg["data"]["cache"]), cfg["data"]["max_seconds"], desc="dev")
+    examples = build_examples(model, [cfg.path(cfg.data.dev)], cfg.path(cfg.data.cache), cfg.data.max_seconds, desc="dev")
     langs = [e.lang for e in examples]
     for name, fields in json.loads(settings_json).items():
         t0 = time.time()

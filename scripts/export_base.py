@@ -1,4 +1,4 @@
-"""Turn a `python -m diffasr.train_base` checkpoint into a `base` model directory.
+"""Turn a `python -m diffasr.training.train_base` checkpoint into a `base` model directory.
 
     python scripts/export_base.py runs/base/checkpoint diffasr/assets/diffasr-base \
         --decode-defaults '{"init": "ctc", "steps": 4}'

@@ -1,5 +1,6 @@
-"""Checkpoint saves interrupted at every step (checkpoint.py): a complete checkpoint always survives,
-`latest` finds the newest one, and the next save does not destroy it."""
+"""Checkpoint saves interrupted at every step (training/checkpoint.py): a complete checkpoint always
+survives, `latest` finds the newest one, and the next save does not destroy it; train_base.py saves
+through the same protocol and resumes its checkpoints written before it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffasr import checkpoint
+from diffasr.training import checkpoint
 from diffasr.model import DiffusionASR
 
 
@@ -133,7 +134,7 @@ def test_latest_ignores_incomplete_and_accepts_old_format(tmp_path, tiny_model):
 def test_resume_finds_a_checkpoint_stranded_mid_swap(tmp_path, monkeypatch):
     """The issue's case: killed between the two renames, only checkpoint.old is left; `train --resume`
     must start from it, not from step 0."""
-    from diffasr import train as train_mod
+    from diffasr.training import train as train_mod
 
     seen = {}
     monkeypatch.setattr(train_mod.DiffusionASR, "load", classmethod(lambda cls, d, **kw: seen.setdefault("dir", d)
@@ -151,3 +152,58 @@ def _minimal_config(tmp_path: Path, out: Path) -> Path:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'preset = "tiny"\nout = "{out}"\n')
     return cfg
+
+
+def _base_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A two-clip English manifest (absolute audio paths) and a run directory holding a train_base
+    checkpoint in the format written before checkpoint.py (no marker; config.json written last)."""
+    import json
+
+    from conftest import DATA, manifest_rows
+    from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
+
+    rows = sorted((r for r in manifest_rows() if r["lang"] == "en"), key=lambda r: r["duration_s"])[:2]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(dict(r, audio=str(DATA / r["audio"]))) + "\n" for r in rows))
+    torch.manual_seed(0)
+    model = WhisperDenoiser(DenoiserConfig(rank=4))
+    model.vocab = {"en": torch.tensor(sorted({t for r in rows for t in model.tokens.encode(r["text"], "en")} | {model.tokens.eot}))}
+    old = tmp_path / "run" / "checkpoint"
+    model.save_trained(old)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+    torch.save({"opt": opt.state_dict(), "step": 7}, old / "optimizer.pt")
+    (old / "config.json").write_text(json.dumps({"denoiser": model.settings(), "step": 7, "manifests": [str(manifest)]}))
+    return manifest, tmp_path / "run"
+
+
+def test_train_base_resumes_its_old_checkpoints_and_saves_through_the_protocol(tmp_path, capsys):
+    import json
+
+    from diffasr.training import train_base
+
+    manifest, run = _base_run(tmp_path)
+    assert checkpoint.latest(run) == run / "checkpoint" and checkpoint.step_of(run / "checkpoint") == 7
+    old_weights = (run / "checkpoint" / "denoiser.safetensors").read_bytes()
+    assert train_base.main(["--manifest", str(manifest), "--out", str(run), "--cache", str(tmp_path / "feats"),
+                            "--resume", "--steps", "8", "--batch", "2", "--threads", "1", "--rank", "4"]) == 0
+    assert "starting at step 7" in capsys.readouterr().out  # resumed, not restarted
+    ckpt = checkpoint.latest(run)
+    assert ckpt == run / "checkpoint" and checkpoint.step_of(ckpt) == 8
+    assert json.loads((ckpt / "complete.json").read_text())["step"] == 8
+    assert json.loads((ckpt / "config.json").read_text())["step"] == 8
+    assert {p.name for p in ckpt.iterdir()} == {"config.json", "denoiser.safetensors", "vocab.safetensors",
+                                                 "optimizer.pt", "complete.json"}
+    assert (ckpt / "denoiser.safetensors").read_bytes() != old_weights  # one step was taken
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "log.jsonl"]
+
+
+def test_latest_finds_train_bases_old_checkpoint_left_mid_swap(tmp_path):
+    """The old train_base swap renamed checkpoint -> checkpoint-old before checkpoint-new -> checkpoint."""
+    import json
+
+    out = tmp_path / "run"
+    (out / "checkpoint-old").mkdir(parents=True)
+    (out / "checkpoint-old" / "optimizer.pt").write_bytes(b"")
+    (out / "checkpoint-old" / "config.json").write_text(json.dumps({"step": 12}))
+    (out / "checkpoint-new").mkdir()  # no config.json: never complete
+    assert checkpoint.latest(out) == out / "checkpoint-old" and checkpoint.step_of(out / "checkpoint-old") == 12

@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from diffasr.cli import main
-from diffasr.data import augment as aug
-from diffasr.data import synth
-from diffasr.data.text import LANGS, TEXT_DIR, load_sentences, normalize_label
+from diffasr.training.corpus import augment as aug
+from diffasr.training.corpus import synth
+from diffasr.training.corpus.text import LANGS, TEXT_DIR, load_sentences, normalize_label
 from diffasr.errors import DataError
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
@@ -157,7 +157,7 @@ def test_short_utterances(tmp_path):
 
 @pytest.mark.parametrize("lang", ["en", "de", "fr", "es", "hi", "zh"])
 def test_number_words(lang):
-    from diffasr.data.text import number_words
+    from diffasr.training.corpus.text import number_words
 
     words = [number_words(n, lang) for n in range(11)]
     assert len(set(words)) == 11 and all(w and not any(c.isdigit() for c in w) for w in words)

@@ -15,11 +15,11 @@ import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import DataError
+from ...errors import DataError
 
 LANGS = ("en", "de", "fr", "es", "hi", "zh")
 SPLITS = ("train", "test")
-REPO_ROOT = Path(__file__).resolve().parents[2]  # parent of the `diffasr` package directory
+REPO_ROOT = Path(__file__).resolve().parents[3]  # parent of the `diffasr` package directory
 TEXT_DIR = Path(os.environ.get("DIFFASR_TEXT_DIR") or REPO_ROOT.parent / "shared" / "data" / "text")
 
 # Word/char limits: long sentences make clips > 20 s (dropped anyway) and very short ones carry little.
@@ -110,7 +110,7 @@ def without_transcripts(sentences, exclude: set[str]) -> list[tuple[str, str]]:
     """(sentence, spoken form) of every sentence whose spoken form neither is one of `exclude` (spoken
     forms of evaluation transcripts) nor contains one longer than 12 characters: evaluation text never
     becomes training text (text rows, n-grams)."""
-    from ..tokenizer import spoken_form
+    from ...tokenizer import spoken_form
 
     long = [x for x in exclude if len(x) > 12]
     pairs = ((s, spoken_form(s)) for s in sentences)

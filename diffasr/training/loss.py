@@ -22,27 +22,35 @@ Losses, per batch:
   misaligns everything after it); "aligned" scores each seed position against the transcript token
   it aligns to (edit distance), ignores seed tokens with no counterpart, and puts EOS at the seed's
   end: the length-keeping corrections the `edit` sampler makes; "edit" also asks for the deletion
-  (pad) of those unmatched tokens. `seed_misspell` adds simulated recognition errors to the seeds;
-  `seed_sample` starts some rows from a path sampled from CTC's posteriors (an n-best-like alternative).
+  (pad) of those unmatched tokens.
 - text (`[text]`): text-only correction rows, sentences from the sentence files misspelled the way
-  CTC misspells real speech (data/misspell.py), decoded after a prompt with no audio.
+  CTC misspells real speech (corpus/misspell.py), decoded after a prompt with no audio.
 """
 
 from __future__ import annotations
-
-import random
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.misspell import misspell
-from .diffusion import SCHEDULES, clean_canvas, corrupt, round_up
-from .errors import ConfigError
-from .model import DiffusionASR
-from .transcribe import ctc_greedy, ctc_sample
+from ..diffusion import clean_canvas, corrupt, round_up
+from ..model import DiffusionASR
+from ..transcribe import ctc_greedy
+from .config import LossConfig
 
-SEED_TARGETS = ("position", "aligned", "edit")
+
+class LinearSchedule:
+    """Diffusion time t ~ U(0, 1) per example, each position corrupted with probability rate(t) = t
+    (the DiffusionGemma SFT convention; `loss.schedule = "linear"`, the only one trained)."""
+
+    def rate(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def sample_t(self, batch: int, generator=None, device="cpu") -> torch.Tensor:
+        return torch.rand(batch, generator=generator, device=device)
+
+
+SCHEDULES = {"linear": LinearSchedule}
 
 
 def aligned_targets(seeds: list[list[int]], truths: list[list[int]], L: int, eos: int, pad: int,
@@ -68,12 +76,10 @@ def aligned_targets(seeds: list[list[int]], truths: list[list[int]], L: int, eos
 class LossModule(nn.Module):
     """forward(batch) -> dict of losses; one module so DDP sees every parameter in one call."""
 
-    def __init__(self, model: DiffusionASR, cfg: dict):
+    def __init__(self, model: DiffusionASR, cfg: LossConfig):
         super().__init__()
-        self.model, self.cfg = model, cfg["loss"]
-        self.schedule = SCHEDULES[self.cfg["schedule"]]()
-        if self.cfg["seed_targets"] not in SEED_TARGETS:
-            raise ConfigError(f"loss.seed_targets must be one of {', '.join(SEED_TARGETS)}, not {self.cfg['seed_targets']!r}")
+        self.model, self.cfg = model, cfg
+        self.schedule = SCHEDULES[cfg.schedule]()
 
     def forward(self, feats, lens, x0, targets, langs, weights: dict, gen: torch.Generator, text=None) -> dict:
         m, tok, c = self.model, self.model.tokenizer, self.cfg
@@ -105,34 +111,24 @@ class LossModule(nn.Module):
         xt = corrupt(x0, self.schedule.rate(t), V, generator=gen)
         # Fallback for positions a sampler step does not commit: fresh noise, or for CTC-seeded rows the seed.
         fallback = torch.randint(0, V, (B, L), generator=gen)
-        if c["ctc_canvas_prob"] > 0:
+        if c.ctc_canvas_prob > 0:
             # CTC-seeded rows: the canvas is the model's own greedy CTC transcript (what `init="ctc"` starts
             # from at inference), a few positions re-randomised; the decoder learns to fix CTC's errors
             # (misspellings, merges, missing words) from the audio and what it knows of the language.
-            ctc_rows = torch.rand(B, generator=gen) < c["ctc_canvas_prob"]
+            ctc_rows = torch.rand(B, generator=gen) < c.ctc_canvas_prob
             if ctc_rows.any():
                 with torch.no_grad():
                     seed_ids = ctc_greedy(logp.detach().transpose(0, 1), n, tok.pad)
-                    if c["seed_sample"] > 0:
-                        # Some rows start from a path sampled from CTC's posteriors instead: the plausible
-                        # alternatives (CTC's n-best) that the rescore sampler asks the decoder to rank.
-                        sampled = ctc_sample(logp.detach().transpose(0, 1), n, tok.pad, gen)
-                        use = (torch.rand(B, generator=gen) < c["seed_sample"]).tolist()
-                        seed_ids = [s if u else g for g, s, u in zip(seed_ids, sampled, use)]
-                    if c["seed_misspell"] > 0:
-                        # On its own training audio CTC is nearly right, on real voices it is not: add the
-                        # real-speech kinds of error so that the decoder, audio in view, learns to fix them.
-                        seed_ids = self.misspell_seeds(seed_ids, gen)
                     seed = clean_canvas(seed_ids, L, tok.eos, tok.pad)
-                if c["seed_targets"] != "position":
-                    unmatched = tok.pad if c["seed_targets"] == "edit" else -100
+                if c.seed_targets != "position":
+                    unmatched = tok.pad if c.seed_targets == "edit" else -100
                     aligned = aligned_targets(seed_ids, targets, L, tok.eos, tok.pad, unmatched)
                     target = torch.where(ctc_rows[:, None], aligned, x0)
                 noisy = corrupt(seed, 0.3 * torch.rand(B, generator=gen), V, generator=gen)
                 xt = torch.where(ctc_rows[:, None], noisy, xt)
                 fallback = torch.where(ctc_rows[:, None], seed, fallback)
         xt, fallback, target, t = xt.to(dev), fallback.to(dev), target.to(dev), t.to(dev)
-        sc_rows = (torch.rand(B, generator=gen) < c["self_cond_prob"]).to(dev)
+        sc_rows = (torch.rand(B, generator=gen) < c.self_cond_prob).to(dev)
         sc_logits = None
         if sc_rows.any():
             with torch.no_grad():  # simulated sampler step: keep confident predictions, re-randomise the rest
@@ -146,7 +142,7 @@ class LossModule(nn.Module):
                 xt = torch.where(sc_rows[:, None], stepped, xt)
                 sc_logits = first
         logits = m.backbone.denoise(cache, pmask, xt, sc_logits, sc_rows if sc_logits is not None else None)
-        w = torch.where(target == tok.pad, c["pad_weight"], 1.0) * (target != -100)
+        w = torch.where(target == tok.pad, c.pad_weight, 1.0) * (target != -100)
         ce = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), reduction="none", ignore_index=-100).view(B, L)
         out["diffusion"] = (ce * w).sum() / w.sum()
         if weights["ar"] > 0:
@@ -165,16 +161,6 @@ class LossModule(nn.Module):
             out["ar"] = F.cross_entropy(ar_logits.reshape(-1, V), tgt.reshape(-1), ignore_index=-100)
         return out
 
-    def misspell_seeds(self, seed_ids: list[list[int]], gen: torch.Generator) -> list[list[int]]:
-        """Each seed re-spelt with a word error rate drawn from U(0, loss.seed_misspell)."""
-        tok = self.model.tokenizer
-        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=gen)))
-        out = []
-        for ids in seed_ids:
-            text = tok.decode(ids)
-            out.append(tok.encode(misspell(text, None, rng.uniform(0, self.cfg["seed_misspell"]), rng)) if text else ids)
-        return out
-
     def text_loss(self, seeds: list[list[int]], truths: list[list[int]], langs: list, gen: torch.Generator) -> torch.Tensor:
         """Text-only correction: the decoder sees a misspelled seed canvas (a few positions also
         re-randomised) after a prompt with no audio, and is scored against the edit-aligned sentence,
@@ -190,6 +176,6 @@ class LossModule(nn.Module):
         xt = corrupt(seed, 0.2 * torch.rand(B, generator=gen), tok.vocab_size, generator=gen)
         logits = m.backbone.denoise(cache, pmask, xt.to(dev))
         after = torch.arange(L)[None] > torch.tensor([len(s) for s in seeds])[:, None]  # padding past the EOS
-        w = torch.where(after, self.cfg["pad_weight"], 1.0).to(dev)
+        w = torch.where(after, self.cfg.pad_weight, 1.0).to(dev)
         ce = F.cross_entropy(logits.reshape(-1, tok.vocab_size), target.reshape(-1), reduction="none").view(B, L)
         return (ce * w).sum() / w.sum()

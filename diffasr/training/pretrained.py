@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError, ModelError
+from ..errors import ConfigError, DataError, ModelError
 
 # google/diffusiongemma-26B-A4B-it's text config (docs: anchors §3; 25.25 B parameters with these).
 FULL_26B = dict(hidden_size=2816, intermediate_size=2112, num_hidden_layers=30, num_attention_heads=16,
@@ -45,18 +45,26 @@ FULL_26B = dict(hidden_size=2816, intermediate_size=2112, num_hidden_layers=30, 
 GEMMA_TOKENS = dict(pad="<pad>", eos="<eos>", bos="<bos>", boa="<|audio>", audio="<|audio|>", eoa="<audio|>")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
+# Published training mix (Hub ids; need network + `datasets`): name -> (hub id, config per lang, text column)
+HF_DATASETS = {
+    "librispeech": ("openslr/librispeech_asr", {"en": "clean"}, "text"),
+    "fleurs": ("google/fleurs", {"en": "en_us", "de": "de_de", "fr": "fr_fr", "es": "es_419", "hi": "hi_in", "zh": "cmn_hans_cn"}, "transcription"),
+    "voxpopuli": ("facebook/voxpopuli", {"en": "en", "de": "de", "fr": "fr", "es": "es"}, "normalized_text"),
+    "common_voice": ("mozilla-foundation/common_voice_17_0", {"en": "en", "de": "de", "fr": "fr", "es": "es", "hi": "hi", "zh": "zh-CN"}, "sentence"),
+}
+
 
 def is_pretrained(cfg: dict) -> bool:
-    from .model import PRESETS
+    from ..model import PRESETS
 
-    return cfg["preset"] in PRESETS and PRESETS[cfg["preset"]]["backbone"]["source"] == "pretrained"
+    return cfg.preset in PRESETS and PRESETS[cfg.preset]["backbone"]["source"] == "pretrained"
 
 
 def full_size_config(canvas_length: int = 256, **overrides):
     """DiffusionGemmaConfig of the 26B-A4B (real dimensions, tiny vision tower); overrides replace text fields."""
     from transformers import DiffusionGemmaConfig
 
-    from .backbone import TINY_VISION
+    from ..backbone import TINY_VISION
 
     text = {**FULL_26B, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, **overrides}
     return DiffusionGemmaConfig(text_config=text, vision_config=dict(TINY_VISION), canvas_length=canvas_length,
@@ -76,21 +84,20 @@ def gemma_ids(hf_tokenizer, vocab_size: int) -> dict:
 
 def _model_spec(cfg: dict) -> tuple[dict, dict, dict]:
     """(preset dict, backbone dict, encoder dict) with the config's [model] overrides applied."""
-    from .model import PRESETS
+    from ..model import PRESETS
 
-    m, p = cfg["model"], copy.deepcopy(PRESETS[cfg["preset"]])
-    base = Path(cfg["_base"])
+    m, p = cfg.model, copy.deepcopy(PRESETS[cfg.preset])
 
     def resolve(name: str) -> str:  # a local directory (relative to the repo, as data paths are) or a Hub id
-        local = Path(name) if os.path.isabs(name) else base / name
+        local = cfg.path(name)
         return str(local) if name.startswith((".", "/")) or local.is_dir() else name
 
-    bb = dict(p["backbone"], name=resolve(m["backbone"]) if m["backbone"] else p["backbone"]["name"])
-    if m["lora"]:
-        bb["lora"] = dict(bb["lora"], **m["lora"])
+    bb = dict(p["backbone"], name=resolve(m.backbone) if m.backbone else p["backbone"]["name"])
+    if m.lora:
+        bb["lora"] = dict(bb["lora"], **m.lora)
     enc = dataclasses.asdict(p["encoder"])
-    if m["encoder"]:
-        enc["name"] = resolve(m["encoder"])
+    if m.encoder:
+        enc["name"] = resolve(m.encoder)
     return p, bb, enc
 
 
@@ -99,7 +106,7 @@ def _finish(model, cfg: dict):
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()
-    if cfg["model"]["gradient_checkpointing"]:
+    if cfg.model.gradient_checkpointing:
         # Non-reentrant: the decoder's inputs (canvas ids through a frozen embedding) need no grad,
         # and reentrant checkpointing would then drop the LoRA gradients inside the layers.
         model.backbone.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -119,16 +126,14 @@ def _load_backbone(name: str, dtype: torch.dtype):
 
 def build_model(cfg: dict):
     """A fresh model for a pretrained-backbone preset: frozen backbone + LoRA + untrained projector."""
-    from .encoder import EncoderSpec
-    from .model import DiffusionASR
-    from .tokenizer import GemmaTokenizer
+    from ..encoder import EncoderSpec
+    from ..model import DiffusionASR
+    from ..tokenizer import GemmaTokenizer
 
-    if cfg["model"]["dtype"] not in DTYPES:
-        raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, not {cfg['model']['dtype']!r}")
     p, bb, enc = _model_spec(cfg)
-    lm, hf_tok = _load_backbone(bb["name"], DTYPES[cfg["model"]["dtype"]])
+    lm, hf_tok = _load_backbone(bb["name"], DTYPES[cfg.model.dtype])
     tok = GemmaTokenizer(hf_tok, gemma_ids(hf_tok, lm.config.text_config.vocab_size))
-    model = DiffusionASR.from_preset(cfg["preset"], tokenizer=tok, lm=lm, backbone=bb, encoder=EncoderSpec(**enc))
+    model = DiffusionASR.from_preset(cfg.preset, tokenizer=tok, lm=lm, backbone=bb, encoder=EncoderSpec(**enc))
     return _finish(model, cfg)
 
 
@@ -160,8 +165,8 @@ def count_parameters(cfg: dict) -> dict:
     built on the meta device (no memory, no download): {trainable, projector, lora, total}."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    from .encoder import EncoderSpec
-    from .model import DiffusionASR
+    from ..encoder import EncoderSpec
+    from ..model import DiffusionASR
 
     p, bb, enc = _model_spec(cfg)
 
@@ -172,7 +177,7 @@ def count_parameters(cfg: dict) -> dict:
 
     with torch.device("meta"):
         lm = DiffusionGemmaForBlockDiffusion(full_size_config())
-        model = DiffusionASR.from_preset(cfg["preset"], tokenizer=_Ids(), lm=lm, backbone=bb, encoder=EncoderSpec(**enc))
+        model = DiffusionASR.from_preset(cfg.preset, tokenizer=_Ids(), lm=lm, backbone=bb, encoder=EncoderSpec(**enc))
     trainable = {n: q.numel() for n, q in model.named_parameters() if q.requires_grad}
     proj = sum(v for k, v in trainable.items() if k.startswith("projector."))
     return {"trainable": sum(trainable.values()), "projector": proj, "lora": sum(trainable.values()) - proj,
@@ -185,8 +190,6 @@ def count_parameters(cfg: dict) -> dict:
 def _rows(source: dict, streaming: bool):
     """(dataset rows iterable, text column) for one [[data.hf]] source."""
     import datasets
-
-    from .data.datasets import HF_DATASETS
 
     corpus = source.get("corpus")
     if corpus not in HF_DATASETS:
@@ -219,9 +222,9 @@ def hf_examples(model, sources: list[dict], cache_dir: Path, max_seconds: float,
     source is written last (atomically). Later calls, and the other processes of a multi-GPU run,
     read the index and stream nothing. Rows the model cannot train on (transcript too long for the
     canvas, or for CTC over the clip's audio tokens) are skipped here, per tokenizer."""
-    from .data.datasets import Example, FeatureCache
-    from .encoder import FRAMES_PER_SECOND
-    from .projector import conv_out_len
+    from .data import Example, FeatureCache
+    from ..encoder import FRAMES_PER_SECOND
+    from ..projector import conv_out_len
 
     cache = FeatureCache(cache_dir, model.encoder)
     tok, strides, L = model.tokenizer, model.config.projector["strides"], model.config.canvas_length
@@ -256,7 +259,7 @@ def _stream_source(model, cache, src: dict, max_seconds: float, streaming: bool,
     """Stream one source, encode what is not cached yet (in batches), return [{key, text}]."""
     from tqdm import tqdm
 
-    from .audio import SAMPLE_RATE, load_audio
+    from ..audio import SAMPLE_RATE, load_audio
 
     ds, col = _rows(src, streaming)
     budget = float(src.get("max_hours", 0)) * 3600 or float("inf")
@@ -323,13 +326,12 @@ def _store(path: Path, feats: np.ndarray) -> None:
     os.replace(tmp, path)  # atomic: processes sharing the cache never read half a file
 
 
-if __name__ == "__main__":  # python -m diffasr.recipe count configs/gemma-26b.toml
-    import json
+if __name__ == "__main__":  # python -m diffasr.training.pretrained count configs/gemma-26b.toml
     import sys
 
-    from .train import load_config
+    from .config import load_config
 
     if len(sys.argv) != 3 or sys.argv[1] != "count":
-        sys.exit("usage: python -m diffasr.recipe count CONFIG.toml")
+        sys.exit("usage: python -m diffasr.training.pretrained count CONFIG.toml")
     n = count_parameters(load_config(sys.argv[2]))
     print(json.dumps(n | {"trainable_share_%": round(100 * n["trainable"] / n["total"], 3)}))

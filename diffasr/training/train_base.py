@@ -1,6 +1,6 @@
 """Train the `base` preset's denoiser: Whisper-base's decoder + LoRA, uniform-noise diffusion.
 
-    python -m diffasr.train_base --manifest data/corpus/en/manifest.jsonl \
+    python -m diffasr.training.train_base --manifest data/corpus/en/manifest.jsonl \
         --manifest ../shared/data/real_train/manifest.jsonl --out runs/base --minutes 30 [--resume]
 
 Losses per batch (the published three, minus CTC: see below):
@@ -14,8 +14,10 @@ cross-attention already listens, so the unlock the CTC loss gives a from-scratch
 needed here.
 
 Frozen-encoder features are cached once per clip (fp16, unpadded, as at inference). Training runs
-in resumable chunks: a checkpoint every `--save-every` minutes and at the end, written to a new
-folder and swapped in only when complete (the previous one stays valid until then).
+in resumable chunks: a checkpoint every `--save-every` minutes and at the end, saved by
+checkpoint.py (written beside the last one, read back, then swapped in; `--resume` takes the newest
+complete one). A checkpoint is config.json (denoiser settings, step, run meta) + denoiser.safetensors
++ vocab.safetensors + optimizer.pt.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -34,27 +35,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import load_audio
-from .diffusion import clean_canvas, round_up
-from .encoder import CT2WhisperEncoder, EncoderSpec
-from .whisper_denoiser import DenoiserConfig, WhisperDenoiser
+from ..audio import load_audio
+from ..diffusion import clean_canvas, round_up
+from ..encoder import CT2WhisperEncoder, EncoderSpec
+from ..manifest import read_manifest
+from ..whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
+from . import checkpoint
 
 
 def load_rows(manifests: list[str], max_seconds: float = 29.0) -> list[dict]:
-    """Manifest rows {audio (absolute), text, lang}; clips longer than one encoder window dropped."""
-    rows = []
-    for m in manifests:
-        base = Path(m).parent
-        for line in Path(m).read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            lang = r.get("lang") or r.get("language")
-            dur = r.get("duration_s") or r.get("duration") or 0
-            if dur and dur > max_seconds:
-                continue
-            rows.append({"audio": str((base / r["audio"]).resolve()), "text": r["text"], "lang": lang})
-    return rows
+    """Manifest rows {audio (absolute: the feature cache's key), text, lang}; clips longer than one
+    encoder window dropped."""
+    return [{"audio": str(u.audio.resolve()), "text": u.text, "lang": u.lang}
+            for m in manifests for u in read_manifest(m) if not (u.duration and u.duration > max_seconds)]
 
 
 def cache_features(rows: list[dict], cache: Path) -> list[Path]:
@@ -142,25 +135,22 @@ def losses(model: WhisperDenoiser, batch, feats: list) -> tuple[torch.Tensor, to
     return diff, F.cross_entropy(model.decoder.logits(h, vocab), x0[text])
 
 
-def save(out: Path, model: WhisperDenoiser, opt, step: int, meta: dict) -> None:
-    """Write checkpoint-new/, then swap it in: a kill at any point leaves a complete checkpoint."""
-    new, cur, old = out / "checkpoint-new", out / "checkpoint", out / "checkpoint-old"
-    shutil.rmtree(new, ignore_errors=True)
-    model.save_trained(new)
-    torch.save({"opt": opt.state_dict(), "step": step}, new / "optimizer.pt")
-    (new / "config.json").write_text(json.dumps({"denoiser": model.settings(), "step": step, **meta}, indent=1))
-    shutil.rmtree(old, ignore_errors=True)
-    if cur.exists():
-        cur.rename(old)
-    new.rename(cur)
-    shutil.rmtree(old, ignore_errors=True)
+def save(out: Path, model: WhisperDenoiser, opt, step: int, meta: dict) -> Path:
+    """The new `out/checkpoint` (checkpoint.py: a kill at any point leaves a complete one)."""
+    def write(d: Path) -> None:
+        model.save_trained(d)
+        torch.save({"opt": opt.state_dict(), "step": step}, d / "optimizer.pt")
+        (d / "config.json").write_text(json.dumps({"denoiser": model.settings(), "step": step, **meta}, indent=1))
 
+    def verify(d: Path) -> None:
+        from safetensors.torch import load_file
 
-def latest(out: Path) -> Path | None:
-    for name in ("checkpoint", "checkpoint-old"):  # -old: a kill between the two renames
-        if (out / name / "config.json").is_file():
-            return out / name
-    return None
+        json.loads((d / "config.json").read_text())
+        torch.load(d / "optimizer.pt")
+        load_file(str(d / WEIGHTS_FILE))
+        load_file(str(d / VOCAB_FILE))
+
+    return checkpoint.save_dir(out, step, write, verify)
 
 
 def main(argv=None) -> int:
@@ -187,7 +177,7 @@ def main(argv=None) -> int:
 
     rows = load_rows(args.manifest)
     paths = cache_features(rows, Path(args.cache))
-    resume = latest(out) if args.resume else None
+    resume = checkpoint.latest(out) if args.resume else None
     cfg = DenoiserConfig(rank=args.rank, shift=not args.in_place)
     if resume is not None:
         cfg = DenoiserConfig.from_dict(json.loads((resume / "config.json").read_text())["denoiser"])

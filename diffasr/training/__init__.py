@@ -1,0 +1,1 @@
+"""Training, apart from inference: nothing outside this package imports it (see config.py, train.py, recipe.py)."""

@@ -1,0 +1,1 @@
+"""The synthetic corpus: TTS synthesis, perturbed copies, augmentation, sentence files, simulated misspellings."""
