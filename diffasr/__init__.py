@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .diffusion import DecodeOptions
+from .decoding import DecodeOptions
 from .errors import AudioError, ConfigError, DataError, DiffasrError, ModelError
 
 __version__ = "0.1.0"

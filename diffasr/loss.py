@@ -37,10 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.misspell import misspell
-from .diffusion import SCHEDULES, clean_canvas, corrupt, round_up
+from .decoding.canvas import clean_canvas, round_up
+from .diffusion import SCHEDULES, corrupt
 from .errors import ConfigError
 from .model import DiffusionASR
-from .transcribe import ctc_greedy, ctc_sample
+from .decoding.ctc import ctc_greedy, ctc_sample
 
 SEED_TARGETS = ("position", "aligned", "edit")
 
@@ -158,7 +159,7 @@ class LossModule(nn.Module):
             for i, ids in enumerate(targets):
                 inp[i, : len(ids)] = torch.tensor(ids)
                 tgt[i, : len(ids) + 1] = torch.tensor(ids + [tok.eos])
-            first_logits = m.backbone._cap(m.backbone.lm.lm_head(hidden[:, -1:]))
+            first_logits = m.backbone.head(hidden[:, -1:])
             inp, tgt = inp.to(dev), tgt.to(dev)
             rest = m.backbone.continue_causal(cache, pmask, inp)
             ar_logits = torch.cat([first_logits, rest], dim=1)

@@ -6,7 +6,8 @@ Also the checkpoint format. A checkpoint is a directory that describes itself:
                      projector + LoRA (frozen-backbone presets); no pickle anywhere
   tokenizer.json     (or the Gemma tokenizer files)
   lm/<lang>.npz      optional token n-grams for the CTC beam search (lm.py; `ngram` in config.json)
-The model holds no sampling loop (see diffusion.py) and no file or batching logic (transcribe.py).
+The model holds no sampling loop (decoding/) and no file or batching logic (transcribe.py); decoding
+reads it through `project`, `ctc`, `prefill` (-> PromptState) and `denoise(state, canvas)`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -83,6 +85,21 @@ class ModelConfig:
     @property
     def encoder_spec(self) -> EncoderSpec:
         return EncoderSpec(**{k: v for k, v in self.encoder.items() if k in EncoderSpec.__dataclass_fields__})
+
+
+class PromptState(NamedTuple):
+    """What `prefill` leaves for the denoiser: the backbone's KV cache over the prompt, the prompt
+    mask (B, P) and the prompt encoder's last hidden states (B, P, h)."""
+
+    cache: object
+    mask: torch.Tensor
+    hidden: torch.Tensor | None
+
+    def rows(self, rows: torch.Tensor) -> "PromptState":
+        """The state of `rows` (B',) of this batch (repeats allowed), on a copy of the cache."""
+        cache = copy.deepcopy(self.cache)
+        cache.reorder_cache(rows)
+        return PromptState(cache, self.mask[rows], None if self.hidden is None else self.hidden[rows])
 
 
 def token_ids(tok: Tokenizer) -> dict:
@@ -170,9 +187,14 @@ class DiffusionASR(nn.Module):
 
     @property
     def encoder(self) -> WhisperEncoder:
+        """The frozen encoder, built on first use (or the one assigned, e.g. with other threads)."""
         if self._encoder is None:
             self._encoder = build_encoder(self.config.encoder_spec, device=str(self.device))
         return self._encoder
+
+    @encoder.setter
+    def encoder(self, encoder: WhisperEncoder) -> None:
+        self._encoder = encoder
 
     @property
     def device(self) -> torch.device:
@@ -201,13 +223,19 @@ class DiffusionASR(nn.Module):
             mask[i, P - len(r):] = True
         return ids.to(self.device), mask.to(self.device)
 
-    def prefill(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list):
-        """Prompt with audio -> (KV cache, prompt mask (B, P), encoder hidden (B, P, h))."""
+    def prefill(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list) -> PromptState:
+        """Prompt with audio (B, T', h) of lengths n_audio (B,) and each row's language (None: not
+        given) -> PromptState (KV cache, prompt mask (B, P), encoder hidden (B, P, h))."""
         ids, mask = self.prompt(n_audio, languages)
         valid = torch.arange(audio_tokens.shape[1], device=self.device)[None] < n_audio[:, None]
         emb = self.backbone.embed_prompt(ids, self.tokenizer.audio, audio_tokens, valid)
         cache, hidden = self.backbone.prefill(emb, mask)
-        return cache, mask, hidden
+        return PromptState(cache, mask, hidden)
+
+    def denoise(self, state: PromptState, canvas: torch.Tensor, sc_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoiser logits (B, L, V), softcapped fp32, for a canvas (B, L) of token ids after the
+        prompt `state`, optionally self-conditioned on the previous step's logits (B, L, V)."""
+        return self.backbone.denoise(state.cache, state.mask, canvas, sc_logits)
 
     def ctc_logits(self, audio_tokens: torch.Tensor) -> torch.Tensor:
         """Per-audio-token vocabulary logits (B, T', V) through the tied lm_head (blank = pad id)."""
@@ -223,7 +251,7 @@ class DiffusionASR(nn.Module):
         T = int(n_audio.max())
         idx = ((P - 1 - n_audio)[:, None] + torch.arange(T, device=hidden.device)[None]).clamp(max=P - 1)
         states = hidden.gather(1, idx[..., None].expand(B, T, h))
-        return self.backbone._cap(self.backbone.lm.lm_head(states))
+        return self.backbone.head(states)
 
     def ctc(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list):
         """CTC logits (B, T', V) from where this model's head reads, and the prefill

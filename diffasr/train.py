@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from . import checkpoint
 from .data.datasets import Example, FeatureCache, bucket_batches, read_manifest
 from .data.misspell import TextCorrections
-from .diffusion import DecodeOptions, clean_canvas, random_canvas, round_up
+from .decoding import DecodeOptions
+from .decoding.canvas import clean_canvas, random_canvas, round_up
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError, DataError
 from .loss import LossModule
@@ -225,10 +226,10 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], steps: int =
     gap = it listens)."""
     model.eval()
     tok = model.tokenizer
-    settings = {"ctc": DecodeOptions(decoder="ctc", steps=steps, seed=seed),
+    settings = {"ctc": DecodeOptions(method="ctc-greedy"),
                 "diffusion": DecodeOptions(steps=steps, seed=seed),
-                "ctc_seeded": DecodeOptions(steps=steps, seed=seed, init="ctc"),
-                "edit": DecodeOptions(steps=steps, seed=seed, init="ctc", sampler="edit", edit_threshold=0.9)}
+                "ctc_seeded": DecodeOptions(method="ctc-refine", steps=steps, seed=seed),
+                "edit": DecodeOptions(method="ctc-edit", steps=steps, edit_threshold=0.9)}
     refs, hyps = decode_examples(model, examples, settings, batch)
     langs = [e.lang for e in examples]
     ce = {"right": 0.0, "wrong": 0.0}

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .audio import load_audio
-from .diffusion import clean_canvas, round_up
+from .decoding.canvas import clean_canvas, round_up
 from .encoder import CT2WhisperEncoder, EncoderSpec
 from .whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
