@@ -403,6 +403,9 @@ def run(args) -> int:
     if methods is None:
         methods = list(dict.fromkeys([model.config.decode_defaults.get("method", DecodeOptions.method), "ctc-greedy"]))
     rows = row_options(model, methods, steps, decoding_overrides(args))  # bad flags: one error, before any decoding
+    missing = sorted({c.lang for c in clips} - set(model.ngrams.languages()))
+    if missing and any(o.ngram_weight > 0 for o in rows):
+        raise ConfigError(f"ngram_weight > 0 needs the language's n-gram: the model has none for {', '.join(missing)}")
     fw = load_faster_whisper(args.threads) if args.baseline else None
     total = len(clips) * (len(rows) + (fw is not None))
     bar = tqdm(total=total, unit="clip", desc="eval", disable=not sys.stderr.isatty())

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from diffasr.diffusion import DecodeOptions
+from diffasr.decoding import DecodeOptions
 from diffasr.model import DiffusionASR
 from diffasr.train import _p, build_examples, cer_by_language, decode_examples, load_config
 

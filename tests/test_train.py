@@ -149,7 +149,7 @@ def test_resume_after_interruption_is_exact(tmp_path, corpus, tokenizer_file):
 
 
 def test_ctc_blank_handling_and_loss_shapes(tiny_model):
-    from diffasr.transcribe import ctc_greedy
+    from diffasr.decoding.ctc import ctc_greedy
 
     blank = tiny_model.tokenizer.pad
     logits = torch.full((1, 7, 10), -10.0)
@@ -164,7 +164,7 @@ def test_ctc_blank_handling_and_loss_shapes(tiny_model):
 
 
 def test_ctc_sample_draws_paths_among_the_likely_tokens():
-    from diffasr.transcribe import ctc_greedy, ctc_sample
+    from diffasr.decoding.ctc import ctc_greedy, ctc_sample
 
     blank, g = 0, torch.Generator().manual_seed(0)
     sure = torch.full((2, 6, 12), -20.0)
