@@ -107,7 +107,7 @@ def part_decode(data: Path, device: str) -> dict:
     import torch
 
     from diffasr import DecodeOptions, load
-    from diffasr.diffusion import with_defaults
+    from diffasr.decoding import resolve
     from diffasr.transcribe import decode_features
 
     rows = json.loads((data / "real_dev.json").read_text())
@@ -116,9 +116,9 @@ def part_decode(data: Path, device: str) -> dict:
     langs, durs = [r["lang"] for r in rows], [f.shape[0] / 50 for f in feats]
     torch.set_num_threads(os.cpu_count())
     models = {device: load(device=device), "cpu": load()}
-    settings = {"default": DecodeOptions(**with_defaults(models["cpu"].config.decode_defaults, {})),
-                "ctc": DecodeOptions(decoder="ctc"),
-                "noise8": DecodeOptions(**with_defaults(models["cpu"].config.decode_defaults, {"init": "noise", "steps": 8}))}
+    settings = {"default": resolve(models["cpu"].config.decode_defaults, {}),
+                "ctc": DecodeOptions(method="ctc-greedy"),
+                "noise8": resolve(models["cpu"].config.decode_defaults, {"method": "diffusion", "steps": 8})}
     out = {"hyps": {}, "agree": {}, "ms_per_batch": {}}
     for name, opt in settings.items():
         try:
@@ -245,7 +245,7 @@ def part_gemma(data: Path, device: str, B: int = 8, steps: int = 6) -> dict:
     with torch.device(device):
         torch.manual_seed(0)
         lm = DiffusionGemmaForBlockDiffusion(make_config(dims, 192, token_ids(tok))).to(torch.bfloat16)
-    m = DiffusionASR.from_preset("gemma-26b", tokenizer=tok, lm=lm).to(device)
+    m = DiffusionASR.from_preset("gemma-26b", tokenizer=tok, gemma=lm).to(device)
     res = {"build_s": round(time.time() - t0, 1),
            "params_total_M": round(sum(p.numel() for p in m.parameters()) / 1e6, 1),
            "params_trainable_M": round(sum(p.numel() for p in m.parameters() if p.requires_grad) / 1e6, 2)}
@@ -258,7 +258,7 @@ def part_gemma(data: Path, device: str, B: int = 8, steps: int = 6) -> dict:
     lens = torch.full((B,), 1500, device=device)
     sentences = (data / "text" / "en.txt").read_text(encoding="utf-8").splitlines()[:B]
     targets = [tok.encode(s)[:150] for s in sentences]
-    from diffasr.diffusion import clean_canvas
+    from diffasr.decoding.canvas import clean_canvas
 
     x0 = clean_canvas(targets, 192, tok.eos, tok.pad)
     w = {"ctc": 0.5, "ctc_prompt": 0.0, "diffusion": 1.0, "ar": 0.3}
@@ -266,8 +266,8 @@ def part_gemma(data: Path, device: str, B: int = 8, steps: int = 6) -> dict:
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):  # do the two expert kernels agree?
         for impl in ("eager", "grouped_mm"):
             m.backbone.experts_kernel = impl
-            cache, mask, _ = m.prefill(*m.projector(feats[:2], lens[:2]), ["en"] * len(feats[:2]))
-            logits[impl] = m.backbone.denoise(cache, mask, x0[:2].to(device))
+            state = m.prefill(*m.projector(feats[:2], lens[:2]), ["en"] * len(feats[:2]))
+            logits[impl] = m.denoise(state, x0[:2].to(device))
     diff = (logits["eager"] - logits["grouped_mm"]).abs()
     res["kernels_logit_diff_max_mean"] = [round(float(diff.max()), 4), round(float(diff.mean()), 5)]
     res["logit_std"] = round(float(logits["eager"].std()), 3)

@@ -257,7 +257,7 @@ def test_decode_options_validated_once():
 
 @pytest.mark.parametrize("method, option", [("ctc-greedy", dict(steps=4)), ("rescore", dict(steps=4)),
                                             ("rescore", dict(temperature=0.5)), ("ctc-beam", dict(nbest=4)),
-                                            ("ctc-edit", dict(seed=1)), ("diffusion", dict(ngram_weight=0.5)),
+                                            ("ctc-edit", dict(seed=1)), ("ctc-edit", dict(temperature=0.5)),
                                             ("ctc-greedy", dict(ngram_weight=0.5))])
 def test_an_option_the_method_does_not_read_is_an_error(method, option):
     """Whether set on DecodeOptions or given to `resolve` (even at its default value), one ConfigError
@@ -437,11 +437,11 @@ def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
     from diffasr.model import DIMS, DiffusionASR, token_ids
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    def tiny_lm():
+    def tiny_gemma():
         torch.manual_seed(1)
         return DiffusionGemmaForBlockDiffusion(make_config(DIMS["tiny"], 32, token_ids(tiny_tokenizer)))
 
-    m = DiffusionASR.from_preset("gemma-26b", tokenizer=tiny_tokenizer, lm=tiny_lm())
+    m = DiffusionASR.from_preset("gemma-26b", tokenizer=tiny_tokenizer, gemma=tiny_gemma())
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("projector.") or "lora_" in n for n in trainable)
     dec = m.backbone.lm.model.decoder.layers[0].self_attn.q_proj
@@ -453,7 +453,7 @@ def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
     logits.float().pow(2).mean().backward()
     assert dec.lora_A["default"].weight.grad is not None or dec.lora_B["default"].weight.grad is not None
     d = m.save(tmp_path / "g")
-    m2 = DiffusionASR.load(d, lm=tiny_lm())
+    m2 = DiffusionASR.load(d, gemma=tiny_gemma())
     with torch.no_grad():
         s1 = m.eval().prefill(a, n, ["en"])
         s2 = m2.prefill(*m2.project([np.zeros((1500, 768), np.float32)])[:0] or (a, n), ["en"])

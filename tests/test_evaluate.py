@@ -168,7 +168,7 @@ def test_eval_ngram_row_needs_and_uses_an_ngram(tmp_path, tiny_model_dir, capsys
     flag no listed method reads is an error too."""
     import shutil
 
-    from diffasr.lm import NgramLM
+    from diffasr.ngram import NgramLM
     from diffasr.model import DiffusionASR
 
     manifest = _manifest(tmp_path, _real_rows("en"))

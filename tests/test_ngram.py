@@ -1,4 +1,4 @@
-"""The token n-gram (lm.py) and its fusion into the CTC prefix beam search."""
+"""The token n-gram (ngram.py) and its fusion into the CTC prefix beam search."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diffasr.errors import ConfigError
-from diffasr.lm import LanguageModels, NgramLM
+from diffasr.ngram import NgramLM, NgramModels
 from diffasr.decoding.ctc import ctc_prefix_beam
 
 
@@ -43,7 +43,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     for prefix in ([], [5], [27, 16, 4], [29, 28, 7]):
         for w in (1, 3, 17, 29):
             assert back.logprob(back.context(prefix), w) == lm.logprob(lm.context(prefix), w)
-    models = LanguageModels(tmp_path)
+    models = NgramModels(tmp_path)
     assert models.languages() == ["en"] and models.get("en") is not None and models.get("de") is None
     (tmp_path / "de.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="not a diffasr n-gram"):
