@@ -88,7 +88,7 @@ def build(device: str, tiny: bool):
     finally:
         torch.set_default_dtype(default)
     enc = EncoderSpec(backend="hf", name="random-whisper-small", dim=wdims["d_model"], pad_to_30s=True)
-    model = DiffusionASR.from_preset("gemma-26b", tokenizer=tok, lm=lm, encoder=enc).to(device)
+    model = DiffusionASR.from_preset("gemma-26b", tokenizer=tok, gemma=lm, encoder=enc).to(device)
     return model, whisper, WhisperFeatureExtractor(feature_size=80), dtype
 
 
@@ -115,7 +115,8 @@ def time_inference(model, whisper, extractor, dtype, device: str, batch: int, se
                    canvas: int, repeats: int) -> dict:
     import numpy as np
 
-    from diffasr.diffusion import DecodeOptions, random_canvas
+    from diffasr.decoding import DecodeOptions
+    from diffasr.decoding.canvas import random_canvas
     from diffasr.encoder import n_frames
     from diffasr.transcribe import decode_features
 
@@ -136,10 +137,10 @@ def time_inference(model, whisper, extractor, dtype, device: str, batch: int, se
     with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         a, n = model.project(feats)
         r["prefill_s"] = best_of(lambda: model.prefill(*model.project(feats), langs), repeats, device)
-        cache, mask, _ = model.prefill(a, n, langs)
+        state = model.prefill(a, n, langs)
         x = random_canvas(batch, canvas, model.tokenizer.vocab_size, torch.Generator().manual_seed(0)).to(device)
-        sc = model.backbone.denoise(cache, mask, x)
-        r["step_s"] = best_of(lambda: model.backbone.denoise(cache, mask, x, sc), repeats, device)
+        sc = model.denoise(state, x)
+        r["step_s"] = best_of(lambda: model.denoise(state, x, sc), repeats, device)
         for s in steps:
             opts = DecodeOptions(steps=s, canvas=canvas, early_stop=False, restrict_script=False)
             t = best_of(lambda: decode_features(model, feats, [seconds] * batch, opts, langs, word_timestamps=False),
@@ -151,7 +152,7 @@ def time_inference(model, whisper, extractor, dtype, device: str, batch: int, se
 
 
 def time_training(model, dtype, device: str, batch: int, seconds: float, canvas: int, repeats: int) -> dict:
-    from diffasr.diffusion import clean_canvas
+    from diffasr.decoding.canvas import clean_canvas
     from diffasr.encoder import FRAMES_PER_SECOND
     from diffasr.training.loss import LossModule
     from diffasr.training.pretrained import _finish

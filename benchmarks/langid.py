@@ -1,12 +1,11 @@
 """Language identification accuracy per language on a manifest (default ../shared/data/real_dev).
 
-    python benchmarks/langid.py                          # Whisper's language head (≥ 10 s and 30-s padding)
-    python benchmarks/langid.py --model CKPT             # also the model's own <|lang|> tokens
+    python benchmarks/langid.py                          # the model's languages: all of diffasr's
+    python benchmarks/langid.py --model CKPT             # a checkpoint's languages
 
-Methods (diffasr.transcribe.identify_language): "whisper" = CTranslate2 Whisper detect_language
-on the first 30 s zero-padded to ≥ 10 s, restricted to the model's languages; "whisper30" = the
-same padded to the 30-s window Whisper was trained on (~8× the encoder cost); "model" = likelihood of the CTC transcript
-under each language prompt (needs a trained checkpoint; a random one scores at chance).
+diffasr.transcribe.identify_language: CTranslate2 Whisper's detect_language on the first 30 s
+zero-padded to ≥ 10 s, restricted to the model's languages. (Padding to 30 s and the model's own
+`<|lang|>` prompts were measured and removed: docs/experiments.md.)
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ DEFAULT_MANIFEST = REPO.parent / "shared" / "data" / "real_dev" / "manifest.json
 
 
 class _WhisperOnly:
-    """Just enough of a model for method "whisper" when no checkpoint is given."""
+    """Just enough of a model for identify_language when no checkpoint is given."""
 
     def __init__(self):
         from diffasr.encoder import CT2WhisperEncoder
@@ -35,7 +34,7 @@ class _WhisperOnly:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
-    ap.add_argument("--model", default=None, help="diffasr checkpoint: adds method 'model'")
+    ap.add_argument("--model", default=None, help="diffasr checkpoint (its languages)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -46,16 +45,17 @@ def main(argv=None) -> int:
     if args.model:
         import diffasr
 
-        model, methods = diffasr.load(args.model), ["whisper", "whisper30", "model"]
+        model = diffasr.load(args.model)
     else:
-        model, methods = _WhisperOnly(), ["whisper", "whisper30"]
+        model = _WhisperOnly()
+    methods = ["whisper"]
     stats = {m: defaultdict(lambda: [0, 0, 0.0]) for m in methods}  # lang -> [correct, n, seconds]
     confusions = {m: defaultdict(int) for m in methods}
     for r in rows:
         audio = load_audio(args.manifest.parent / r["audio"])
         for m in methods:
             t0 = time.perf_counter()
-            guess = identify_language(model, audio, method=m)[0][0]
+            guess = identify_language(model, audio)[0][0]
             s = stats[m][r["lang"]]
             s[0] += guess == r["lang"]
             s[1] += 1

@@ -3,12 +3,12 @@ import json, random, sys
 import numpy as np, torch
 import diffasr
 from diffasr.audio import load_audio
-from diffasr.transcribe import _guard_evidence
+from diffasr.transcribe import guard_evidence
 torch.set_num_threads(1)
 m = diffasr.load()
 def ev(x):
     at, nn = m.project(m.encode([x.astype(np.float32)]))
-    return _guard_evidence(m, at, nn, [x.size / 16000])[0]
+    return guard_evidence(m, at, nn, [x.size / 16000])[0]
 out = []
 with torch.no_grad():
     if sys.argv[1] == "noise":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .diffusion import DecodeOptions
+from .decoding import DecodeOptions
 from .errors import AudioError, ConfigError, DataError, DiffasrError, ModelError
 
 __version__ = "0.1.0"
@@ -30,7 +30,7 @@ def available_models() -> list[str]:
 def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
     """Load a model by shipped name (default diffasr-small) or checkpoint directory.
 
-    The returned DiffusionASR has `.transcribe(audio, steps=8, language=None, ...)`.
+    The returned DiffusionASR has `.transcribe(audio, language=None, method=..., ...)` (DecodeOptions fields).
     """
     import json
 

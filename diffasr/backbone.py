@@ -81,6 +81,10 @@ class Backbone(nn.Module):
         logits = logits.float()
         return torch.tanh(logits / self.softcap) * self.softcap
 
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Softcapped fp32 vocabulary logits (B, T, V) of final hidden states (B, T, h)."""
+        return self._cap(self.lm.lm_head(hidden))
+
     def embed_prompt(self, prompt_ids: torch.Tensor, audio_id: int, audio: torch.Tensor, audio_valid: torch.Tensor):
         """Prompt embeddings with audio scattered in.
 
@@ -118,11 +122,11 @@ class Backbone(nn.Module):
             decoder_input_ids=canvas, cache=cache, self_conditioning_logits=sc_logits,
             self_conditioning_mask=sc_mask, decoder_attention_mask=dmask, decoder_position_ids=pos,
         ).last_hidden_state
-        return self._cap(self.lm.lm_head(h))
+        return self.head(h)
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits for arbitrary vectors (B, T, h) through the tied head: used by CTC."""
-        return self._cap(self.lm.lm_head(self.lm.model.decoder.norm(hidden)))
+        return self.head(self.lm.model.decoder.norm(hidden))
 
     def continue_causal(self, cache, prompt_mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Causal encoder pass over `ids` (B, T) after the prompt in `cache` -> logits (B, T, V).
@@ -141,7 +145,7 @@ class Backbone(nn.Module):
         full = torch.cat([prompt_mask.long(), torch.ones_like(ids)], dim=1)
         mask = None if bool(prompt_mask.all()) else full
         out = self.lm.model.encoder(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache)
-        return self._cap(self.lm.lm_head(out.last_hidden_state))
+        return self.head(out.last_hidden_state)
 
 
 def _positions_after(prompt_mask: torch.Tensor, n: int) -> torch.Tensor:

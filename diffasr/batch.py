@@ -45,7 +45,7 @@ def _schema():
         ("duration", pa.float64()),             # seconds of audio
         ("segments", pa.list_(segment)),        # one per speech chunk, absolute times, with its words
         ("timings", pa.map_(pa.string(), pa.float64())),  # seconds per stage; `file` = this file's share of its batch
-        ("decoder", pa.string()),
+        ("method", pa.string()),                # the decoding method
         ("steps", pa.int64()),                  # denoising steps run
         ("error", pa.string()),                 # null = ok; else "ExceptionType: message"
     ])
@@ -159,7 +159,7 @@ def _row(path: str, t=None, error: str | None = None, share: float = 0.0) -> dic
     """A Transcription (or an error) -> one output row (plain Python values)."""
     if t is None:
         return {"path": path, "text": None, "language": None, "language_probability": None, "duration": None,
-                "segments": None, "timings": {"file": share}, "decoder": None, "steps": None, "error": error}
+                "segments": None, "timings": {"file": share}, "method": None, "steps": None, "error": error}
     segments, words, k = [], list(t.words), 0
     for j, s in enumerate(t.segments):  # words are clamped into their segment and in order: one pass
         nxt = t.segments[j + 1].start if j + 1 < len(t.segments) else float("inf")
@@ -172,7 +172,7 @@ def _row(path: str, t=None, error: str | None = None, share: float = 0.0) -> dic
         segments.append({"start": s.start, "end": s.end, "text": s.text, "words": seg_words})
     timings = {key: float(v) for key, v in t.timings.items() if key != "steps_run"} | {"file": share}
     return {"path": path, "text": t.text, "language": t.language, "language_probability": t.language_probability,
-            "duration": t.duration, "segments": segments, "timings": timings, "decoder": t.decoder,
+            "duration": t.duration, "segments": segments, "timings": timings, "method": t.method,
             "steps": t.steps_run, "error": None}
 
 
@@ -331,7 +331,7 @@ def _merge(done: dict, new: list[dict]) -> list[dict]:
 
 def add_arguments(p) -> None:
     from .tokenizer import LANGUAGES
-    from .transcribe import add_decoding_arguments
+    from .transcribe_cli import add_decoding_arguments
 
     p.add_argument("input", metavar="INPUT", help="folder, glob, manifest .jsonl, file, or pyarrow URI (s3://, gs://, hdfs://, file://)")
     p.add_argument("--output", required=True, help="OUT.parquet or OUT.jsonl (re-running skips the files already in it)")
@@ -342,18 +342,15 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu", help="torch device in each actor (default cpu; cuda with --gpus-per-actor)")
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs Ray reserves per actor (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per actor (default: CPUs / actors)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, else 8)")
     p.add_argument("--language", default=None, choices=LANGUAGES, help="language of every file (default: a manifest's `lang`, else identified)")
-    p.add_argument("--decoder", default=None, choices=["diffusion", "ctc"], help="decoder (default diffusion)")
     add_decoding_arguments(p)
     p.add_argument("--flush-every", type=float, default=30.0, help="seconds between atomic rewrites of OUT (default 30)")
 
 
 def run(args) -> int:
-    from .transcribe import decoding_overrides
+    from .transcribe_cli import decoding_overrides
 
-    decode = {k: v for k, v in {"steps": args.steps, "decoder": args.decoder}.items() if v is not None}
-    decode |= decoding_overrides(args)
+    decode = decoding_overrides(args)
     if args.device.startswith("cuda") and args.gpus_per_actor <= 0:
         raise ConfigError("--device cuda needs --gpus-per-actor (e.g. 1, or 0.5 for two replicas per GPU)")
     s = run_batch(args.input, args.output, model=args.model, actors=args.actors, batch_size=args.batch_size,

@@ -2,7 +2,7 @@
 
 Four measurements, each a median over `--repeats` runs after a warm-up:
 - stages: audio decode, encoder, projector + CTC, prefill, the full sampler (from the `timings` that
-  `transcribe` returns) and one `backbone.denoise` call timed directly, for a ~10 s clip at batch 1 and 8;
+  `transcribe` returns) and one `model.denoise` call timed directly, for a ~10 s clip at batch 1 and 8;
 - throughput at batch 1/8/32 over 32 clips (one timed pass each, the model already warm) (clips/s, real-time factor); faster-whisper decodes
   one file at a time, so its figure is sequential;
 - decode time against transcript length at fixed steps (the shortest and the longest clip): the
@@ -13,6 +13,7 @@ Four measurements, each a median over `--repeats` runs after a warm-up:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .decoding.options import METHODS, reads
 from .errors import ConfigError, DataError
 
 
@@ -60,24 +62,25 @@ def timed(fn, repeats: int, warmup: bool = True) -> tuple[float, object]:
 # ---------------------------------------------------------------------- diffasr measurements
 
 
-def stage_times(model, clip: Path, language: str | None, batch: int, steps: int = 8, repeats: int = 3) -> dict:
-    """Seconds per stage for `batch` copies of `clip` decoded as one batch (medians over repeats).
+def stage_times(model, clip: Path, language: str | None, batch: int, options, repeats: int = 3) -> dict:
+    """Seconds per stage for `batch` copies of `clip` decoded as one batch with DecodeOptions
+    `options` (medians over repeats).
 
-    `one_step` times a single `backbone.denoise` call on the batch's own cache and canvas length,
+    `one_step` times a single `model.denoise` call on the batch's own prompt state and canvas length,
     with self-conditioning logits as every step after the first sees them.
     """
     import torch
 
     from .audio import load_audio
-    from .diffusion import DecodeOptions, canvas_length
+    from .decoding.canvas import canvas_length
+    from .decoding.ctc import ctc_greedy
     from .evaluate import transcribe_plain as transcribe
-    from .transcribe import ctc_greedy
 
     files = [str(clip)] * batch
     runs = []
     for i in range(repeats + 1):  # the first run warms up
         t0 = time.perf_counter()
-        r = transcribe(model, files, steps=steps, language=language, batch_size=batch)[0]
+        r = transcribe(model, files, options=dataclasses.replace(options, language=language), batch_size=batch)[0]
         if i:
             runs.append(dict(r.timings, total=time.perf_counter() - t0))
     out = {k: statistics.median(run.get(k, 0.0) for run in runs) for k in runs[0]}
@@ -89,34 +92,36 @@ def stage_times(model, clip: Path, language: str | None, batch: int, steps: int 
         audio_tokens, n_audio = model.project(model.encode(audios))
         logits, prefilled = model.ctc(audio_tokens, n_audio, [language] * batch)
         ctc = ctc_greedy(logits, n_audio, blank=tok.pad)
-        cache, mask, _ = prefilled or model.prefill(audio_tokens, n_audio, [language] * batch)
-        L = max(canvas_length(len(ids), DecodeOptions(steps=steps), model.config.canvas_length) for ids in ctc)
+        state = prefilled or model.prefill(audio_tokens, n_audio, [language] * batch)
+        L = max(canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc)
         canvas = torch.randint(0, tok.vocab_size, (batch, L), generator=torch.Generator().manual_seed(0)).to(model.device)
-        sc = model.backbone.denoise(cache, mask, canvas, None)
-        out["one_step"], _ = timed(lambda: model.backbone.denoise(cache, mask, canvas, sc), repeats)
-    out.update(batch=batch, canvas=L, steps=steps, per_step=out["denoise"] / max(1, out["steps_run"]))
+        sc = model.denoise(state, canvas)
+        out["one_step"], _ = timed(lambda: model.denoise(state, canvas, sc), repeats)
+    steps_run = out.get("steps_run", 0)
+    out.update(batch=batch, canvas=L, steps=steps_run, per_step=out.get("denoise", 0.0) / max(1, steps_run))
     return out
 
 
-def throughput(model, arrays: list[np.ndarray], language: str | None, batch: int, steps: int = 8, repeats: int = 1) -> dict:
+def throughput(model, arrays: list[np.ndarray], language: str | None, batch: int, options, repeats: int = 1) -> dict:
     """Clips per second and real-time factor for `arrays` decoded in batches of `batch`."""
     from .audio import SAMPLE_RATE
     from .evaluate import transcribe_plain as transcribe
 
-    seconds, _ = timed(lambda: transcribe(model, list(arrays), steps=steps, language=language, batch_size=batch), repeats, warmup=False)
+    options = dataclasses.replace(options, language=language)
+    seconds, _ = timed(lambda: transcribe(model, list(arrays), options=options, batch_size=batch), repeats, warmup=False)
     audio_s = sum(a.size for a in arrays) / SAMPLE_RATE
     return dict(batch=batch, clips=len(arrays), audio_s=audio_s, seconds=seconds,
                 clips_per_s=len(arrays) / seconds, rtf=seconds / audio_s)
 
 
-def length_times(model, arrays: list[np.ndarray], languages: list, steps: int = 8, repeats: int = 3) -> list[dict]:
+def length_times(model, arrays: list[np.ndarray], languages: list, options, repeats: int = 3) -> list[dict]:
     """For each clip at batch 1: transcript tokens, steps run and sampler seconds (median)."""
     from .audio import SAMPLE_RATE
     from .evaluate import transcribe_plain as transcribe
 
     rows = []
     for a, lang in zip(arrays, languages):
-        runs = [transcribe(model, a, steps=steps, language=lang) for _ in range(repeats + 1)][1:]
+        runs = [transcribe(model, a, options=dataclasses.replace(options, language=lang)) for _ in range(repeats + 1)][1:]
         rows.append(dict(audio_s=a.size / SAMPLE_RATE, tokens=len(runs[0].tokens), steps_run=runs[0].steps_run,
                          denoise=statistics.median(r.timings["denoise"] for r in runs),
                          total=statistics.median(sum(v for k, v in r.timings.items() if k != "steps_run") for r in runs)))
@@ -157,7 +162,7 @@ def stage_table(stages: list[dict], fw_latency: float | None = None) -> str:
     known = set(keys) | {"total", "steps_run", "batch", "canvas", "steps", "per_step"}
     keys += [k for k in stages[0] if k not in known and any(s.get(k) for s in stages)] + ["total"]  # stages a newer transcribe reports
     header = ["batch", "canvas", "steps run"] + [f"{k} ms" for k in keys] + ["ms / clip"]
-    rows = [[s["batch"], s["canvas"], s["steps_run"]] + [f"{1000 * s[k]:.1f}" for k in keys] + [f"{1000 * s['total'] / s['batch']:.1f}"]
+    rows = [[s["batch"], s["canvas"], s.get("steps_run", 0)] + [f"{1000 * s.get(k, 0.0):.1f}" for k in keys] + [f"{1000 * s['total'] / s['batch']:.1f}"]
             for s in stages]
     text = _table(header, rows)
     if fw_latency is not None:
@@ -196,7 +201,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
     p.add_argument("--clips", nargs="+", default=None, metavar="FILE", help="audio files (default: the real_dev clips)")
     p.add_argument("--language", default=None, help="language of --clips (default: auto; real_dev clips carry theirs)")
-    p.add_argument("--steps", type=int, default=8, help="denoising steps (default 8)")
+    p.add_argument("--method", default=None, choices=METHODS, help="decoding method (default: the model's)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps, for the methods that read them (default 8)")
     p.add_argument("--batch-sizes", default="1,8,32", help="throughput batch sizes (default 1,8,32)")
     p.add_argument("--throughput-clips", type=int, default=32, metavar="N", help="clips in the throughput set (default 32)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement, after a warm-up (default 3)")
@@ -222,10 +228,10 @@ def pick_clips(clips: list[tuple[Path, str | None]], durations: list[float], n_t
 def run(args) -> int:
     from . import load
     from .audio import SAMPLE_RATE, load_audio
-    from .diffusion import DecodeOptions
+    from .decoding import resolve
+    from .decoding.decode import is_base
     from .evaluate import _parse_list, _write, load_faster_whisper, set_threads
 
-    DecodeOptions(steps=args.steps, language=args.language)
     batches = _parse_list(args.batch_sizes, "batch-sizes", int)
     if min(args.repeats, args.throughput_clips, *batches) < 1:
         raise ConfigError("--repeats, --throughput-clips and --batch-sizes must be ≥ 1")
@@ -236,19 +242,21 @@ def run(args) -> int:
     ten_clip, ten_lang = clips[pick["ten"]]
 
     model = load(args.model, device=args.device)
+    options = resolve(model.config.decode_defaults, {"method": args.method, "steps": args.steps}, is_base(model))
+    label = options.method + (f", {options.steps} steps" if "steps" in reads(options.method) else "")
     if args.threads:
         set_threads(model, args.threads)
     rss = dict(after_load_mb=peak_rss_mb())
     log = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
     log(f"stages on {ten_clip.name} ({durations[pick['ten']]:.1f} s)")
-    stages = [stage_times(model, ten_clip, ten_lang, b, args.steps, args.repeats) for b in (1, 8)]
+    stages = [stage_times(model, ten_clip, ten_lang, b, options, args.repeats) for b in (1, 8)]
     tp_arrays = [arrays[i] for i in pick["throughput"]]
     log(f"throughput over {len(tp_arrays)} {pick['language'] or ''} clips at batch {', '.join(map(str, batches))}")
-    tp = [throughput(model, tp_arrays, pick["language"], b, args.steps) for b in batches]
+    tp = [throughput(model, tp_arrays, pick["language"], b, options) for b in batches]
     lengths = [pick["short"], pick["long"]]
     length_langs = [clips[i][1] for i in lengths]
-    length_rows = length_times(model, [arrays[i] for i in lengths], length_langs, args.steps, args.repeats)
+    length_rows = length_times(model, [arrays[i] for i in lengths], length_langs, options, args.repeats)
     for row, i in zip(length_rows, lengths):
         row["clip"] = str(clips[i][0])
     rss["diffasr_peak_mb"] = peak_rss_mb()
@@ -271,19 +279,19 @@ def run(args) -> int:
                          ratios=dict(latency_10s_batch1=latency / (stages[0]["total"] - stages[0]["audio_decode"]),
                                      **{f"throughput_batch{r['batch']}": r["clips_per_s"] / fw_tp["clips_per_s"] for r in tp}))
 
-    print(f"Per-stage times, {ten_clip.name} ({durations[pick['ten']]:.1f} s), {args.steps} steps "
-          f"(total = transcribe from the file; one_step = one backbone.denoise call):")
+    print(f"Per-stage times, {ten_clip.name} ({durations[pick['ten']]:.1f} s), {label} "
+          f"(total = transcribe from the file; one_step = one model.denoise call):")
     print(stage_table(stages, fw_result["latency_10s"] if fw_result else None) + "\n")
-    print(f"Throughput, {len(tp_arrays)} clips ({pick['language']}), {args.steps} steps:")
+    print(f"Throughput, {len(tp_arrays)} clips ({pick['language']}), {label}:")
     print(throughput_table(tp, fw_result["throughput"] if fw_result else None) + "\n")
-    print(f"Decode time vs transcript length, batch 1, {args.steps} steps:")
+    print(f"Decode time vs transcript length, batch 1, {label}:")
     print(length_table(length_rows, fw_result["lengths"] if fw_result else None) + "\n")
     print("Peak RSS: " + ", ".join(f"{k.removesuffix('_mb').replace('_', ' ')} {v:.0f} MB" for k, v in rss.items()))
     if fw_result:
         print("Speed vs faster-whisper (×, higher is faster): " +
               ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in fw_result["ratios"].items()))
     if args.json:
-        summary = dict(model=str(args.model or "default"), steps=args.steps, threads=args.threads, repeats=args.repeats,
+        summary = dict(model=str(args.model or "default"), options=dataclasses.asdict(options), threads=args.threads, repeats=args.repeats,
                        clip_10s=str(ten_clip), stages=stages, throughput=tp, lengths=length_rows, rss_mb=rss,
                        faster_whisper=fw_result)
         _write(args.json, json.dumps(summary, indent=1))

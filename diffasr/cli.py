@@ -16,7 +16,7 @@ from .errors import DiffasrError
 
 # subcommand -> (module implementing add_arguments/run, one-line help)
 COMMANDS = {
-    "transcribe": ("diffasr.transcribe", "transcribe audio files"),
+    "transcribe": ("diffasr.transcribe_cli", "transcribe audio files"),
     "corpus": ("diffasr.training.corpus.synth", "build the synthetic multilingual speech corpus (corpus synth ...)"),
     "train": ("diffasr.training.train", "train a model from a config file"),
     "eval": ("diffasr.evaluate", "evaluate on a manifest, optionally against faster-whisper"),

@@ -12,6 +12,7 @@ reference units per language). The metric functions are pure: `normalize`, `metr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shlex
@@ -21,6 +22,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .decoding import METHODS, DecodeOptions, resolve
+from .decoding.decode import is_base
+from .decoding.options import reads
 from .manifest import Utterance
 from .manifest import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
 from .errors import ConfigError, DataError
@@ -103,8 +107,8 @@ class SystemRun:
     """One configuration's hypotheses (aligned with the clips) and compute seconds per language."""
 
     name: str
-    decoder: str  # one of DECODERS | "faster-whisper"
-    steps: int | None
+    method: str  # a decoding method (decoding.METHODS) | "faster-whisper"
+    steps: int | None  # for methods that read steps
     hyps: list[str]
     seconds: dict  # lang -> seconds spent on that language's clips
 
@@ -121,35 +125,42 @@ def transcribe_plain(model, audio, **kwargs):
     return transcribe(model, audio, **kwargs)
 
 
-DECODERS = ("diffusion", "ctc", "ctc-lm")  # eval rows: the diffusion decoder, greedy CTC, CTC beam search + n-gram
-
-
-def run_diffasr(model, clips: list[Utterance], arrays: list, decoder: str, steps: int, batch_size: int,
-                progress=None, **decode) -> SystemRun:
-    """Transcribe language by language (the language is given), in batches of `batch_size`.
-    `decoder`: one of DECODERS ("ctc" is greedy whatever `decode` says; "ctc-lm" is CTC beam search
-    with the n-gram); `decode`: further DecodeOptions fields (seed, sampler, init, nbest, lm_weight, ...)."""
-    from .diffusion import DecodeOptions
-
-    if decoder == "ctc":
-        decode = {**decode, "lm_weight": 0.0}
-    elif decoder == "ctc-lm" and not (decode.get("lm_weight", 0) > 0 and model.ngrams.languages()):
-        raise ConfigError("decoder ctc-lm needs an n-gram: a model with an lm/ folder and --lm-weight > 0")
+def run_diffasr(model, clips: list[Utterance], arrays: list, options, batch_size: int, progress=None) -> SystemRun:
+    """Transcribe language by language (the language is given), in batches of `batch_size`, with
+    `options` (DecodeOptions; its language is set per language)."""
     hyps, seconds = [""] * len(clips), {}
     for lang in dict.fromkeys(c.lang for c in clips):
-        options = DecodeOptions(decoder="diffusion" if decoder == "diffusion" else "ctc", steps=steps, language=lang, **decode)
+        lang_options = dataclasses.replace(options, language=lang)
         idx = [i for i, c in enumerate(clips) if c.lang == lang]
         for b in range(0, len(idx), batch_size):
             chunk = idx[b: b + batch_size]
             t0 = time.perf_counter()
-            out = transcribe_plain(model, [arrays[i] for i in chunk], options=options, batch_size=batch_size)
+            out = transcribe_plain(model, [arrays[i] for i in chunk], options=lang_options, batch_size=batch_size)
             seconds[lang] = seconds.get(lang, 0.0) + time.perf_counter() - t0
             for i, r in zip(chunk, out):
                 hyps[i] = r.text
             if progress is not None:
                 progress.update(len(chunk))
-    name = {"ctc": "diffasr ctc", "ctc-lm": "diffasr ctc+lm"}.get(decoder, f"diffasr {steps} steps")
-    return SystemRun(name=name, decoder=decoder, steps=None if decoder != "diffusion" else steps, hyps=hyps, seconds=seconds)
+    steps = options.steps if "steps" in reads(options.method) else None
+    name = f"diffasr {options.method}" + (f" {steps} steps" if steps is not None else "")
+    return SystemRun(name=name, method=options.method, steps=steps, hyps=hyps, seconds=seconds)
+
+
+def row_options(model, methods: list[str], steps: list[int] | None, flags: dict) -> list:
+    """The DecodeOptions of each eval row: every method in `methods` (those that read steps once per
+    step count, `steps` None: the model's), each with the decoding `flags` it reads over the model's
+    decode_defaults. A flag (or --steps) that none of the methods reads is a ConfigError."""
+    beam_seeded = is_base(model)
+    read_by_any = set().union(*(reads(m, beam_seeded) for m in methods))
+    unread = sorted(set(flags) - read_by_any) + (["steps"] if steps is not None and "steps" not in read_by_any else [])
+    if unread:
+        raise ConfigError(f"no method of {', '.join(methods)} reads {', '.join(unread)}")
+    rows = []
+    for m in methods:
+        given = {k: v for k, v in flags.items() if k in reads(m, beam_seeded)}
+        sweep = steps if steps is not None and "steps" in reads(m) else [None]
+        rows += [resolve(model.config.decode_defaults, {**given, "method": m, "steps": s}, beam_seeded) for s in sweep]
+    return rows
 
 
 def load_faster_whisper(threads: int = 0):
@@ -175,7 +186,7 @@ def run_faster_whisper(fw, clips: list[Utterance], arrays: list, progress=None) 
         seconds[c.lang] = seconds.get(c.lang, 0.0) + time.perf_counter() - t0
         if progress is not None:
             progress.update(1)
-    return SystemRun(name="faster-whisper greedy", decoder="faster-whisper", steps=None, hyps=hyps, seconds=seconds)
+    return SystemRun(name="faster-whisper greedy", method="faster-whisper", steps=None, hyps=hyps, seconds=seconds)
 
 
 # ---------------------------------------------------------------------- scoring
@@ -255,14 +266,15 @@ def steps_table(results: list[dict]) -> str:
 
 
 def plot_steps(results: list[dict], out: str | Path) -> None:
-    """Error rate and RTF against steps for the diffusion runs; CTC and baseline as dashed lines."""
+    """Error rate and RTF against steps for the runs of one method that reads steps; the others
+    (one step count, CTC, baseline) as dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    diff = sorted((r for r in results if r["decoder"] == "diffusion"), key=lambda r: r["steps"])
-    others = [r for r in results if r["decoder"] != "diffusion"]
+    diff = sorted((r for r in results if r["steps"] is not None), key=lambda r: r["steps"])
+    others = [r for r in results if r["steps"] is None]
     langs = [k for k in results[0]["languages"] if ":" not in k]
     fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [r["steps"] for r in diff]
@@ -274,7 +286,7 @@ def plot_steps(results: list[dict], out: str | Path) -> None:
         for r, style in zip(others, ("--", ":", "-.")):
             ax_e.axhline(r["languages"][lang]["error_rate"], color=color, linestyle=style, linewidth=0.8)
     if diff:
-        ax_s.plot(steps, [r["overall"]["rtf"] for r in diff], "o-", color="k", label="diffasr diffusion")
+        ax_s.plot(steps, [r["overall"]["rtf"] for r in diff], "o-", color="k", label=f"diffasr {diff[0]['method']}")
     for r, style in zip(others, ("--", ":", "-.")):
         ax_s.axhline(r["overall"]["rtf"], color="gray", linestyle=style, label=r["name"])
     lines = ", ".join(f"{style} {r['name']}" for r, style in zip(others, ("--", ":", "-.")))
@@ -296,12 +308,8 @@ def report(summary: dict) -> str:
     s = summary["settings"]
     lines = [
         f"# diffasr eval: {summary['manifest']}", "",
-        f"- model: `{summary['model']}`; decoders: {', '.join(s['decoders'])}; steps: {', '.join(map(str, s['steps']))}; "
-        f"batch size {s['batch_size']}; threads {s['threads'] or 'default'}; sampler {s['sampler']}, init {s.get('init', 'noise')}, "
-        f"edit threshold {s.get('edit_threshold', 0.95)}, remask {s.get('remask', 0.0)}, "
-        + (f"n-best {s.get('nbest')}, rescore weight {s.get('rescore_weight')}, " if s["sampler"] == "rescore" else "")
-        + (f"beam {s.get('beam')}, n-gram weight {s.get('lm_weight')}, length bonus {s.get('length_bonus')}, " if s.get("lm_weight") else "")
-        + f"seed {s['seed']}",
+        f"- model: `{summary['model']}`; batch size {s['batch_size']}; threads {s['threads'] or 'default'}; rows:",
+        *[f"  - {name}: " + ", ".join(f"{k} {v}" for k, v in opts.items()) for name, opts in s["rows"].items()],
         f"- {summary['n_clips']} clips, {summary['audio_s']:.1f} s of audio; language given to every system",
         f"- command: `{summary['command']}`", "",
         "## Per language", "", language_table(summary["results"]), "",
@@ -313,7 +321,7 @@ def report(summary: dict) -> str:
         "- RTF = compute seconds / audio seconds on already decoded 16 kHz audio, after one warm-up clip per system; "
         "lower is faster. diffasr runs without VAD or word timestamps, as the baseline does.",
     ]
-    if any(r["decoder"] == "faster-whisper" for r in summary["results"]):
+    if any(r["method"] == "faster-whisper" for r in summary["results"]):
         lines.append("- Baseline: faster-whisper on the same Whisper-base weights (CTranslate2 int8, CPU), plain greedy "
                      "(beam 1, temperature 0, no fallback, no VAD), language given and no prompt; its zh output is "
                      "traditional as often as not and is scored after the same simplified conversion.")
@@ -324,20 +332,21 @@ def report(summary: dict) -> str:
 
 
 def add_arguments(p) -> None:
-    from .transcribe import add_decoding_arguments
+    from .transcribe_cli import add_decoding_arguments
 
     p.add_argument("--manifest", required=True, help="JSON-lines manifest (audio, text, lang[, subset])")
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
-    p.add_argument("--steps", default="8", help="comma-separated denoising step counts to sweep (default 8)")
-    p.add_argument("--decoder", default="diffusion,ctc",
-                   help="comma-separated rows: diffusion, ctc (greedy), ctc-lm (CTC beam search + n-gram) (default diffusion,ctc)")
+    p.add_argument("--method", default=None,
+                   help="comma-separated decoding methods, one row each (default: the model's method, ctc-greedy)")
+    p.add_argument("--steps", default=None,
+                   help="comma-separated denoising step counts, one row each for the methods that read steps (default: 8)")
     p.add_argument("--baseline", default=None, choices=["faster-whisper"], help="also run this baseline on the same clips")
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics and per-clip hypotheses as JSON")
     p.add_argument("--report", default=None, metavar="OUT.md", help="write a markdown report")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="plot error rate and speed vs steps")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
-    add_decoding_arguments(p)  # --sampler, --init, --nbest, --lm-weight, ...: the model's defaults unless given
+    add_decoding_arguments(p, method=False, steps=False)  # --nbest, --ngram-weight, ...: the model's defaults unless given
     p.add_argument("--metric", default="auto", choices=["auto", "cer", "wer"],
                    help="auto: WER, CER for zh/hi (default); cer or wer: that metric for every language")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for every system (default: library defaults)")
@@ -363,7 +372,7 @@ def set_threads(model, threads: int) -> None:
     torch.set_num_threads(threads)
     spec = model.config.encoder_spec
     if spec.backend == "ct2":
-        model._encoder = CT2WhisperEncoder(spec, device=str(model.device), threads=threads)
+        model.encoder = CT2WhisperEncoder(spec, device=str(model.device), threads=threads)
 
 
 def run(args) -> int:
@@ -371,15 +380,13 @@ def run(args) -> int:
 
     from . import load
     from .audio import SAMPLE_RATE, load_audio
-    from .diffusion import DecodeOptions
+    from .transcribe_cli import decoding_overrides
 
-    steps = _parse_list(args.steps, "steps", int)
-    decoders = _parse_list(args.decoder, "decoder")
-    for d in decoders:
-        if d not in DECODERS:
-            raise ConfigError(f"--decoder: unknown decoder {d!r} (choose from {', '.join(DECODERS)})")
-    for s in steps:
-        DecodeOptions(steps=s)  # validates the range
+    steps = _parse_list(args.steps, "steps", int) if args.steps is not None else None
+    methods = _parse_list(args.method, "method") if args.method is not None else None
+    for m in methods or []:
+        if m not in METHODS:
+            raise ConfigError(f"--method: unknown method {m!r} (choose from {', '.join(METHODS)})")
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise ConfigError("--batch-size and --limit must be ≥ 1")
 
@@ -393,38 +400,32 @@ def run(args) -> int:
     arrays = [load_audio(c.audio) for c in clips]
     durations = [a.size / SAMPLE_RATE for a in arrays]
 
-    configs = [("diffusion", s) for s in steps] if "diffusion" in decoders else []
-    configs += [(d, 1) for d in decoders if d != "diffusion"]
+    if methods is None:
+        methods = list(dict.fromkeys([model.config.decode_defaults.get("method", DecodeOptions.method), "ctc-greedy"]))
+    rows = row_options(model, methods, steps, decoding_overrides(args))  # bad flags: one error, before any decoding
+    missing = sorted({c.lang for c in clips} - set(model.ngrams.languages()))
+    if missing and any(o.ngram_weight > 0 for o in rows):
+        raise ConfigError(f"ngram_weight > 0 needs the language's n-gram: the model has none for {', '.join(missing)}")
     fw = load_faster_whisper(args.threads) if args.baseline else None
-    total = len(clips) * (len(configs) + (fw is not None))
+    total = len(clips) * (len(rows) + (fw is not None))
     bar = tqdm(total=total, unit="clip", desc="eval", disable=not sys.stderr.isatty())
+    for lang in {c.lang for c in clips}:  # n-grams load on first use: not inside the timed runs
+        model.ngrams.get(lang)
     # Warm-up (lazy encoder load, first-call allocations) on the shortest clip, not timed.
     warm = min(range(len(clips)), key=lambda i: durations[i])
-    from .diffusion import DecodeOptions, with_defaults
-    from .transcribe import decoding_overrides
-
-    decode = with_defaults(model.config.decode_defaults, decoding_overrides(args))
-    decode = {k: v for k, v in decode.items() if k not in ("decoder", "steps", "language")}  # set per row
-    full = DecodeOptions(**decode)  # a bad combination is one error here, before any audio is decoded
-    for lang in {c.lang for c in clips}:  # n-grams load on first use: not inside the timed runs either
-        model.ngrams.get(lang)
-    run_diffasr(model, [clips[warm]], [arrays[warm]], configs[0][0] if configs else "ctc", configs[0][1] if configs else 1, 1,
-                **decode)
-    runs = [run_diffasr(model, clips, arrays, d, s, args.batch_size, bar, **decode) for d, s in configs]
+    run_diffasr(model, [clips[warm]], [arrays[warm]], rows[0], 1)
+    runs = [run_diffasr(model, clips, arrays, o, args.batch_size, bar) for o in rows]
     if fw is not None:
         faster_whisper_text(fw, arrays[warm], clips[warm].lang)
         runs.append(run_faster_whisper(fw, clips, arrays, bar))
     bar.close()
 
-    results = [dict(name=r.name, decoder=r.decoder, steps=r.steps, **score(r, clips, durations, args.metric)) for r in runs]
+    results = [dict(name=r.name, method=r.method, steps=r.steps, **score(r, clips, durations, args.metric)) for r in runs]
     summary = dict(
         manifest=str(args.manifest), model=str(args.model or "default"),
         command="diffasr " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "diffasr eval ...",
-        settings=dict(steps=steps, decoders=decoders, baseline=args.baseline, batch_size=args.batch_size,
-                      sampler=full.sampler, init=full.init, edit_threshold=full.edit_threshold, remask=full.remask,
-                      nbest=full.nbest, rescore_weight=full.rescore_weight, beam=full.beam, lm_weight=full.lm_weight,
-                      length_bonus=full.length_bonus, metric=args.metric, seed=args.seed, threads=args.threads,
-                      device=args.device),
+        settings=dict(batch_size=args.batch_size, baseline=args.baseline, metric=args.metric, threads=args.threads,
+                      device=args.device, rows={r.name: _read_fields(o) for r, o in zip(runs, rows)}),
         n_clips=len(clips), audio_s=sum(durations), results=results,
     )
     print("Per language (error rate, real-time factor):\n" + language_table(results) + "\n")
@@ -441,6 +442,11 @@ def run(args) -> int:
         ]
         _write(args.json, json.dumps(_finite(summary), ensure_ascii=False, indent=1))
     return 0
+
+
+def _read_fields(options) -> dict:
+    """The fields of DecodeOptions `options` its method reads (language aside: it is set per language)."""
+    return {k: v for k, v in dataclasses.asdict(options).items() if k in reads(options.method) and k != "language"}
 
 
 def _finite(x):

@@ -5,8 +5,9 @@ Also the checkpoint format. A checkpoint is a directory that describes itself:
   model.safetensors  trained weights: projector + backbone (from-scratch presets) or
                      projector + LoRA (frozen-backbone presets); no pickle anywhere
   tokenizer.json     (or the Gemma tokenizer files)
-  lm/<lang>.npz      optional token n-grams for the CTC beam search (lm.py; `ngram` in config.json)
-The model holds no sampling loop (see diffusion.py) and no file or batching logic (transcribe.py).
+  lm/<lang>.npz      optional token n-grams for the CTC beam search (ngram.py; `ngram` in config.json)
+The model holds no sampling loop (decoding/) and no file or batching logic (transcribe.py); decoding
+reads it through `project`, `ctc`, `prefill` (-> PromptState) and `denoise(state, canvas)`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from torch import nn
 from .backbone import Backbone, make_config
 from .encoder import EncoderSpec, WhisperEncoder, build_encoder
 from .errors import ModelError
-from .lm import LanguageModels
+from .ngram import NgramModels
 from .projector import Projector
 from .tokenizer import LANGUAGES, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
 
@@ -85,6 +87,21 @@ class ModelConfig:
         return EncoderSpec(**{k: v for k, v in self.encoder.items() if k in EncoderSpec.__dataclass_fields__})
 
 
+class PromptState(NamedTuple):
+    """What `prefill` leaves for the denoiser: the backbone's KV cache over the prompt, the prompt
+    mask (B, P) and the prompt encoder's last hidden states (B, P, h)."""
+
+    cache: object
+    mask: torch.Tensor
+    hidden: torch.Tensor | None
+
+    def rows(self, rows: torch.Tensor) -> "PromptState":
+        """The state of `rows` (B',) of this batch (repeats allowed), on a copy of the cache."""
+        cache = copy.deepcopy(self.cache)
+        cache.reorder_cache(rows)
+        return PromptState(cache, self.mask[rows], None if self.hidden is None else self.hidden[rows])
+
+
 def token_ids(tok: Tokenizer) -> dict:
     return dict(pad=tok.pad, eos=tok.eos, bos=tok.bos, sep=tok.sep, audio=tok.audio, vocab_size=tok.vocab_size)
 
@@ -93,57 +110,57 @@ class DiffusionASR(nn.Module):
     """The recogniser. Trainable parts are `projector` and `backbone`; the encoder is frozen and
     lives outside autograd (CTranslate2 or a no-grad transformers module)."""
 
-    def __init__(self, config: ModelConfig, tokenizer: Tokenizer, lm=None, encoder: WhisperEncoder | None = None):
+    def __init__(self, config: ModelConfig, tokenizer: Tokenizer, gemma=None, encoder: WhisperEncoder | None = None):
         super().__init__()
         from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
         self.config, self.tokenizer = config, tokenizer
         if config.ctc_from not in CTC_SOURCES:
             raise ModelError(f"ctc_from must be one of {', '.join(CTC_SOURCES)}, not {config.ctc_from!r}")
-        if lm is None:
+        if gemma is None:
             if config.lm_config is None:
                 raise ModelError("config has no backbone config (lm_config)")
-            lm = DiffusionGemmaForBlockDiffusion(DiffusionGemmaConfig(**copy.deepcopy(config.lm_config)))
-        self.backbone = Backbone(lm)
+            gemma = DiffusionGemmaForBlockDiffusion(DiffusionGemmaConfig(**copy.deepcopy(config.lm_config)))
+        self.backbone = Backbone(gemma)
         h = self.backbone.hidden_size
         self.projector = Projector(config.encoder["dim"], config.projector["hidden"], h, config.projector["strides"])
         self._encoder = encoder
-        self.ngrams = LanguageModels(None)  # per-language n-grams for CTC beam search; load() finds lm/
+        self.ngrams = NgramModels(None)  # per-language n-grams for CTC beam search; load() finds lm/
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_preset(cls, preset: str, tokenizer: Tokenizer | None = None, lm=None, **overrides) -> "DiffusionASR":
+    def from_preset(cls, preset: str, tokenizer: Tokenizer | None = None, gemma=None, **overrides) -> "DiffusionASR":
         """A fresh (untrained) model. `small`/`tiny` need a tokenizer (train one with
         BPETokenizer.train); `gemma-26b` loads the frozen backbone + tokenizer (local dir or Hub)
-        unless `lm`/`tokenizer` are given (tests pass a tiny random backbone of the same structure)."""
+        unless `gemma`/`tokenizer` are given (tests pass a tiny random backbone of the same structure)."""
         if preset not in PRESETS:
             raise ModelError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
         p = copy.deepcopy(PRESETS[preset])
         for k, v in overrides.items():
             p[k] = v
         bb = p["backbone"]
-        if bb["source"] == "pretrained" and lm is None:
+        if bb["source"] == "pretrained" and gemma is None:
             from transformers import DiffusionGemmaForBlockDiffusion
 
             try:
-                lm = DiffusionGemmaForBlockDiffusion.from_pretrained(bb["name"], dtype=torch.bfloat16)
+                gemma = DiffusionGemmaForBlockDiffusion.from_pretrained(bb["name"], dtype=torch.bfloat16)
             except Exception as e:
                 raise ModelError(f"cannot load backbone {bb['name']!r}: {e}") from None
         if tokenizer is None:
             if bb["source"] != "pretrained":
                 raise ModelError(f"preset {preset!r} needs a tokenizer (BPETokenizer.train on the corpus text)")
             tokenizer = GemmaTokenizer.from_pretrained(bb["name"], p["gemma_ids"])
-        if lm is None:
+        if gemma is None:
             dims = dict(bb["dims"])
-            lm = _scratch_lm(dims, p["canvas_length"], token_ids(tokenizer))
+            gemma = _scratch_gemma(dims, p["canvas_length"], token_ids(tokenizer))
         cfg = ModelConfig(
             preset=preset, encoder=dataclasses.asdict(p["encoder"]), projector=dict(p["projector"]), backbone=bb,
             canvas_length=p["canvas_length"], tokenizer={"kind": tokenizer.kind}, tokens=token_ids(tokenizer),
-            lm_config=lm.config.to_dict() if bb["source"] == "scratch" else None,
+            lm_config=gemma.config.to_dict() if bb["source"] == "scratch" else None,
         )
         cfg.projector["strides"] = list(cfg.projector["strides"])
-        model = cls(cfg, tokenizer, lm=lm)
+        model = cls(cfg, tokenizer, gemma=gemma)
         if bb.get("lora"):
             model.add_lora(bb["lora"])
         return model
@@ -170,9 +187,14 @@ class DiffusionASR(nn.Module):
 
     @property
     def encoder(self) -> WhisperEncoder:
+        """The frozen encoder, built on first use (or the one assigned, e.g. with other threads)."""
         if self._encoder is None:
             self._encoder = build_encoder(self.config.encoder_spec, device=str(self.device))
         return self._encoder
+
+    @encoder.setter
+    def encoder(self, encoder: WhisperEncoder) -> None:
+        self._encoder = encoder
 
     @property
     def device(self) -> torch.device:
@@ -201,13 +223,19 @@ class DiffusionASR(nn.Module):
             mask[i, P - len(r):] = True
         return ids.to(self.device), mask.to(self.device)
 
-    def prefill(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list):
-        """Prompt with audio -> (KV cache, prompt mask (B, P), encoder hidden (B, P, h))."""
+    def prefill(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list) -> PromptState:
+        """Prompt with audio (B, T', h) of lengths n_audio (B,) and each row's language (None: not
+        given) -> PromptState (KV cache, prompt mask (B, P), encoder hidden (B, P, h))."""
         ids, mask = self.prompt(n_audio, languages)
         valid = torch.arange(audio_tokens.shape[1], device=self.device)[None] < n_audio[:, None]
         emb = self.backbone.embed_prompt(ids, self.tokenizer.audio, audio_tokens, valid)
         cache, hidden = self.backbone.prefill(emb, mask)
-        return cache, mask, hidden
+        return PromptState(cache, mask, hidden)
+
+    def denoise(self, state: PromptState, canvas: torch.Tensor, sc_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoiser logits (B, L, V), softcapped fp32, for a canvas (B, L) of token ids after the
+        prompt `state`, optionally self-conditioned on the previous step's logits (B, L, V)."""
+        return self.backbone.denoise(state.cache, state.mask, canvas, sc_logits)
 
     def ctc_logits(self, audio_tokens: torch.Tensor) -> torch.Tensor:
         """Per-audio-token vocabulary logits (B, T', V) through the tied lm_head (blank = pad id)."""
@@ -223,7 +251,7 @@ class DiffusionASR(nn.Module):
         T = int(n_audio.max())
         idx = ((P - 1 - n_audio)[:, None] + torch.arange(T, device=hidden.device)[None]).clamp(max=P - 1)
         states = hidden.gather(1, idx[..., None].expand(B, T, h))
-        return self.backbone._cap(self.backbone.lm.lm_head(states))
+        return self.backbone.head(states)
 
     def ctc(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list):
         """CTC logits (B, T', V) from where this model's head reads, and the prefill
@@ -274,14 +302,14 @@ class DiffusionASR(nn.Module):
         return sd
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu", lm=None, dtype: torch.dtype = torch.float32) -> "DiffusionASR":
+    def load(cls, directory: str | Path, device: str = "cpu", gemma=None, dtype: torch.dtype = torch.float32) -> "DiffusionASR":
         """A checkpoint directory -> the model in eval mode. Anything wrong with the directory (missing
         or unreadable files, bad JSON, missing fields, tensors of the wrong shape) is one ModelError."""
         from safetensors import SafetensorError
 
         d = Path(directory)
         try:
-            return cls._load(d, device, lm, dtype)
+            return cls._load(d, device, gemma, dtype)
         except ModelError:
             raise
         except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, SafetensorError) as e:
@@ -293,7 +321,7 @@ class DiffusionASR(nn.Module):
             raise ModelError(f"{d}: not a valid diffasr checkpoint ({type(e).__name__}: {detail[:300]})") from None
 
     @classmethod
-    def _load(cls, d: Path, device: str, lm, dtype: torch.dtype) -> "DiffusionASR":
+    def _load(cls, d: Path, device: str, gemma, dtype: torch.dtype) -> "DiffusionASR":
         from safetensors.torch import load_file
 
         if not (d / "config.json").is_file():
@@ -319,14 +347,14 @@ class DiffusionASR(nn.Module):
         if not (d / "model.safetensors").is_file():
             raise ModelError(f"{d}: checkpoint lacks model.safetensors")
         tok = load_tokenizer(d, cfg.tokenizer)
-        if cfg.backbone["source"] == "pretrained" and lm is None:
+        if cfg.backbone["source"] == "pretrained" and gemma is None:
             from transformers import DiffusionGemmaForBlockDiffusion
 
             try:
-                lm = DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.backbone["name"], dtype=torch.bfloat16)
+                gemma = DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.backbone["name"], dtype=torch.bfloat16)
             except Exception as e:
                 raise ModelError(f"cannot load backbone {cfg.backbone['name']!r}: {e}") from None
-        model = cls(cfg, tok, lm=lm)
+        model = cls(cfg, tok, gemma=gemma)
         if cfg.backbone.get("lora"):
             model.add_lora(cfg.backbone["lora"])
             for p in model.parameters():  # LoRA is created in the (bf16) backbone's dtype: load it exactly
@@ -345,12 +373,12 @@ class DiffusionASR(nn.Module):
             really_missing = [k for k in missing if k in lm_params and not _is_tied(model.backbone.lm, k, lm_sd)]
             if really_missing:
                 raise ModelError(f"{d}: checkpoint lacks tensors: {really_missing[:3]}")
-        model.ngrams = LanguageModels(d / "lm")
+        model.ngrams = NgramModels(d / "lm")
         model.to(device=device, dtype=dtype)
         return model.eval()
 
 
-def _scratch_lm(dims: dict, canvas_length: int, tokens: dict):
+def _scratch_gemma(dims: dict, canvas_length: int, tokens: dict):
     from transformers import DiffusionGemmaForBlockDiffusion
 
     return DiffusionGemmaForBlockDiffusion(make_config(dims, canvas_length, tokens))

@@ -1,12 +1,13 @@
 """`diffasr serve`: an OpenAI-compatible transcription server with dynamic batching and a web page.
 
     POST /v1/audio/transcriptions   multipart form as OpenAI's (file, model, language, response_format,
-                                    temperature) plus the extension field `steps`
+                                    temperature) plus the extension fields `method` and `steps`
+                                    (a field the method does not read is a 400)
     GET  /v1/models, /health, /metrics (JSON counters, batch sizes included), /  (the web page)
     WS   /v1/stream                     live transcription (stream_server.py)
 
-Every request runs the same number of denoising steps, so requests that arrive within `max_wait_ms`
-of the first (up to `max_batch`) with equal DecodeOptions are decoded by one `transcribe()` call.
+Requests that arrive within `max_wait_ms` of the first (up to `max_batch`) with equal DecodeOptions
+are decoded by one `transcribe()` call.
 All model work runs in one worker thread; the event loop only parses forms and waits, and audio is
 decoded in a thread pool. Bad input of any kind is a 4xx with an OpenAI-style JSON error body.
 """
@@ -16,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
 import logging
 import math
+import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +34,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from .audio import SAMPLE_RATE, load_audio
-from .diffusion import DecodeOptions, with_defaults
+from .decoding import DecodeOptions, resolve
+from .decoding.decode import is_base
+from .decoding.options import METHODS, reads
 from .errors import AudioError, ConfigError, DiffasrError
 from . import serve_limits
 from .serve_limits import Admission, ApiError, Guard, Limits, uvicorn_config
@@ -44,7 +48,7 @@ log = logging.getLogger("diffasr.serve")
 MB = 1 << 20
 FORM_OVERHEAD = 64 * 1024  # bytes of a multipart body that are not the file: boundaries, headers, fields
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-FIELDS = ("file", "model", "language", "response_format", "temperature", "steps")
+FIELDS = ("file", "model", "language", "response_format", "temperature", "method", "steps")
 MODEL_ALIASES = ("whisper-1",)  # what OpenAI clients send by default; there is one model to pick
 
 
@@ -200,13 +204,12 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
     if language is not None and language not in model.config.languages:
         raise ApiError(400, f"language {language!r} is not supported (choose from {', '.join(model.config.languages)}, "
                             "or leave it out to detect it)", param="language", code="unsupported_language")
-    steps = _number(form, "steps", int, 8)
-    temperature = _number(form, "temperature", float, 0.0)
+    given = {"method": form.get("method") or None, "language": language,
+             "steps": _number(form, "steps", int, None), "temperature": _number(form, "temperature", float, None)}
     try:
-        options = DecodeOptions(**with_defaults(model.config.decode_defaults,
-                                                {"steps": steps, "language": language, "temperature": temperature}))
+        options = resolve(model.config.decode_defaults, given, is_base(model))
     except ConfigError as e:
-        param = next((f for f in ("steps", "temperature") if str(e).startswith(f)), None)
+        param = next((f for f in ("steps", "temperature", "method") if re.search(rf"\b{f}\b", str(e))), None)
         raise ApiError(400, str(e), param=param, code="invalid_value") from None
     return options, fmt
 
@@ -282,7 +285,7 @@ def _render(result: Transcription, fmt: str, batch_size: int):
             "tokens": [{"id": t, "text": s, "confidence": round(c, 4)}
                        for t, s, c in zip(result.tokens, result.token_strings, result.confidences)],
             "language_probability": getattr(result, "language_probability", None),
-            "decoder": result.decoder, "steps": result.steps_run,
+            "method": result.method, "steps": result.steps_run,
         }
         return JSONResponse(body, headers=headers)
     writer = {"text": write_txt, "srt": write_srt, "vtt": write_vtt}[fmt]
@@ -393,7 +396,9 @@ def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wai
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": model_name, "languages": list(model.config.languages),
-                "default_steps": DecodeOptions.steps, "max_upload_mb": max_upload_mb, "max_duration_s": max_duration_s}
+                "methods": list(METHODS), "default_method": model.config.decode_defaults.get("method", DecodeOptions.method),
+                "steps_methods": [m for m in METHODS if "steps" in reads(m)], "default_steps": DecodeOptions.steps,
+                "max_upload_mb": max_upload_mb, "max_duration_s": max_duration_s}
 
     @app.get("/metrics")
     async def metrics_():

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .diffusion import DecodeOptions, with_defaults
+from .decoding import DecodeOptions, resolve
+from .decoding.decode import is_base
 from .errors import AudioError, ConfigError
 from .vad import WINDOW, SileroVAD, VadOptions
 
@@ -83,9 +84,9 @@ class StreamSession:
         if pad_s >= pause_s:  # the final's trailing context must have arrived when the pause closes it
             raise ConfigError(f"pad_s ({pad_s}) must be shorter than pause_s ({pause_s})")
         self.model, self.language = model, language
-        self.options = DecodeOptions(**with_defaults(model.config.decode_defaults, {**decode_options, "language": None}))
+        self.options = resolve(model.config.decode_defaults, {**decode_options, "language": None}, is_base(model))
         # partials: greedy CTC, the cheapest text the model offers (one encoder pass + one prefill)
-        self.partial_options = dataclasses.replace(self.options, decoder="ctc", lm_weight=0.0)
+        self.partial_options = DecodeOptions(method="ctc-greedy", restrict_script=self.options.restrict_script)
         self.vad_options = vad_options
         self.pause_w = max(1, round(pause_s * SAMPLE_RATE / WINDOW))  # windows of silence that close an utterance
         self.partial_every = int(partial_every_s * SAMPLE_RATE)

@@ -1,4 +1,4 @@
-"""Train the per-language token n-grams a checkpoint's CTC beam search fuses (diffasr/lm.py).
+"""Train the per-language token n-grams a checkpoint's CTC beam search fuses (diffasr/ngram.py).
 
 Text: the training split of ../shared/data/text/<lang>.txt (the held-out test sentences never enter),
 minus every sentence that is, or contains, a transcript of the --exclude manifests (real_dev by default), plus short utterances drawn
@@ -28,7 +28,7 @@ import numpy as np
 from diffasr.manifest import read_manifest
 from diffasr.training.corpus.text import LANGS, load_sentences, short_utterance, without_transcripts
 from diffasr.errors import DiffasrError
-from diffasr.lm import NgramLM
+from diffasr.ngram import NgramLM
 from diffasr.model import DiffusionASR
 from diffasr.tokenizer import save_json, spoken_form
 

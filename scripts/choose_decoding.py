@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from diffasr.diffusion import DecodeOptions
+from diffasr.decoding import DecodeOptions
 from diffasr.model import DiffusionASR
 from diffasr.training.config import load_config
 from diffasr.training.data import build_examples

@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from diffasr.diffusion import DecodeOptions
+from diffasr.decoding import DecodeOptions
 from diffasr.errors import ConfigError
 from diffasr.whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE
 

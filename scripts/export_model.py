@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from diffasr.diffusion import DecodeOptions
+from diffasr.decoding import DecodeOptions
 from diffasr.errors import ConfigError
 from diffasr.model import DiffusionASR
 

@@ -42,9 +42,9 @@ def shared_real_dev() -> Path:
 
 
 def shared_text() -> Path:
-    """The full sentence files (diffasr.data.text's default: DIFFASR_TEXT_DIR or ../shared/data/text),
+    """The full sentence files (diffasr.training.corpus.text's default: DIFFASR_TEXT_DIR or ../shared/data/text),
     or skip the test: synthetic corpora and training vocabularies need tens of thousands of lines."""
-    from diffasr.data.text import TEXT_DIR
+    from diffasr.training.corpus.text import TEXT_DIR
 
     if not (TEXT_DIR / "en.txt").is_file():
         pytest.skip(f"needs the full sentence files: {TEXT_DIR} not found (set DIFFASR_TEXT_DIR)")

@@ -149,14 +149,14 @@ def test_canvas_mask_keeps_the_prompt_causal():
 def test_denoise_batch_from_noise_and_from_seed(denoiser):
     """Mechanics on an untrained adapter: ids stay in the language's vocabulary, the seed is used,
     the same seed gives the same output, and a row does not depend on its batch-mates."""
-    from diffasr.base_decoding import denoise_batch
-    from diffasr.diffusion import DecodeOptions
+    from diffasr.decoding import DecodeOptions
+    from diffasr.decoding.whisper import denoise_batch
 
     feats = [torch.randn(80, 512), torch.randn(60, 512)]
     seed = denoiser.tokens.encode("ask not what your country can do for you", "en")
     vocab = set(denoiser.vocab["en"].tolist())
-    for init in ("noise", "ctc"):
-        opts = DecodeOptions(init=init, steps=2)
+    for method in ("diffusion", "ctc-refine", "ctc-edit"):
+        opts = DecodeOptions(method=method, steps=2)
         two = denoise_batch(denoiser, feats, ["en", "en"], [seed, seed[:3]], opts)
         one = denoise_batch(denoiser, feats[:1], ["en"], [seed], opts)
         assert two[0][0] == one[0][0]

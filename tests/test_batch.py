@@ -49,7 +49,7 @@ def test_batch_two_actors_real_clips_and_a_broken_file(batch_run):
     assert r.stderr.strip().splitlines()[-1].startswith(f"{out}: 4 transcribed (1 failed), 0 already done, 4 files")
     t = pq.read_table(out)
     assert t.column_names == ["path", "text", "language", "language_probability", "duration", "segments",
-                              "timings", "decoder", "steps", "error"]
+                              "timings", "method", "steps", "error"]
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in t.to_pylist()}
     assert rows["jfk.flac"]["path"].startswith("file://") and rows["jfk.flac"]["language_probability"] is None
     assert set(rows) == {"broken.wav", "jfk.flac", real_clip("de").name, real_clip("en").name}
@@ -65,7 +65,7 @@ def test_batch_two_actors_real_clips_and_a_broken_file(batch_run):
     assert " ".join(s["text"] for s in jfk["segments"]) == jfk["text"]
     timings = dict(jfk["timings"])
     assert {"encoder", "file"} <= set(timings) and timings["file"] > 0
-    assert all(r["error"] is None and r["decoder"] == "diffusion" for r in rows.values())
+    assert all(r["error"] is None and r["method"] == "diffusion" for r in rows.values())
 
 
 def test_batch_rerun_skips_done_files_and_keeps_the_table(batch_run):

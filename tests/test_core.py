@@ -13,7 +13,10 @@ import pytest
 import torch
 
 from diffasr.audio import SAMPLE_RATE, load_audio, log_mel
-from diffasr.diffusion import DecodeOptions, corrupt, random_canvas, sample
+from diffasr.decoding import DecodeOptions, resolve
+from diffasr.decoding.canvas import random_canvas
+from diffasr.decoding.sampler import edit, refine
+from diffasr.training.loss import corrupt
 from diffasr.errors import AudioError, ConfigError, ModelError
 from diffasr.projector import Projector, conv_out_len
 
@@ -115,10 +118,8 @@ def test_batched_equals_single(tiny_model):
     feats = [np.random.randn(90, 512).astype(np.float32), np.random.randn(50, 512).astype(np.float32)]
     canvas = torch.randint(0, m.tokenizer.vocab_size, (2, 16))
     with torch.no_grad():
-        cache, mask, _ = m.prefill(*m.project(feats), ["en", "de"])
-        both = m.backbone.denoise(cache, mask, canvas)
-        c1, m1, _ = m.prefill(*m.project(feats[1:]), ["de"])
-        one = m.backbone.denoise(c1, m1, canvas[1:])
+        both = m.denoise(m.prefill(*m.project(feats), ["en", "de"]), canvas)
+        one = m.denoise(m.prefill(*m.project(feats[1:]), ["de"]), canvas[1:])
     torch.testing.assert_close(both[1:], one, atol=1e-4, rtol=1e-4)
 
 
@@ -134,7 +135,7 @@ def test_prompt_ctc_reads_exactly_the_audio_slots(tiny_model):
         logits = m.prompt_ctc_logits(hidden, n)
         for i in range(2):
             at_slots = hidden[i][ids[i] == m.tokenizer.audio]
-            want = m.backbone._cap(m.backbone.lm.lm_head(at_slots))
+            want = m.backbone.head(at_slots)
             torch.testing.assert_close(logits[i, : n[i]], want)
         a1, n1 = m.project(feats[1:])
         alone = m.prompt_ctc_logits(m.prefill(a1, n1, ["de"])[2], n1)
@@ -156,30 +157,33 @@ def test_prompt_ctc_model_decodes_and_round_trips(tiny_model_dir, en_clip, tmp_p
     with torch.no_grad():
         logits, pre = m2.ctc(*m2.project(feats), ["en"])
     assert pre is not None and logits.shape[-1] == m2.tokenizer.vocab_size
-    for decoder in ("ctc", "diffusion"):
-        r = m2.transcribe(a, steps=2, language="en", decoder=decoder, init="ctc", vad=False, word_timestamps=False)
-        s = m.transcribe(a, steps=2, language="en", decoder=decoder, init="ctc", vad=False, word_timestamps=False)
+    for method in ("ctc-greedy", "ctc-refine"):
+        r = m2.transcribe(a, language="en", method=method, vad=False, word_timestamps=False)
+        s = m.transcribe(a, language="en", method=method, vad=False, word_timestamps=False)
         assert r.tokens == s.tokens  # the saved model decodes exactly as the one in memory
-    masked = m2.transcribe(a, steps=2, language="en", init="ctc", sampler="edit", edit_threshold=0.9, remask=0.99,
-                           vad=False, word_timestamps=False)
-    assert masked.steps_run >= 1 and len(masked.tokens) <= m2.config.canvas_length
+    edited = m2.transcribe(a, steps=2, language="en", method="ctc-edit", edit_threshold=0.9, vad=False, word_timestamps=False)
+    assert edited.steps_run >= 1 and len(edited.tokens) <= m2.config.canvas_length
     # rescore: one decoder pass over CTC's n-best; with weight 0 the beam's best hypothesis wins
-    from diffasr.transcribe import ctc_prefix_beam
+    from diffasr.decoding.ctc import ctc_prefix_beam
 
     lp = logits[0].float().log_softmax(-1).numpy()
-    top = ctc_prefix_beam(lp, m2.tokenizer.pad, beam=16)[0][0]  # the sampler searches 2 x nbest (8) beams
-    plain = m2.transcribe(a, language="en", init="ctc", sampler="rescore", rescore_weight=0.0, restrict_script=False,
+    top = ctc_prefix_beam(lp, m2.tokenizer.pad, beam=16)[0][0]  # the method searches 2 x nbest (8) beams
+    plain = m2.transcribe(a, language="en", method="rescore", rescore_weight=0.0, restrict_script=False,
                           vad=False, word_timestamps=False)
     assert plain.tokens == top and plain.steps_run == 1
-    both = m2.transcribe(a, language="en", init="ctc", sampler="rescore", nbest=4, vad=False, word_timestamps=False)
+    assert m2.transcribe(a, language="en", method="ctc-beam", restrict_script=False, vad=False,
+                         word_timestamps=False).tokens == ctc_prefix_beam(lp, m2.tokenizer.pad, beam=16)[0][0]
+    both = m2.transcribe(a, language="en", method="rescore", nbest=4, vad=False, word_timestamps=False)
     assert len(both.confidences) == len(both.tokens) and all(0 <= c <= 1 for c in both.confidences)
-    from diffasr.transcribe import _rescore  # candidates read the CTC head's prefill, copied per candidate
+    from diffasr.decoding.decode import nbest
+    from diffasr.decoding.rescore import rescore  # candidates read the CTC head's prefill, copied per candidate
 
     at, na = m2.project(feats * 2)
     with torch.no_grad():
         ctc2, pre2 = m2.ctc(at, na, ["en", "en"])
-        opts = DecodeOptions(init="ctc", sampler="rescore", nbest=4)
-        reused, fresh = (_rescore(m2, at, na, ctc2, ["en", "en"], None, opts, p, chunk=3) for p in (pre2, None))
+        opts = DecodeOptions(method="rescore", nbest=4)
+        beams = nbest(m2, ctc2, na, ["en", "en"], opts, 4)
+        reused, fresh = (rescore(m2, at, na, beams, ["en", "en"], None, opts, p, chunk=3) for p in (pre2, None))
     assert reused.keys() == fresh.keys() == {0, 1}
     for i in reused:
         assert reused[i][0] == fresh[i][0] and np.allclose(reused[i][1], fresh[i][1], atol=1e-4)
@@ -205,23 +209,23 @@ def test_corruption_statistics():
     assert 0.15 < counts.std() / counts.mean() < 0.3  # Poisson spread of a uniform draw: 1/sqrt(20) ≈ 0.22
 
 
-@pytest.mark.parametrize("sampler", ["refine", "entropy"])
-def test_sampler_invariants(tiny_model, sampler):
+def test_sampler_invariants(tiny_model):
     m = tiny_model
     feats = [np.random.randn(60, 512).astype(np.float32)] * 2
     with torch.no_grad():
-        cache, mask, _ = m.prefill(*m.project(feats), ["en", "en"])
-    keys_before = [l.keys.clone() for l in cache.layers]
-    opts = DecodeOptions(steps=8, sampler=sampler, seed=3, early_stop=False)
-    step_fn = lambda c, sc: m.backbone.denoise(cache, mask, c, sc)
+        state = m.prefill(*m.project(feats), ["en", "en"])
+    keys_before = [l.keys.clone() for l in state.cache.layers]
+    opts = DecodeOptions(steps=8, seed=3, early_stop=False)
+    step_fn = lambda c, sc: m.denoise(state, c, sc)
     outs = []
     for _ in range(2):
         g = torch.Generator().manual_seed(opts.seed)
-        outs.append(sample(step_fn, random_canvas(2, 24, m.tokenizer.vocab_size, g), m.tokenizer.vocab_size, opts, g))
+        outs.append(refine(step_fn, random_canvas(2, 24, m.tokenizer.vocab_size, g), m.tokenizer.vocab_size, opts, g,
+                           seeded=False))
     assert torch.equal(outs[0].tokens, outs[1].tokens)  # same seed, same output
     assert outs[0].steps_run == 8
     assert outs[0].tokens.shape == (2, 24) and ((outs[0].confidence >= 0) & (outs[0].confidence <= 1)).all()
-    for before, layer in zip(keys_before, cache.layers):  # the prompt cache is read, never written
+    for before, layer in zip(keys_before, state.cache.layers):  # the prompt cache is read, never written
         assert torch.equal(before, layer.keys)
 
 
@@ -230,40 +234,67 @@ def test_refine_sampler_commits_everything_by_the_last_step(tiny_model):
 
     m = tiny_model
     with torch.no_grad():
-        cache, mask, _ = m.prefill(*m.project([np.random.randn(60, 512).astype(np.float32)]), ["en"])
+        state = m.prefill(*m.project([np.random.randn(60, 512).astype(np.float32)]), ["en"])
     sched = BlockRefinementScheduler(threshold=1.0)
     sched.set_timesteps(4, block_length=16)
     canvas = torch.randint(0, m.tokenizer.vocab_size, (1, 16))
     committed = []
     for t in range(4):
-        out = sched.step(m.backbone.denoise(cache, mask, canvas), t, canvas, mask_token_id=None)
+        out = sched.step(m.denoise(state, canvas), t, canvas, mask_token_id=None)
         canvas = out.prev_sample
         committed.append(int(sched._committed.sum()))
     assert committed == [4, 8, 12, 16]  # sticky, growing quota, nothing undecided at the end
 
 
 def test_decode_options_validated_once():
-    for bad in (dict(steps=0), dict(steps=100), dict(sampler="beam"), dict(decoder="x"), dict(temperature=-1),
-                dict(sampler="edit"), dict(sampler="edit", init="ctc", edit_threshold=None), dict(sampler="rescore"),
-                dict(sampler="rescore", init="ctc", nbest=0), dict(sampler="rescore", init="ctc", rescore_weight=-1),
-                dict(beam=0), dict(lm_weight=-0.1), dict(length_bonus=-1)):
+    for bad in (dict(steps=0), dict(steps=100), dict(method="beam"), dict(temperature=-1),
+                dict(method="ctc-edit", edit_threshold=None), dict(method="rescore", nbest=0),
+                dict(method="rescore", rescore_weight=-1), dict(method="ctc-beam", beam=0),
+                dict(method="ctc-beam", ngram_weight=-0.1), dict(method="ctc-beam", length_bonus=-1)):
         with pytest.raises(ConfigError):
             DecodeOptions(**bad)
 
 
-def test_model_defaults_merge_with_caller_options():
-    from diffasr.diffusion import with_defaults
+@pytest.mark.parametrize("method, option", [("ctc-greedy", dict(steps=4)), ("rescore", dict(steps=4)),
+                                            ("rescore", dict(temperature=0.5)), ("ctc-beam", dict(nbest=4)),
+                                            ("ctc-edit", dict(seed=1)), ("ctc-edit", dict(temperature=0.5)),
+                                            ("ctc-greedy", dict(ngram_weight=0.5))])
+def test_an_option_the_method_does_not_read_is_an_error(method, option):
+    """Whether set on DecodeOptions or given to `resolve` (even at its default value), one ConfigError
+    line naming the method and the option."""
+    name = next(iter(option))
+    with pytest.raises(ConfigError, match=rf"^method {method!r} does not read {name} \(it reads"):
+        DecodeOptions(method=method, **option)
+    with pytest.raises(ConfigError, match=rf"^method {method!r} does not read {name}"):
+        resolve({}, {"method": method, name: DecodeOptions.__dataclass_fields__[name].default})
 
-    d = {"init": "ctc", "sampler": "edit", "edit_threshold": 0.9}
-    assert with_defaults(d, {"steps": 4}) == {**d, "steps": 4}
-    assert with_defaults(d, {"init": "noise"}) == {"init": "noise", "edit_threshold": 0.9}  # refine from noise
-    assert with_defaults(d, {"init": "noise", "sampler": "edit"})["sampler"] == "edit"  # asked for: refused later
-    DecodeOptions(**with_defaults(d, {"init": "noise"}))
-    d = {**d, "remask": 0.5}  # a default remask goes with the default edit sampler it belongs to
-    assert "remask" not in with_defaults(d, {"init": "noise"})
-    DecodeOptions(**with_defaults(d, {"init": "noise"}))
-    with pytest.raises(ConfigError, match="remask needs the edit sampler"):
-        DecodeOptions(remask=0.5)
+
+def test_small_seeds_its_sampled_methods_with_greedy_ctc_and_refuses_beam_options(tiny_model, en_clip):
+    """The base preset seeds diffusion/ctc-refine/ctc-edit with the n-gram beam (they read ngram_weight
+    there); small seeds them with greedy CTC, so there the option is an error, not ignored."""
+    assert "ngram_weight" in resolve({}, {"method": "diffusion", "ngram_weight": 0.5}, beam_seeded=True).__dict__
+    with pytest.raises(ConfigError, match="does not read ngram_weight"):
+        resolve({}, {"method": "diffusion", "ngram_weight": 0.5})
+    with pytest.raises(ConfigError, match="does not read ngram_weight"):
+        tiny_model.transcribe(str(en_clip), options=DecodeOptions(method="ctc-refine", ngram_weight=0.5, language="en"))
+
+
+def test_model_defaults_merge_with_caller_options():
+    """The defaults' own method takes every default; another method keeps only the defaults it reads."""
+    d = {"method": "rescore", "nbest": 8, "rescore_weight": 1.0, "beam": 32, "ngram_weight": 0.7, "length_bonus": 4.0}
+    assert resolve(d, {}) == DecodeOptions(**d)
+    assert resolve(d, {"nbest": 4, "language": "en"}) == DecodeOptions(**{**d, "nbest": 4, "language": "en"})
+    assert resolve(d, {"method": "ctc-beam"}) == DecodeOptions(method="ctc-beam", beam=32, ngram_weight=0.7, length_bonus=4.0)
+    assert resolve(d, {"method": "ctc-greedy"}) == DecodeOptions(method="ctc-greedy")
+    assert resolve(d, {"method": "diffusion", "steps": 4}) == DecodeOptions(steps=4)
+    assert resolve(d, {"method": "diffusion"}, beam_seeded=True) == DecodeOptions(beam=32, ngram_weight=0.7, length_bonus=4.0)
+    assert resolve({"method": "ctc-edit", "steps": 2}, {"steps": None}) == DecodeOptions(method="ctc-edit", steps=2)
+    with pytest.raises(ConfigError, match="^method 'rescore' does not read steps"):
+        resolve(d, {"steps": 8})  # the defaults' method, and the caller asks for what it ignores
+    with pytest.raises(ConfigError, match="unknown decoding option sampler"):
+        resolve(d, {"sampler": "edit"})
+    with pytest.raises(ConfigError, match="unknown decode_defaults option lm_weight"):
+        resolve({"lm_weight": 0.7}, {})
 
 
 def test_ctc_prefix_beam_matches_brute_force():
@@ -271,7 +302,7 @@ def test_ctc_prefix_beam_matches_brute_force():
     import itertools
     import math
 
-    from diffasr.transcribe import ctc_prefix_beam
+    from diffasr.decoding.ctc import ctc_prefix_beam
 
     rng = np.random.default_rng(0)
     T, V, blank = 5, 3, 0
@@ -288,7 +319,7 @@ def test_ctc_prefix_beam_matches_brute_force():
 
 
 def test_canvas_scores_sum_each_candidates_own_tokens():
-    from diffasr.diffusion import canvas_scores
+    from diffasr.decoding.sampler import canvas_scores
 
     logits = torch.randn(3, 6, 10)
     canvases = torch.randint(0, 10, (3, 6))
@@ -300,7 +331,7 @@ def test_canvas_scores_sum_each_candidates_own_tokens():
 
 
 def test_edit_sampler_changes_only_confident_positions():
-    """sampler="edit": a seed token is replaced only where the decoder is sure of another; a step
+    """The edit sampler (method ctc-edit): a seed token is replaced only where the decoder is sure of another; a step
     that changes nothing ends the loop."""
     seed = torch.tensor([[7, 8, 9, 1, 0, 0]])
     calls = []
@@ -312,20 +343,14 @@ def test_edit_sampler_changes_only_confident_positions():
         logits[0, 1, 4] = 1.0  # a weak preference: position 1 keeps its seed
         return logits
 
-    out = sample(step_fn, seed, 12, DecodeOptions(sampler="edit", init="ctc", steps=8, edit_threshold=0.9),
-                 torch.Generator().manual_seed(0))
+    out = edit(step_fn, seed, DecodeOptions(method="ctc-edit", steps=8, edit_threshold=0.9))
     assert out.tokens.tolist() == [[3, 8, 9, 1, 0, 0]]
     assert out.steps_run == 2 and len(calls) == 2  # step 2 changed nothing: stop
     assert out.confidence[0, 0] > 0.99 and out.confidence[0, 1] < 0.2
-    # Mask-CTC: a `free` position (a seed token CTC was unsure of) takes the prediction however weak.
-    free = torch.tensor([[False, True, False, False, False, False]])
-    out = sample(step_fn, seed, 12, DecodeOptions(sampler="edit", init="ctc", steps=8, edit_threshold=0.9, remask=0.5),
-                 torch.Generator().manual_seed(0), free=free)
-    assert out.tokens.tolist() == [[3, 4, 9, 1, 0, 0]]
 
 
 def test_ctc_token_confidence_is_the_best_frame_of_each_token():
-    from diffasr.transcribe import ctc_greedy, ctc_token_confidence
+    from diffasr.decoding.ctc import ctc_greedy, ctc_token_confidence
 
     blank = 0
     probs = torch.full((1, 6, 5), 0.01)
@@ -367,14 +392,14 @@ def test_export_script_writes_fp16_model_with_defaults_and_history(tiny_model, t
     prev = tiny_model.save(tmp_path / "prev", training={"steps": 3})
     script = Path(__file__).parents[1] / "scripts" / "export_model.py"
     run = [sys.executable, str(script), str(ck), str(tmp_path / "out")]
-    r = subprocess.run(run + ["--decode-defaults", '{"init": "ctc"}', "--previous", str(prev)], capture_output=True, text=True)
+    r = subprocess.run(run + ["--decode-defaults", '{"method": "ctc-refine"}', "--previous", str(prev)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert cfg["decode_defaults"] == {"init": "ctc"} and cfg["training"]["steps"] == 7
+    assert cfg["decode_defaults"] == {"method": "ctc-refine"} and cfg["training"]["steps"] == 7
     assert cfg["training"]["previous_stages"] == [{"steps": 3}]
     m = DiffusionASR.load(tmp_path / "out")
-    assert m.config.decode_defaults == {"init": "ctc"}
-    bad = subprocess.run(run + ["--decode-defaults", '{"init": "nope"}'], capture_output=True, text=True)
+    assert m.config.decode_defaults == {"method": "ctc-refine"}
+    bad = subprocess.run(run + ["--decode-defaults", '{"method": "nope"}'], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("export_model.py: error: --decode-defaults")
 
 
@@ -384,12 +409,12 @@ def test_transcribe_api_on_real_clips(tiny_model, en_clip):
     assert len(r.tokens) == len(r.confidences) == len(r.token_strings)
     again = tiny_model.transcribe(en_clip.read_bytes(), steps=4)
     assert again.text == r.text  # deterministic; bytes and path agree
-    rs = tiny_model.transcribe([str(en_clip), (load_audio(en_clip), SAMPLE_RATE)], steps=4, decoder="ctc")
-    assert len(rs) == 2 and rs[0].text == rs[1].text and rs[0].decoder == "ctc"
+    rs = tiny_model.transcribe([str(en_clip), (load_audio(en_clip), SAMPLE_RATE)], method="ctc-greedy")
+    assert len(rs) == 2 and rs[0].text == rs[1].text and rs[0].method == "ctc-greedy"
 
 
-@pytest.mark.parametrize("decoder", ["ctc", "diffusion"])
-def test_known_language_restricts_output_to_its_script(tiny_model, en_clip, decoder):
+@pytest.mark.parametrize("method", ["ctc-greedy", "diffusion"])
+def test_known_language_restricts_output_to_its_script(tiny_model, en_clip, method):
     """A random tiny model emits tokens of every script; with language="zh" every emitted token is
     CJK (or letter-free), with restrict_script=False it is not."""
     import unicodedata
@@ -398,10 +423,10 @@ def test_known_language_restricts_output_to_its_script(tiny_model, en_clip, deco
     zh = tok.script_mask("zh")
     assert zh[tok.pad] and zh[tok.eos] and not tok.script_mask("en")[tok.encode("中")[-1]]
     assert tok.script_mask("en")[tok.encode("hello")[-1]] and not zh[tok.encode("hello")[-1]]
-    r = tiny_model.transcribe(str(en_clip), steps=4, language="zh", decoder=decoder)
+    r = tiny_model.transcribe(str(en_clip), language="zh", method=method)
     letters = [c for c in r.text if unicodedata.category(c)[0] in "LM"]
     assert letters and all(unicodedata.name(c).startswith("CJK") for c in letters), r.text
-    free = tiny_model.transcribe(str(en_clip), steps=4, language="zh", decoder=decoder, restrict_script=False)
+    free = tiny_model.transcribe(str(en_clip), language="zh", method=method, restrict_script=False)
     assert any(not unicodedata.name(c).startswith("CJK") for c in free.text if unicodedata.category(c)[0] in "LM")
 
 
@@ -412,11 +437,11 @@ def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
     from diffasr.model import DIMS, DiffusionASR, token_ids
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    def tiny_lm():
+    def tiny_gemma():
         torch.manual_seed(1)
         return DiffusionGemmaForBlockDiffusion(make_config(DIMS["tiny"], 32, token_ids(tiny_tokenizer)))
 
-    m = DiffusionASR.from_preset("gemma-26b", tokenizer=tiny_tokenizer, lm=tiny_lm())
+    m = DiffusionASR.from_preset("gemma-26b", tokenizer=tiny_tokenizer, gemma=tiny_gemma())
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("projector.") or "lora_" in n for n in trainable)
     dec = m.backbone.lm.model.decoder.layers[0].self_attn.q_proj
@@ -428,12 +453,12 @@ def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
     logits.float().pow(2).mean().backward()
     assert dec.lora_A["default"].weight.grad is not None or dec.lora_B["default"].weight.grad is not None
     d = m.save(tmp_path / "g")
-    m2 = DiffusionASR.load(d, lm=tiny_lm())
+    m2 = DiffusionASR.load(d, gemma=tiny_gemma())
     with torch.no_grad():
-        c1, k1, _ = m.eval().prefill(a, n, ["en"])
-        c2, k2, _ = m2.prefill(*m2.project([np.zeros((1500, 768), np.float32)])[:0] or (a, n), ["en"])
+        s1 = m.eval().prefill(a, n, ["en"])
+        s2 = m2.prefill(*m2.project([np.zeros((1500, 768), np.float32)])[:0] or (a, n), ["en"])
         canvas = torch.randint(0, tiny_tokenizer.vocab_size, (1, 16))
-        torch.testing.assert_close(m.backbone.denoise(c1, k1, canvas), m2.backbone.denoise(c2, k2, canvas))
+        torch.testing.assert_close(m.denoise(s1, canvas), m2.denoise(s2, canvas))
 
 
 # ------------------------------------------------------------------ CLI
@@ -452,7 +477,7 @@ def test_cli_transcribes_a_real_clip(tiny_model_dir, en_clip, tmp_path):
     import json
 
     out = json.loads((tmp_path / "o" / "jfk.json").read_text())
-    assert out["decoder"] == "diffusion" and out["duration"] > 10
+    assert out["method"] == "diffusion" and out["duration"] > 10
 
 
 @pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00garbage" * 100, None], ids=["empty", "garbage", "missing"])
@@ -484,7 +509,7 @@ def test_shipped_default_model_transcribes_without_model_argument(en_clip):
     import diffasr
 
     assert "diffasr-small" in diffasr.available_models()
-    r = _cli("transcribe", en_clip, "--steps", "8", "--language", "en")
+    r = _cli("transcribe", en_clip, "--language", "en")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and "Traceback" not in r.stderr
     # A weak model, but one that listens: most of JFK's words come out right (WER 0.15 when shipped:

@@ -122,7 +122,8 @@ def test_eval_end_to_end(tmp_path, tiny_model_dir, capsys):
     printed = capsys.readouterr().out
     assert "Per language" in printed and "Steps sweep" in printed
     data = json.loads((out / "eval.json").read_text())
-    assert [r["name"] for r in data["results"]] == ["diffasr 2 steps", "diffasr 4 steps", "diffasr ctc"]
+    assert [r["name"] for r in data["results"]] == ["diffasr diffusion 2 steps", "diffasr diffusion 4 steps",
+                                                    "diffasr ctc-greedy"]
     for r in data["results"]:
         assert set(r["languages"]) == {"de", "en", "zh", "en:digits"}  # the shortest en clip is a digit
         assert r["languages"]["zh"]["metric"] == "cer" and r["languages"]["en"]["metric"] == "wer"
@@ -140,11 +141,11 @@ def test_eval_baseline_faster_whisper(tmp_path, tiny_model_dir):
     """The baseline is real Whisper-base: on a clear 2 s English clip it should be (nearly) right."""
     clip = real_clip("en", "coqui_LJ001-0002.wav")
     manifest = _manifest(tmp_path, [json.dumps({"audio": str(clip), "text": "in being comparatively modern.", "lang": "en"})])
-    rc = main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--decoder", "ctc",
+    rc = main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--method", "ctc-greedy",
                "--baseline", "faster-whisper", "--json", str(tmp_path / "e.json")])
     assert rc == 0
     data = json.loads((tmp_path / "e.json").read_text())
-    base = next(r for r in data["results"] if r["decoder"] == "faster-whisper")
+    base = next(r for r in data["results"] if r["method"] == "faster-whisper")
     assert base["languages"]["en"]["error_rate"] <= 0.25
     assert data["clips"][0]["hyps"]["faster-whisper greedy"]
 
@@ -162,27 +163,34 @@ def test_bench_runs(tmp_path, tiny_model_dir, capsys):
     assert data["rss_mb"]["diffasr_peak_mb"] > 0
 
 
-def test_eval_ctc_lm_row_needs_and_uses_an_ngram(tmp_path, tiny_model_dir, capsys):
-    """`--decoder ctc-lm` is CTC beam search with the checkpoint's n-gram: one clear error without
-    one, a row of its own with one (a tiny n-gram over the tiny model's tokens)."""
+def test_eval_ngram_row_needs_and_uses_an_ngram(tmp_path, tiny_model_dir, capsys):
+    """`--method ctc-beam --ngram-weight W` is CTC beam search with the checkpoint's n-gram: one clear
+    error without one, a row of its own with one (a tiny n-gram over the tiny model's tokens); a
+    flag no listed method reads is an error too."""
     import shutil
 
-    from diffasr.lm import NgramLM
+    from diffasr.ngram import NgramLM
     from diffasr.model import DiffusionASR
 
     manifest = _manifest(tmp_path, _real_rows("en"))
-    assert main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--decoder", "ctc-lm",
-                 "--lm-weight", "0.5"]) == 2
+    assert main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--method", "ctc-beam",
+                 "--ngram-weight", "0.5"]) == 2
     err = capsys.readouterr().err
-    assert "ctc-lm needs an n-gram" in err and "Traceback" not in err
+    assert "needs the language's n-gram" in err and "Traceback" not in err
+    assert main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--method", "ctc-greedy,rescore",
+                 "--steps", "2"]) == 2
+    assert "no method of ctc-greedy, rescore reads steps" in capsys.readouterr().err
     model_dir = tmp_path / "with_lm"
     shutil.copytree(tiny_model_dir, model_dir)
     tok = DiffusionASR.load(model_dir).tokenizer
     NgramLM.train([tok.encode(s) for s in ("one two three", "ask not what your country can do")],
                   tok.vocab_size, tok.eos, order=3).save(model_dir / "lm" / "en.npz")
-    rc = main(["eval", "--manifest", str(manifest), "--model", str(model_dir), "--decoder", "ctc,ctc-lm",
-               "--lm-weight", "0.5", "--length-bonus", "1", "--json", str(tmp_path / "e.json")])
+    rc = main(["eval", "--manifest", str(manifest), "--model", str(model_dir), "--method", "ctc-greedy,ctc-beam",
+               "--ngram-weight", "0.5", "--length-bonus", "1", "--json", str(tmp_path / "e.json")])
     assert rc == 0
     data = json.loads((tmp_path / "e.json").read_text())
-    assert [r["name"] for r in data["results"]] == ["diffasr ctc", "diffasr ctc+lm"]
-    assert data["settings"]["lm_weight"] == 0.5 and data["settings"]["length_bonus"] == 1.0
+    assert [r["name"] for r in data["results"]] == ["diffasr ctc-greedy", "diffasr ctc-beam"]
+    rows = data["settings"]["rows"]
+    assert rows["diffasr ctc-beam"] == {"method": "ctc-beam", "beam": 16, "ngram_weight": 0.5, "length_bonus": 1.0,
+                                        "restrict_script": True}
+    assert rows["diffasr ctc-greedy"] == {"method": "ctc-greedy", "restrict_script": True}

@@ -128,7 +128,7 @@ def test_recipe_trains_saves_adapter_only_and_reloads(recipe_run, en_clip):
     # the frozen ones are the backbone's own.
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    model = DiffusionASR.load(ckpt, lm=DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.model.backbone))
+    model = DiffusionASR.load(ckpt, gemma=DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.model.backbone))
     restored = model.trainable_state_dict()
     assert restored.keys() == saved.keys()
     for k, v in saved.items():
@@ -164,7 +164,7 @@ def test_recipe_data_reads_the_corpora_columns(recipe_run, monkeypatch):
 
     # A second pass (a resumed run, another GPU's process) reads the indexes and streams nothing.
     monkeypatch.setattr(recipe, "_rows", lambda *a: pytest.fail("streamed a source again"))
-    model = DiffusionASR.load(ckpt, lm=__import__("transformers").DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.model.backbone))
+    model = DiffusionASR.load(ckpt, gemma=__import__("transformers").DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.model.backbone))
     ex = recipe.hf_examples(model, list(cfg.data.hf), d / "features", cfg.data.max_seconds)
     # The 3.5-s German clip is cached but not trained on: in this 400-token BPE its transcript is 24
     # tokens, more than its 22 audio tokens at 8x, which CTC cannot align.

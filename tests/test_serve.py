@@ -84,7 +84,7 @@ def test_verbose_json(server, en_clip):
     assert body["language"] == "en" and body["duration"] == pytest.approx(11.0, abs=0.1)
     assert [s["id"] for s in body["segments"]] == list(range(len(body["segments"])))
     assert all(0 <= s["start"] < s["end"] <= body["duration"] + 0.01 for s in body["segments"])
-    assert 1 <= body["steps"] <= 3 and body["decoder"] == "diffusion"
+    assert 1 <= body["steps"] <= 3 and body["method"] == "diffusion"
     assert all(0.0 <= t["confidence"] <= 1.0 and isinstance(t["id"], int) for t in body["tokens"])
     assert all(w["start"] <= w["end"] and 0.0 <= w["confidence"] <= 1.0 for w in body["words"])
 
@@ -129,6 +129,8 @@ BAD = {  # name -> (file bytes or None for the real clip, form fields, expected 
     "steps=0": (None, {"steps": 0}, 400, "steps"),
     "steps=abc": (None, {"steps": "abc"}, 400, "steps"),
     "temperature=9": (None, {"temperature": 9}, 400, "temperature"),
+    "method=beam": (None, {"method": "beam"}, 400, "method"),
+    "steps for ctc-greedy": (None, {"method": "ctc-greedy", "steps": 4}, 400, "steps"),
     "unknown field": (None, {"prompt": "hello"}, 400, "prompt"),
     "unknown model": (None, {"model": "gpt-4o"}, 404, "model"),
 }

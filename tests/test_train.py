@@ -68,7 +68,7 @@ lang_drop = 0.0
 every = {over.pop('every', 1000)}
 save_every = 1000
 log_every = 5
-decode = {{ init = "ctc", sampler = "rescore", nbest = 4, beam = 8 }}   # the shipped method, no n-gram
+decode = {{ method = "rescore", nbest = 4, beam = 8 }}   # the shipped method, no n-gram
 """
     path = tmp / "cfg.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def test_resume_after_interruption_is_exact(tmp_path, corpus, tokenizer_file):
 
 
 def test_ctc_blank_handling_and_loss_shapes(tiny_model):
-    from diffasr.transcribe import ctc_greedy
+    from diffasr.decoding.ctc import ctc_greedy
 
     blank = tiny_model.tokenizer.pad
     logits = torch.full((1, 7, 10), -10.0)

@@ -99,7 +99,7 @@ def test_inheritance_merges_tables_and_replaces_values(tmp_path):
     ('[optim]\nbetas = [0.9]\n', "optim.betas = [0.9] is not a valid"),
     ('[loss]\nseed_misspell = 0.3\n', "loss.seed_misspell was removed with stage 6"),
     ('[text]\nlangs = ["xx"]\n', "text.langs"),
-    ('[eval]\ndecode = { sampler = "nope" }\n', "sampler"),
+    ('[eval]\ndecode = { method = "nope" }\n', "method"),
     ('preset = "huge"\n', "preset = 'huge'"),
     ('base = "self.toml"\n', "loops back"),
     ('base = "missing.toml"\n', "config file not found"),

@@ -330,9 +330,9 @@ def _validate(cfg, where: str, prefix: str) -> None:
     elif isinstance(cfg, EvalConfig):
         for key in ("every", "save_every", "steps", "log_every"):
             need(getattr(cfg, key) > 0, key, "must be > 0")
-        from ..diffusion import DecodeOptions
+        from ..decoding import resolve
 
         try:
-            DecodeOptions(**cfg.decode)
-        except TypeError as e:
+            resolve({}, cfg.decode)
+        except ConfigError as e:
             raise ConfigError(f"{where}: {prefix}decode: {e}") from None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..audio import load_audio
-from ..diffusion import clean_canvas, round_up
+from ..decoding.canvas import clean_canvas, round_up
 from ..encoder import FRAMES_PER_SECOND
 from ..errors import DataError
 from ..manifest import Utterance, read_manifest

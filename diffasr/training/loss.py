@@ -16,7 +16,7 @@ Losses, per batch:
   makes the model decode with this head): six causal layers over the audio tokens, aware of the
   language token, and what trains those states to hold the transcript the decoder then reads.
 - ctc-seeded canvases (`ctc_canvas_prob`): some examples start from the model's own greedy CTC
-  transcript instead of uniform noise, the state `init="ctc"` decoding starts from, so the decoder
+  transcript instead of uniform noise, the state the `ctc-refine` method starts from, so the decoder
   is trained to correct CTC's errors rather than only to denoise random tokens. `seed_targets`:
   "position" scores those rows against the transcript position by position (one missing token
   misaligns everything after it); "aligned" scores each seed position against the transcript token
@@ -33,10 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion import clean_canvas, corrupt, round_up
+from ..decoding.canvas import clean_canvas, round_up
 from ..model import DiffusionASR
-from ..transcribe import ctc_greedy
+from ..decoding.ctc import ctc_greedy
 from .config import LossConfig
+
+
+def corrupt(x0: torch.Tensor, rate: torch.Tensor, vocab_size: int, generator=None) -> torch.Tensor:
+    """Uniform corruption: x0 (B, L) long, rate (B,) -> xt (B, L), each position replaced w.p. rate."""
+    flip = torch.rand(x0.shape, generator=generator, device=x0.device) < rate[:, None]
+    noise = torch.randint(0, vocab_size, x0.shape, generator=generator, device=x0.device)
+    return torch.where(flip, noise, x0)
 
 
 class LinearSchedule:
@@ -112,7 +119,7 @@ class LossModule(nn.Module):
         # Fallback for positions a sampler step does not commit: fresh noise, or for CTC-seeded rows the seed.
         fallback = torch.randint(0, V, (B, L), generator=gen)
         if c.ctc_canvas_prob > 0:
-            # CTC-seeded rows: the canvas is the model's own greedy CTC transcript (what `init="ctc"` starts
+            # CTC-seeded rows: the canvas is the model's own greedy CTC transcript (what `ctc-refine` starts
             # from at inference), a few positions re-randomised; the decoder learns to fix CTC's errors
             # (misspellings, merges, missing words) from the audio and what it knows of the language.
             ctc_rows = torch.rand(B, generator=gen) < c.ctc_canvas_prob
@@ -154,7 +161,7 @@ class LossModule(nn.Module):
             for i, ids in enumerate(targets):
                 inp[i, : len(ids)] = torch.tensor(ids)
                 tgt[i, : len(ids) + 1] = torch.tensor(ids + [tok.eos])
-            first_logits = m.backbone._cap(m.backbone.lm.lm_head(hidden[:, -1:]))
+            first_logits = m.backbone.head(hidden[:, -1:])
             inp, tgt = inp.to(dev), tgt.to(dev)
             rest = m.backbone.continue_causal(cache, pmask, inp)
             ar_logits = torch.cat([first_logits, rest], dim=1)

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import DecodeOptions, clean_canvas, random_canvas, with_defaults
+from ..decoding import DecodeOptions, resolve
+from ..decoding.canvas import clean_canvas, random_canvas
+from ..decoding.options import reads
 from ..encoder import FRAMES_PER_SECOND
-from ..lm import LanguageModels
+from ..ngram import NgramModels
 from ..model import DiffusionASR
 from ..tokenizer import spoken_form
 from .config import EvalConfig
@@ -57,7 +59,12 @@ def cer_by_language(refs: list[str], hyps: list[str], langs: list[str]) -> tuple
 
 def eval_options(model: DiffusionASR, ev: EvalConfig, seed: int = 123) -> DecodeOptions:
     """The shipped decoding: `eval.decode` over the model's decode_defaults (`eval.steps` unless they set steps)."""
-    return DecodeOptions(**with_defaults(model.config.decode_defaults, {"steps": ev.steps, "seed": seed, **ev.decode}))
+    defaults, given = model.config.decode_defaults, dict(ev.decode)
+    method = given.get("method", defaults.get("method", DecodeOptions.method))
+    for name, value in (("steps", ev.steps), ("seed", seed)):  # only where the shipped method reads them
+        if name in reads(method):
+            given.setdefault(name, value)
+    return resolve(defaults, given)
 
 
 @torch.no_grad()
@@ -73,8 +80,8 @@ def audio_ce(model: DiffusionASR, examples: list[Example], batch: int = 16, seed
         x0 = clean_canvas([e.ids for e in ex], max(len(e.ids) for e in ex) + 1, tok.eos, tok.pad)
         noise = random_canvas(len(ex), x0.shape[1], tok.vocab_size, g)
         for roll, which in ((0, "right"), (1, "wrong")):
-            cache, mask, _ = model.prefill(*model.project(feats[roll:] + feats[:roll]), lang)
-            lg = model.backbone.denoise(cache, mask, noise.to(model.device))
+            state = model.prefill(*model.project(feats[roll:] + feats[:roll]), lang)
+            lg = model.denoise(state, noise.to(model.device))
             ce[which] += F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1).to(model.device)).item() * len(ex)
         n += len(ex)
     return {"ce_t1_right": ce["right"] / max(1, n), "ce_t1_wrong": ce["wrong"] / max(1, n)}
@@ -89,7 +96,7 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], ev: EvalConf
     model.eval()
     own = model.ngrams
     if ngrams is not None:
-        model.ngrams = LanguageModels(ngrams)
+        model.ngrams = NgramModels(ngrams)
     try:
         refs, hyps = decode_examples(model, examples, {"default": eval_options(model, ev)}, batch)
         res = audio_ce(model, examples, batch)

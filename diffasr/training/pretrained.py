@@ -133,7 +133,7 @@ def build_model(cfg: dict):
     p, bb, enc = _model_spec(cfg)
     lm, hf_tok = _load_backbone(bb["name"], DTYPES[cfg.model.dtype])
     tok = GemmaTokenizer(hf_tok, gemma_ids(hf_tok, lm.config.text_config.vocab_size))
-    model = DiffusionASR.from_preset(cfg.preset, tokenizer=tok, lm=lm, backbone=bb, encoder=EncoderSpec(**enc))
+    model = DiffusionASR.from_preset(cfg.preset, tokenizer=tok, gemma=lm, backbone=bb, encoder=EncoderSpec(**enc))
     return _finish(model, cfg)
 
 
@@ -177,7 +177,7 @@ def count_parameters(cfg: dict) -> dict:
 
     with torch.device("meta"):
         lm = DiffusionGemmaForBlockDiffusion(full_size_config())
-        model = DiffusionASR.from_preset(cfg.preset, tokenizer=_Ids(), lm=lm, backbone=bb, encoder=EncoderSpec(**enc))
+        model = DiffusionASR.from_preset(cfg.preset, tokenizer=_Ids(), gemma=lm, backbone=bb, encoder=EncoderSpec(**enc))
     trainable = {n: q.numel() for n, q in model.named_parameters() if q.requires_grad}
     proj = sum(v for k, v in trainable.items() if k.startswith("projector."))
     return {"trainable": sum(trainable.values()), "projector": proj, "lora": sum(trainable.values()) - proj,

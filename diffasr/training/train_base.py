@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..audio import load_audio
-from ..diffusion import clean_canvas, round_up
+from ..decoding.canvas import clean_canvas, round_up
 from ..encoder import CT2WhisperEncoder, EncoderSpec
 from ..manifest import read_manifest
 from ..whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser

@@ -2,8 +2,8 @@
 
 An interpolated Kneser-Ney n-gram over the model's own token ids, one per language, trained on the
 training split of the sentence files (`scripts/build_lm.py`) and shipped beside the checkpoint as
-`lm/<lang>.npz`. The CTC prefix beam search (`transcribe.ctc_prefix_beam`) adds
-`weight × log P(token | previous tokens)` to every extension, so spellings the training text never
+`lm/<lang>.npz`. The CTC prefix beam search (`decoding.ctc.ctc_prefix_beam`) adds
+`ngram_weight × log P(token | previous tokens)` to every extension, so spellings the training text never
 had ("▁coun y") lose to words it had ("▁country") when the audio is ambiguous.
 
     P(w | h) = max(c(h w) - D, 0) / c(h) + b(h) · P(w | h[1:]),   b(h) = 1 - Σ_w max(c(h w) - D, 0) / c(h)
@@ -218,7 +218,7 @@ class _Order:
         return g.reshape(-1, n + 2), h, np.stack([self.total, self.backoff], axis=1)
 
 
-class LanguageModels:
+class NgramModels:
     """The n-grams of a checkpoint's `lm/` folder, one per language, loaded on first use."""
 
     def __init__(self, directory: str | Path | None):

@@ -1,4 +1,4 @@
-"""The token n-gram (lm.py) and its fusion into the CTC prefix beam search."""
+"""The token n-gram (ngram.py) and its fusion into the CTC prefix beam search."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from conftest import DATA
 from diffasr.errors import ConfigError
-from diffasr.lm import LanguageModels, NgramLM
-from diffasr.transcribe import ctc_prefix_beam
+from diffasr.ngram import NgramLM, NgramModels
+from diffasr.decoding.ctc import ctc_prefix_beam
 
 
 def _random_lm(min_count: int = 1, order: int = 3) -> NgramLM:
@@ -44,7 +44,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     for prefix in ([], [5], [27, 16, 4], [29, 28, 7]):
         for w in (1, 3, 17, 29):
             assert back.logprob(back.context(prefix), w) == lm.logprob(lm.context(prefix), w)
-    models = LanguageModels(tmp_path)
+    models = NgramModels(tmp_path)
     assert models.languages() == ["en"] and models.get("en") is not None and models.get("de") is None
     (tmp_path / "de.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="not a diffasr n-gram"):
@@ -63,8 +63,8 @@ def test_fusion_turns_an_unseen_spelling_into_a_known_one():
     lp = np.log(probs / probs.sum(1, keepdims=True))
     lm = NgramLM.train([[2, 3]] * 50 + [[5]] * 10, vocab_size=V, eos=1, order=2)
     assert ctc_prefix_beam(lp, blank)[0][0] == [2, 4]
-    assert ctc_prefix_beam(lp, blank, lm=lm, lm_weight=0.0)[0][0] == [2, 4]
-    fused = ctc_prefix_beam(lp, blank, lm=lm, lm_weight=0.5, length_bonus=1.0)
+    assert ctc_prefix_beam(lp, blank, ngram=lm, ngram_weight=0.0)[0][0] == [2, 4]
+    fused = ctc_prefix_beam(lp, blank, ngram=lm, ngram_weight=0.5, length_bonus=1.0)
     assert fused[0][0] == [2, 3]
     acoustic = dict((tuple(i), s) for i, s in ctc_prefix_beam(lp, blank, beam=64))
     assert fused[0][1] == pytest.approx(acoustic[(2, 3)] + 0.5 * lm.score([2, 3]) + 2 * 1.0)
@@ -78,10 +78,10 @@ def test_shipped_model_ngram_default_on_a_real_clip(en_clip):
 
     model = diffasr.load()
     assert model.config.ngram and set(model.ngrams.languages()) == set(model.config.ngram["languages"])
-    assert model.config.decode_defaults["lm_weight"] > 0
+    assert model.config.decode_defaults["ngram_weight"] > 0
     ref = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-    greedy = model.transcribe(en_clip, language="en", decoder="ctc", lm_weight=0.0).text
-    beam = model.transcribe(en_clip, language="en", decoder="ctc").text  # the defaults' n-gram, no decoder
+    greedy = model.transcribe(en_clip, language="en", method="ctc-greedy").text
+    beam = model.transcribe(en_clip, language="en", method="ctc-beam").text  # the defaults' n-gram, no denoiser
     default = model.transcribe(en_clip, language="en").text
     wer = {k: error_rate([ref], [v], "en")[0] for k, v in dict(greedy=greedy, beam=beam, default=default).items()}
     assert wer["default"] < wer["greedy"] and wer["beam"] < wer["greedy"], (wer, greedy, beam, default)

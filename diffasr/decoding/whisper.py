@@ -1,12 +1,13 @@
-"""Decoding with the `base` preset: Whisper-base's decoder as the denoiser over a Whisper-token canvas.
+"""The `base` preset's backend: Whisper-base's decoder as the denoiser over a Whisper-token canvas.
 
 The CTC head (and its n-gram beam) is diffasr-small's, over the same frozen encoder features: it
-gives the canvas length, the seed (`init="ctc"`), the n-best (`sampler="rescore"`) and word times.
+gives the canvas length, the seed (`ctc-refine`, `ctc-edit`), the n-best (`rescore`) and word times.
+The sampled methods are seeded with the CTC beam's best (greedy CTC when ngram_weight is 0).
 The canvas lives in the index space of the row language's vocabulary (`WhisperDenoiser.vocab`):
 the sampler draws uniform noise over it and the output layer scores only it.
 
     rows of one batch ─► CTC text (small) ─► Whisper ids ─► canvas length L (+ seed)
-    ─► `diffusion.sample` over step_fn(canvas) = denoiser logits (B, L, |V_lang|) ─► Whisper text
+    ─► sampler.refine / edit over step_fn(canvas) = denoiser logits (B, L, |V_lang|) ─► Whisper text
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .diffusion import DecodeOptions, canvas_length, canvas_scores, random_canvas, sample
+from .canvas import canvas_length, random_canvas
+from .options import DecodeOptions
+from .sampler import canvas_scores, edit, refine
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
 
@@ -57,12 +60,12 @@ def denoise_batch(den, feats: list, languages: list[str], seeds: list[list[int]]
     """Per row: (Whisper text ids, confidence per id, steps run).
 
     feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
-    and, with init="ctc", the starting canvas); nbest (rescore): per row, CTC candidates as
+    and, for ctc-refine and ctc-edit, the starting canvas); nbest (rescore): per row, CTC candidates as
     (Whisper ids, beam score). Rows are grouped by language and canvas length; each row draws its
     noise from its own generator, so its transcript does not depend on its batch-mates."""
     eot = den.tokens.eot
     out: dict[int, tuple[list[int], list[float], int]] = {}
-    if options.sampler == "rescore":
+    if options.method == "rescore":
         return _rescore(den, feats, languages, nbest, options)
     lengths = [canvas_length(len(s), options, MAX_CANVAS) for s in seeds]
     for key in sorted(set(zip(languages, lengths))):
@@ -73,11 +76,15 @@ def denoise_batch(den, feats: list, languages: list[str], seeds: list[list[int]]
         kv, fmask = den.memory([feats[i] for i in rows])
         step_fn = _step_fn(den, vocab, den.prompts([lang] * len(rows)), kv, fmask)
         gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
-        if options.init == "ctc":
-            init = _index_canvas([_to_index(vocab, seeds[i]) for i in rows], L, eot_index)
-        else:
+        if options.method == "diffusion":
             init = random_canvas(len(rows), L, len(vocab), gens)
-        res = sample(step_fn, init, len(vocab), options, torch.Generator().manual_seed(options.seed), row_generators=gens)
+        else:
+            init = _index_canvas([_to_index(vocab, seeds[i]) for i in rows], L, eot_index)
+        if options.method == "ctc-edit":
+            res = edit(step_fn, init, options)
+        else:
+            res = refine(step_fn, init, len(vocab), options, torch.Generator().manual_seed(options.seed),
+                         seeded=options.method == "ctc-refine", row_generators=gens)
         for j, i in enumerate(rows):
             ids, conf = _until_eot(res.tokens[j].tolist(), res.confidence[j].tolist(), vocab, eot)
             out[i] = (ids, conf, res.steps_run)
@@ -137,47 +144,28 @@ def word_confidences(words, text: str, chars: np.ndarray) -> None:
         pos = k + n
 
 
-def decode_rows(model, feats: list, durations: list[float], options: DecodeOptions, languages: list, ctc, n_audio,
-                word_timestamps: bool, times: dict) -> list:
-    """`transcribe.decode_features` for a model with a Whisper denoiser (`model.denoiser`)."""
+def decode(den, tok, feats: list, languages: list, options: DecodeOptions, ctc_rows: list, times: dict) -> list:
+    """Hypotheses (decode.Hypothesis) of a batch for a sampled method or `rescore`. ctc_rows: per row,
+    the CTC beam's n-best [(small token ids, score)] for rescore, else the CTC transcript (small ids)."""
     import time
 
-    from .transcribe import Transcription, _align_words, ctc_greedy, ctc_nbest
+    from .decode import Hypothesis
 
-    den, tok = model.denoiser, model.tokenizer
     t0 = time.perf_counter()
-    if options.sampler == "rescore":
-        beams = ctc_nbest(model, ctc, n_audio, languages, options, options.nbest)
-        nbest = [[(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(beams, languages)]
+    if options.method == "rescore":
+        nbest = [[(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(ctc_rows, languages)]
         seeds = [c[0][0] if c else [] for c in nbest]
     else:
-        if options.lm_weight > 0:
-            ctc_ids = [b[0][0] if b else [] for b in ctc_nbest(model, ctc, n_audio, languages, options, 1)]
-        else:
-            ctc_ids = ctc_greedy(ctc, n_audio, blank=tok.pad)
-        seeds = [den.tokens.encode(tok.decode(ids), lang) for ids, lang in zip(ctc_ids, languages)]
+        seeds = [den.tokens.encode(tok.decode(ids), lang) for ids, lang in zip(ctc_rows, languages)]
         nbest = None
     times["ctc_seed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     rows = denoise_batch(den, feats, languages, seeds, options, nbest)
     times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
-    results = []
-    for (ids, conf, steps_run), d, lang in zip(rows, durations, languages):
+    out = []
+    for ids, conf, steps_run in rows:
         text, chars = char_confidence(den, ids, conf)
         small_ids = tok.encode(text) if text else []
-        results.append(Transcription(text=text, language=lang, tokens=small_ids,
-                                     confidences=[float(np.mean(conf)) if conf else 1.0] * len(small_ids),
-                                     token_strings=tok.token_strings(small_ids), duration=d, decoder="diffusion",
-                                     steps_run=steps_run))
-        results[-1]._chars = chars
-    if word_timestamps:
-        t0 = time.perf_counter()
-        log_probs = ctc.float().log_softmax(-1)
-        for r, lp, n in zip(results, log_probs, n_audio.tolist()):
-            r.words = _align_words(model, r.tokens, r.confidences, lp[:n], r.duration)
-            word_confidences(r.words, r.text, r._chars)
-        times["align"] = time.perf_counter() - t0
-    for r in results:
-        del r._chars
-        r.timings = dict(times)
-    return results
+        out.append(Hypothesis(small_ids, [float(np.mean(conf)) if conf else 1.0] * len(small_ids), steps_run,
+                              text=text, char_confidences=chars))
+    return out

@@ -1,0 +1,43 @@
+"""Canvases: the (B, L) token grids the denoiser reads and writes.
+
+A clean canvas holds a transcript, EOS, then padding; a random one is the uniform-noise prior.
+Lengths come in multiples of 8 so that batches of similar clips share shapes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def round_up(n: int, multiple: int = 8) -> int:
+    """The smallest multiple of `multiple` ≥ n."""
+    return -(-n // multiple) * multiple
+
+
+def canvas_length(n_ctc: int, options, max_len: int) -> int:
+    """Canvas size from a CTC token count: room for the transcript, EOS and a margin
+    (options.length_margin), multiple of 8, at most `max_len`; options.canvas, when set, fixes it."""
+    if options.canvas is not None:
+        return min(options.canvas, max_len)
+    n = math.ceil(n_ctc * (1 + options.length_margin)) + 4
+    return int(min(max_len, max(8, round_up(n))))
+
+
+def clean_canvas(rows: list[list[int]], length: int, eos: int, pad: int) -> torch.Tensor:
+    """Canvas (B, length) holding each row's tokens, then EOS, then padding (cut at `length`):
+    the training target x0, and the CTC-seeded start of the sampler."""
+    canvas = torch.full((len(rows), length), pad, dtype=torch.long)
+    for i, ids in enumerate(rows):
+        row = (list(ids) + [eos])[:length]
+        canvas[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return canvas
+
+
+def random_canvas(batch: int, length: int, vocab_size: int, generator) -> torch.Tensor:
+    """Uniformly random tokens (B, L): the diffusion prior the decoder starts from. `generator` is one
+    torch.Generator, or a list with one per row (rows then independent of their batch-mates)."""
+    if isinstance(generator, list):
+        return torch.stack([torch.randint(0, vocab_size, (length,), generator=g) for g in generator])
+    return torch.randint(0, vocab_size, (batch, length), generator=generator)

@@ -1,0 +1,127 @@
+"""The method switch: a batch's audio tokens and CTC logits -> one Hypothesis per row.
+
+    ctc-greedy / ctc-beam   the CTC head alone (ctc.py)
+    rescore                 CTC beam n-best, one denoiser pass (rescore.py; whisper.py for base)
+    diffusion / ctc-refine  the refine sampler from noise / from the CTC transcript (sampler.py)
+    ctc-edit                the edit sampler from the CTC transcript
+
+The model supplies `prefill` (prompt state), `denoise(state, canvas, sc)`, `tokenizer`, `ngrams`
+and `config`; a model with a Whisper `denoiser` (the base preset) runs the denoising methods in
+its own index space (whisper.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .canvas import canvas_length, clean_canvas, random_canvas
+from .ctc import ctc_greedy, ctc_nbest
+from .options import DecodeOptions, check_reads
+from .rescore import rescore
+from .sampler import edit, refine, step_fn
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # the model's tokenizer ids
+    confidences: list[float]  # one per token, in [0, 1]
+    steps_run: int = 0
+    text: str | None = None  # set when the method writes text itself (base: Whisper's detokenised output)
+    char_confidences: np.ndarray | None = None  # with `text`: per character
+
+
+def is_base(model) -> bool:
+    """Whether `model` denoises with a Whisper decoder (the base preset)."""
+    return getattr(model, "denoiser", None) is not None
+
+
+def nbest(model, ctc, n_audio, languages: list, options: DecodeOptions, k: int) -> list:
+    """Per row, the CTC beam's `k` best (token ids, score), with the row language's n-gram when
+    options.ngram_weight > 0 and the model has one."""
+    ngrams = [model.ngrams.get(lang) if options.ngram_weight > 0 else None for lang in languages]
+    return ctc_nbest(ctc, n_audio, model.tokenizer.pad, ngrams, options, k)
+
+
+@torch.no_grad()
+def decode(model, feats: list, audio_tokens, n_audio, ctc, prefilled, languages: list, allowed,
+           options: DecodeOptions, times: dict) -> list[Hypothesis]:
+    """Decode one batch by `options.method`. feats: encoder features (list of (F_i, d)); audio_tokens
+    (B, T', h) with lengths n_audio (B,); ctc: CTC logits (B, T', V), script-masked; prefilled: the
+    prompt state the CTC head computed (or None); allowed: (B, V) tokens each row may emit, or None."""
+    base = is_base(model)
+    check_reads(options, beam_seeded=base)
+    tok, method = model.tokenizer, options.method
+    if method == "rescore":
+        ctc_rows = nbest(model, ctc, n_audio, languages, options, options.nbest)
+    elif method == "ctc-beam" or (base and method != "ctc-greedy" and options.ngram_weight > 0):
+        ctc_rows = [beam[0][0] if beam else [] for beam in nbest(model, ctc, n_audio, languages, options, 1)]
+    else:  # greedy CTC: the transcript, or the canvas length (and seed) of a sampled method
+        ctc_rows = ctc_greedy(ctc, n_audio, blank=tok.pad)
+    if method in ("ctc-greedy", "ctc-beam"):
+        return [Hypothesis(ids, [1.0] * len(ids)) for ids in ctc_rows]
+    if base:
+        from .whisper import decode as whisper_decode
+
+        return whisper_decode(model.denoiser, tok, feats, languages, options, ctc_rows, times)
+    if method == "rescore":
+        t0 = time.perf_counter()
+        rows = rescore(model, audio_tokens, n_audio, ctc_rows, languages, allowed, options, prefilled)
+        # one decoder pass; "denoise" includes the CTC beam search, "prefill" is the CTC head's, reused
+        times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=1)
+        return [Hypothesis(*rows[i], steps_run=1) for i in range(len(ctc_rows))]
+    return _sampled(model, audio_tokens, n_audio, ctc_rows, prefilled, languages, allowed, options, times)
+
+
+def _sampled(model, audio_tokens, n_audio, ctc_ids: list, prefilled, languages: list, allowed,
+             options: DecodeOptions, times: dict) -> list[Hypothesis]:
+    """diffusion, ctc-refine and ctc-edit on the small preset. Rows are grouped by canvas length and
+    each row draws its noise from its own generator seeded with options.seed, so a clip's transcript
+    does not depend on its batch-mates."""
+    tok = model.tokenizer
+    lengths = [canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc_ids]
+    times["prefill"] = times["denoise"] = 0.0
+    out: dict[int, Hypothesis] = {}
+    for L in sorted(set(lengths)):
+        rows = [i for i, n in enumerate(lengths) if n == L]
+        t0 = time.perf_counter()
+        if prefilled is not None and len(rows) == len(ctc_ids):  # the CTC head's prefill serves every row
+            state = prefilled
+        else:
+            state = model.prefill(audio_tokens[rows], n_audio[rows], [languages[i] for i in rows])
+        times["prefill"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fn = step_fn(model, state, None if allowed is None else allowed[rows])
+        gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
+        if options.method == "diffusion":
+            init = random_canvas(len(rows), L, tok.vocab_size, gens)
+        else:  # the CTC transcript, EOS, then padding
+            init = clean_canvas([ctc_ids[i] for i in rows], L, tok.eos, tok.pad)
+        if options.method == "ctc-edit":
+            res = edit(fn, init.to(model.device), options)
+        else:
+            res = refine(fn, init.to(model.device), tok.vocab_size, options,
+                         torch.Generator(model.device).manual_seed(options.seed),
+                         seeded=options.method == "ctc-refine", row_generators=gens)
+        times["denoise"] += time.perf_counter() - t0
+        for j, i in enumerate(rows):
+            ids, conf = _until_eos(res.tokens[j].tolist(), res.confidence[j].tolist(), tok)
+            out[i] = Hypothesis(ids, conf, res.steps_run)
+    times["steps_run"] = max(h.steps_run for h in out.values())
+    return [out[i] for i in range(len(ctc_ids))]
+
+
+def _until_eos(ids: list[int], conf: list[float], tok) -> tuple[list[int], list[float]]:
+    """Tokens before the first EOS, without pads/specials (the canvas ends in EOS then padding)."""
+    keep_ids, keep_conf = [], []
+    for i, c in zip(ids, conf):
+        if i == tok.eos:
+            break
+        if i in (tok.pad, tok.bos, tok.sep, tok.audio):
+            continue
+        keep_ids.append(i)
+        keep_conf.append(c)
+    return keep_ids, keep_conf

@@ -1,0 +1,127 @@
+"""DecodeOptions: how to turn audio into text, one frozen, validated object for the API, CLI and server.
+
+`method` picks the decoding; each method reads only some of the other fields (READS). A field a
+method does not read must keep its default here, and must not be given to `resolve`: asking for
+it is an error, never silently ignored.
+
+    diffusion   from uniform noise, `steps` refine passes of the denoiser (the canvas length comes
+                from the CTC transcript)
+    ctc-refine  the same sampler started from the CTC transcript
+    ctc-edit    the CTC transcript, edited only where the denoiser is ≥ edit_threshold sure
+    rescore     CTC prefix beam search (+ the language's n-gram) proposes `nbest` transcripts; one
+                denoiser pass scores them; best beam score + rescore_weight × denoiser log-likelihood
+    ctc-beam    CTC prefix beam search (+ the language's n-gram when ngram_weight > 0)
+    ctc-greedy  greedy CTC
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import ConfigError
+
+_ALWAYS = frozenset({"method", "language", "restrict_script"})
+_CANVAS = frozenset({"canvas", "length_margin"})
+_STEPS = _CANVAS | {"steps", "self_condition", "early_stop"}
+_REFINE = _STEPS | {"temperature", "threshold", "edit_threshold", "seed"}
+_BEAM = frozenset({"beam", "ngram_weight", "length_bonus"})
+READS = {  # method -> the fields it reads besides method, language and restrict_script
+    "diffusion": _REFINE,
+    "ctc-refine": _REFINE,
+    "ctc-edit": _STEPS | {"edit_threshold"},
+    "rescore": _BEAM | _CANVAS | {"nbest", "rescore_weight"},
+    "ctc-beam": _BEAM,
+    "ctc-greedy": frozenset(),
+}
+METHODS = tuple(READS)
+SAMPLED = ("diffusion", "ctc-refine", "ctc-edit")  # the methods that run `steps` denoiser passes
+# The `base` preset seeds its sampled methods with the CTC beam's best (n-gram fused when
+# ngram_weight > 0) where `small` seeds them with greedy CTC: there they also read _BEAM.
+BEAM_SEEDED = {m: _BEAM for m in SAMPLED}
+
+
+def reads(method: str, beam_seeded: bool = False) -> frozenset:
+    """The fields `method` reads (with `beam_seeded`: as the base preset runs it)."""
+    return _ALWAYS | READS[method] | (BEAM_SEEDED.get(method, frozenset()) if beam_seeded else frozenset())
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    method: str = "diffusion"  # one of METHODS
+    steps: int = 8  # denoising steps; cost is set by this, not by transcript length
+    temperature: float = 0.0  # 0: commit argmax tokens; > 0 samples
+    threshold: float = 0.9  # commit any position whose confidence exceeds this early
+    edit_threshold: float | None = 0.95  # refine: revise a committed token when this sure of another;
+    #                                      ctc-edit: replace a seed token when this sure of another
+    self_condition: bool = True  # feed each step the previous step's logits
+    canvas: int | None = None  # canvas length; None: estimated from the CTC length (+ margin)
+    length_margin: float = 0.25  # estimated canvas = ceil(n_ctc * (1 + margin)) + 4, rounded up to 8
+    early_stop: bool = True  # stop once predictions are stable
+    nbest: int = 8  # rescore: CTC prefix-beam hypotheses the decoder scores
+    rescore_weight: float = 2.0  # rescore: pick max of CTC log-score + weight · decoder log-likelihood
+    beam: int = 16  # CTC prefix beam width, at least nbest
+    ngram_weight: float = 0.0  # CTC beam search: weight of the language's n-gram (the model's lm/); 0: none
+    length_bonus: float = 0.0  # with an n-gram: added per token, offsetting what the n-gram charges for each
+    seed: int = 0  # same seed, same input -> same output
+    language: str | None = None  # None: auto
+    restrict_script: bool = True  # a known language's output uses only its script's tokens
+
+    def __post_init__(self):
+        if self.method not in READS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        checks = [
+            (isinstance(self.steps, int) and 1 <= self.steps <= 64, f"steps must be an integer in 1..64, not {self.steps!r}"),
+            (isinstance(self.nbest, int) and 1 <= self.nbest <= 32, f"nbest must be an integer in 1..32, not {self.nbest!r}"),
+            (0.0 <= self.rescore_weight <= 10.0, f"rescore_weight must be in [0, 10], not {self.rescore_weight}"),
+            (isinstance(self.beam, int) and 1 <= self.beam <= 256, f"beam must be an integer in 1..256, not {self.beam!r}"),
+            (0.0 <= self.ngram_weight <= 5.0, f"ngram_weight must be in [0, 5], not {self.ngram_weight}"),
+            (0.0 <= self.length_bonus <= 20.0, f"length_bonus must be in [0, 20], not {self.length_bonus}"),
+            (self.method != "ctc-edit" or (self.edit_threshold is not None and 0 < self.edit_threshold <= 1),
+             f"method 'ctc-edit' needs edit_threshold in (0, 1], not {self.edit_threshold}"),
+            (0.0 <= self.temperature <= 2.0, f"temperature must be in [0, 2], not {self.temperature}"),
+            (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1], not {self.threshold}"),
+            (self.canvas is None or 8 <= self.canvas <= 512, f"canvas must be in 8..512, not {self.canvas}"),
+            (0.0 <= self.length_margin <= 2.0, f"length_margin must be in [0, 2], not {self.length_margin}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        unread = [f.name for f in fields(self) if f.name not in reads(self.method, beam_seeded=True)
+                  and getattr(self, f.name) != f.default]
+        if unread:
+            raise _unread(self.method, unread)
+
+
+def _unread(method: str, names: list[str]) -> ConfigError:
+    read = sorted(READS[method]) or ["no options"]
+    return ConfigError(f"method {method!r} does not read {', '.join(names)} (it reads {', '.join(read)})")
+
+
+def resolve(defaults: dict, given: dict, beam_seeded: bool = False) -> DecodeOptions:
+    """DecodeOptions from a model's `decode_defaults` and the caller's `given` fields (None values
+    are not given). The method is the caller's, else the defaults'; defaults that method does not
+    read are dropped (they belong to another method), but every given field must be read by it.
+    beam_seeded: the model is the base preset (see BEAM_SEEDED)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    names = {f.name for f in fields(DecodeOptions)}
+    for where, d in (("decoding option", given), ("decode_defaults option", defaults)):
+        if unknown := sorted(set(d) - names):
+            raise ConfigError(f"unknown {where} {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    method = given.get("method", defaults.get("method", DecodeOptions.method))
+    if method not in READS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    allowed = reads(method, beam_seeded)
+    unread = [k for k in given if k not in allowed]
+    if unread:
+        raise _unread(method, unread)
+    kept = {k: v for k, v in defaults.items() if k in allowed}
+    return DecodeOptions(**{**kept, **given, "method": method})
+
+
+def check_reads(options: DecodeOptions, beam_seeded: bool) -> None:
+    """ConfigError when `options` sets a field its method does not read on this model (small's
+    sampled methods do not read the beam's fields)."""
+    unread = [f.name for f in fields(options) if f.name not in reads(options.method, beam_seeded)
+              and getattr(options, f.name) != f.default]
+    if unread:
+        raise _unread(options.method, unread)

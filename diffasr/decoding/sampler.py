@@ -1,0 +1,111 @@
+"""The samplers: turn a canvas (B, L) into a transcript by repeated denoiser passes, and score
+candidate canvases in one pass.
+
+`refine` (methods `diffusion` and `ctc-refine`): each step predicts every position, commits a
+growing quota of the most confident predictions plus anything above `threshold`, and re-randomises
+the rest (diffusers' BlockRefinementScheduler in uniform mode); a committed token is revised only
+when the denoiser is very sure (`edit_threshold`), and each step is self-conditioned on the
+previous step's logits. Commits are sticky because a non-sticky sampler re-conditions on its own
+errors (repeated words, misplaced end, more steps worse). From a CTC-seeded canvas, uncommitted
+positions fall back to the seed instead of noise.
+
+`edit` (method `ctc-edit`): keep the CTC seed, replace a token only when the denoiser is at least
+`edit_threshold` sure of another.
+
+The samplers see only a `step_fn(canvas, sc_logits) -> logits (B, L, V)`; they know nothing about
+audio or models (`step_fn` below builds one from a model's `denoise`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def step_fn(model, state, allowed: torch.Tensor | None) -> StepFn:
+    """The samplers' view of a model: canvas (B, L) [+ self-conditioning logits] -> logits (B, L, V)
+    over the prompt `state` (model.prefill), tokens outside each row's script (`allowed` (B, V), or
+    None) ruled out."""
+    def fn(canvas, sc):
+        logits = model.denoise(state, canvas, sc)
+        return logits if allowed is None else logits.masked_fill(~allowed[:, None, :], -1e4)
+    return fn
+
+
+@dataclass
+class SampleOutput:
+    tokens: torch.Tensor  # (B, L) final canvas
+    confidence: torch.Tensor  # (B, L) probability of each final token at the last step
+    steps_run: int
+
+
+@torch.no_grad()
+def refine(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options, generator: torch.Generator, seeded: bool,
+           row_generators: list[torch.Generator] | None = None) -> SampleOutput:
+    """Denoise `init` (B, L) in `options.steps` steps. `seeded`: `init` is a CTC transcript (positions
+    not yet committed return to it), else noise (they are re-drawn, per row from `row_generators`
+    when given, so a row's result does not depend on which other rows share its batch)."""
+    from diffusers import BlockRefinementScheduler
+
+    n = options.steps
+    sched = BlockRefinementScheduler(threshold=options.threshold, editing_threshold=options.edit_threshold)
+    sched.set_timesteps(n, block_length=init.shape[1])
+    canvas, sc, prev_pred, logits = init, None, None, None
+    steps_run = 0
+    for t in range(n):  # ascending step index: BlockRefinement's own `timesteps` run backwards (docs pitfall)
+        logits = step_fn(canvas, sc if options.self_condition else None)
+        steps_run += 1
+        out = sched.step(logits, t, canvas, mask_token_id=None, temperature=options.temperature, generator=generator)
+        canvas, sc, kept = out.prev_sample, logits, sched._committed
+        if seeded:
+            # A CTC-seeded canvas is a noisy estimate, not noise: like the committed-predictions-plus-noise
+            # states the decoder is trained to correct.
+            canvas = torch.where(kept, canvas, init)
+        elif row_generators is not None:
+            noise = torch.stack([torch.randint(0, vocab_size, canvas.shape[1:], generator=g) for g in row_generators])
+            canvas = torch.where(kept, canvas, noise.to(canvas.device))
+        pred = logits.argmax(-1)
+        if options.early_stop and bool(kept.all()) and prev_pred is not None and torch.equal(pred, prev_pred):
+            break
+        prev_pred = pred
+    conf = logits.softmax(-1).gather(-1, canvas[..., None])[..., 0]  # every position is committed by the last step
+    return SampleOutput(tokens=canvas, confidence=conf, steps_run=steps_run)
+
+
+@torch.no_grad()
+def edit(step_fn: StepFn, init: torch.Tensor, options) -> SampleOutput:
+    """Refine a seeded canvas (B, L) by confident edits only: each step, a position takes the
+    decoder's prediction when its probability is ≥ `edit_threshold`, and keeps its current token
+    otherwise. A decoder weaker than its seed cannot make the seed worse by much, and one that is
+    sure of a correction gets to make it; stops early when a step changes nothing."""
+    canvas, sc, probs = init, None, None
+    steps_run = 0
+    for _ in range(options.steps):
+        logits = step_fn(canvas, sc if options.self_condition else None)
+        steps_run += 1
+        probs = logits.float().softmax(-1)
+        conf, pred = probs.max(-1)
+        new = torch.where(conf >= options.edit_threshold, pred, canvas)
+        sc = logits
+        changed = not torch.equal(new, canvas)
+        canvas = new
+        if options.early_stop and not changed:
+            break
+    conf = probs.gather(-1, canvas[..., None])[..., 0]
+    return SampleOutput(tokens=canvas, confidence=conf, steps_run=steps_run)
+
+
+@torch.no_grad()
+def canvas_scores(step_fn: StepFn, canvases: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoder pass over candidate canvases (N, L) (each a transcript, EOS, padding): each one's
+    log-likelihood (N,), the sum of log p(canvas token | canvas) over its first `lengths` (N,)
+    positions, and every position's probability of its own token (N, L). The rescore method ranks
+    CTC's n-best by it: the decoder, trained to restore transcripts from corrupted canvases, gives
+    its own tokens lower probability where they look wrong given the audio and the other tokens."""
+    logp = step_fn(canvases, None).float().log_softmax(-1).gather(-1, canvases[..., None])[..., 0]
+    valid = torch.arange(canvases.shape[1], device=canvases.device)[None] < lengths[:, None]
+    return (logp * valid).sum(-1), logp.exp()
