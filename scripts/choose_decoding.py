@@ -1,6 +1,6 @@
 """Choose decoding settings on the held-out synthetic test set (cached encoder features), never on real_dev.
 
-    python scripts/choose_decoding.py MODEL_DIR '{"ctc": {"decoder": "ctc"}, "edit.9": {"init": "ctc", "sampler": "edit", "edit_threshold": 0.9}}'
+    python scripts/choose_decoding.py MODEL_DIR '{"ctc": {"method": "ctc-greedy"}, "edit.9": {"method": "ctc-edit", "edit_threshold": 0.9}}'
 
 Prints CER (%) overall and per language for each named set of DecodeOptions fields. References are
 the tokenizer's spoken form (the training-eval CER), not the eval command's Whisper normalisers.
@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from diffasr.decoding import DecodeOptions
+from diffasr.decoding import resolve
 from diffasr.model import DiffusionASR
 from diffasr.training.config import load_config
 from diffasr.training.data import build_examples
@@ -27,7 +27,7 @@ def main(model_dir: str, settings_json: str, config: str = "configs/small-stage4
     langs = [e.lang for e in examples]
     for name, fields in json.loads(settings_json).items():
         t0 = time.time()
-        refs, hyps = decode_examples(model, examples, {name: DecodeOptions(**fields)})
+        refs, hyps = decode_examples(model, examples, {name: resolve({}, fields)})
         overall, per_lang = cer_by_language(refs, hyps[name], langs)
         print(name, round(overall, 2), {k: round(v, 1) for k, v in per_lang.items()}, f"{time.time() - t0:.0f}s", flush=True)
 

@@ -1,6 +1,6 @@
 """How much of an error rate comes from clips the reference recogniser cannot hear either.
 
-    diffasr eval --manifest data/corpus/test/manifest.jsonl --decoder ctc --baseline faster-whisper \
+    diffasr eval --manifest data/corpus/test/manifest.jsonl --method ctc-greedy --baseline faster-whisper \
         --metric cer --json docs/results/whisper_base_synthetic.json
     python scripts/intelligibility.py docs/results/whisper_base_synthetic.json docs/results/eval_synthetic.json
 
