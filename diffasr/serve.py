@@ -205,7 +205,10 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
         raise ApiError(400, f"language {language!r} is not supported (choose from {', '.join(model.config.languages)}, "
                             "or leave it out to detect it)", param="language", code="unsupported_language")
     given = {"method": form.get("method") or None, "language": language,
-             "steps": _number(form, "steps", int, None), "temperature": _number(form, "temperature", float, None)}
+             "steps": _number(form, "steps", int, None),
+             # OpenAI's default is 0 and many clients always send it: 0 means "not sampled", which
+             # every method honours; another value is the caller's option, checked like the rest
+             "temperature": _number(form, "temperature", float, None) or None}
     try:
         options = resolve(model.config.decode_defaults, given, is_base(model))
     except ConfigError as e:

@@ -129,6 +129,7 @@ BAD = {  # name -> (file bytes or None for the real clip, form fields, expected 
     "steps=0": (None, {"steps": 0}, 400, "steps"),
     "steps=abc": (None, {"steps": "abc"}, 400, "steps"),
     "temperature=9": (None, {"temperature": 9}, 400, "temperature"),
+    "temperature for ctc-greedy": (None, {"method": "ctc-greedy", "temperature": 0.5}, 400, "temperature"),
     "method=beam": (None, {"method": "beam"}, 400, "method"),
     "steps for ctc-greedy": (None, {"method": "ctc-greedy", "steps": 4}, 400, "steps"),
     "unknown field": (None, {"prompt": "hello"}, 400, "prompt"),
@@ -144,6 +145,13 @@ def test_bad_input_is_a_4xx_json_error(server, en_clip, case):
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
     assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+def test_openai_default_temperature_is_accepted_by_every_method(server, en_clip):
+    """OpenAI clients send temperature=0 by default; methods that never sample must not refuse it."""
+    r = post(server, en_clip, method="ctc-greedy", temperature=0)
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == post(server, en_clip, method="ctc-greedy").json()["text"]
 
 
 def test_requests_without_a_file_or_form(server):
