@@ -1,7 +1,7 @@
 """Turn a `python -m diffasr.training.train_base` checkpoint into a `base` model directory.
 
     python scripts/export_base.py runs/base/checkpoint diffasr/assets/diffasr-base \
-        --decode-defaults '{"init": "ctc", "steps": 4}'
+        --decode-defaults '{"method": "rescore", "rescore_weight": 0.5}'
 
 The directory holds only what was trained (denoiser.safetensors: LoRA + LayerNorms, fp16) and the
 per-language vocabularies; the frozen Whisper-base decoder loads from the installed package and
@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from diffasr.decoding import DecodeOptions
+from diffasr.decoding import resolve
 from diffasr.errors import ConfigError
 from diffasr.whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE
 
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     src, out = Path(args.checkpoint), Path(args.out)
     try:
         defaults = json.loads(args.decode_defaults)
-        DecodeOptions(**defaults)
+        resolve({}, defaults, beam_seeded=True)
     except (ValueError, TypeError, ConfigError) as e:
         print(f"error: --decode-defaults: {e}", file=sys.stderr)
         return 2
