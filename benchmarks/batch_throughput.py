@@ -38,20 +38,30 @@ def one_run(manifest: Path, actors: int, batch_size: int, model: str | None, thr
         out = Path(d) / "out.parquet"
         load0 = os.getloadavg()[0]
         t0 = time.time()
-        s = run_batch(str(manifest), out, model=model, actors=actors, batch_size=batch_size, threads=threads,
-                      progress=False)
+        s = run_batch(
+            str(manifest), out, model=model, actors=actors, batch_size=batch_size, threads=threads, progress=False
+        )
         wall = time.time() - t0
         rows = pq.read_table(out).to_pylist()
     audio = sum(r["duration"] or 0 for r in rows)
     busy = sum(dict(r["timings"] or []).get("file", 0.0) for r in rows)  # actor seconds spent on files
-    return {"actors": actors, "threads_per_actor": threads, "batch_size": batch_size, "files": len(rows),
-            "failed": s["failed"], "audio_s": round(audio, 1), "wall_s": round(wall, 1),
-            "ray_start_s": s["ray_start_s"], "first_result_s": s["first_result_s"], "actor_busy_s": round(busy, 1),
-            "files_per_hour_total": round(3600 * len(rows) / wall),
-            "files_per_hour_after_ray_start": round(3600 * len(rows) / (wall - s["ray_start_s"])),
-            "files_per_hour_pool_busy": round(3600 * len(rows) * actors / busy) if busy else None,
-            "audio_hours_per_hour_total": round(audio / wall, 2),
-            "load_avg_1m_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "actors": actors,
+        "threads_per_actor": threads,
+        "batch_size": batch_size,
+        "files": len(rows),
+        "failed": s["failed"],
+        "audio_s": round(audio, 1),
+        "wall_s": round(wall, 1),
+        "ray_start_s": s["ray_start_s"],
+        "first_result_s": s["first_result_s"],
+        "actor_busy_s": round(busy, 1),
+        "files_per_hour_total": round(3600 * len(rows) / wall),
+        "files_per_hour_after_ray_start": round(3600 * len(rows) / (wall - s["ray_start_s"])),
+        "files_per_hour_pool_busy": round(3600 * len(rows) * actors / busy) if busy else None,
+        "audio_hours_per_hour_total": round(audio / wall, 2),
+        "load_avg_1m_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def repeated_manifest(manifest: Path, copies: int, folder: Path) -> Path:
@@ -74,7 +84,9 @@ def repeated_manifest(manifest: Path, copies: int, folder: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/real_dev/manifest.jsonl")
+    p.add_argument(
+        "--manifest", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/real_dev/manifest.jsonl"
+    )
     p.add_argument("--actors", default="1,2")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--model", default=None)
@@ -85,8 +97,12 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     if a.copies > 1:
         a.manifest = repeated_manifest(a.manifest, a.copies, Path(tmp.name))
-    res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)", "command": "python " + " ".join(sys.argv),
-           "model": a.model or "diffasr-small", "runs": []}
+    res = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+        "command": "python " + " ".join(sys.argv),
+        "model": a.model or "diffasr-small",
+        "runs": [],
+    }
     for n in [int(x) for x in a.actors.split(",")]:
         r = one_run(a.manifest, n, a.batch_size, a.model, max(1, a.cpus // n))
         print(json.dumps(r), flush=True)

@@ -43,7 +43,13 @@ class SpeedTokenizer:
     kind = "gemma"
 
     def __init__(self, ids: dict):
-        self.pad, self.eos, self.bos, self.sep, self.audio = ids["pad"], ids["eos"], ids["bos"], ids["eoa"], ids["audio"]
+        self.pad, self.eos, self.bos, self.sep, self.audio = (
+            ids["pad"],
+            ids["eos"],
+            ids["bos"],
+            ids["eoa"],
+            ids["audio"],
+        )
         self.boa, self.vocab_size = ids["boa"], ids["vocab_size"]
 
     def prompt_ids(self, n_audio: int, language) -> list[int]:
@@ -80,8 +86,13 @@ def build(device: str, tiny: bool):
     torch.set_default_dtype(dtype)  # build in the target dtype: no fp32 copy of 25 B parameters
     try:
         with torch.device(device):
-            lm_cfg = (make_config(DIMS["tiny"], 256, dict(pad=0, eos=1, bos=2, audio=ids["audio"], vocab_size=ids["vocab_size"]))
-                      if tiny else full_size_config(256, pad_token_id=ids["pad"]))
+            lm_cfg = (
+                make_config(
+                    DIMS["tiny"], 256, dict(pad=0, eos=1, bos=2, audio=ids["audio"], vocab_size=ids["vocab_size"])
+                )
+                if tiny
+                else full_size_config(256, pad_token_id=ids["pad"])
+            )
             lm = DiffusionGemmaForBlockDiffusion(lm_cfg)
             wcfg = WhisperConfig(num_mel_bins=80, max_source_positions=1500, **wdims)
             whisper = WhisperEncoder(wcfg).eval()
@@ -111,8 +122,18 @@ def best_of(fn, repeats: int, device: str) -> float:
 
 
 @torch.no_grad()
-def time_inference(model, whisper, extractor, dtype, device: str, batch: int, seconds: float, steps: list[int],
-                   canvas: int, repeats: int) -> dict:
+def time_inference(
+    model,
+    whisper,
+    extractor,
+    dtype,
+    device: str,
+    batch: int,
+    seconds: float,
+    steps: list[int],
+    canvas: int,
+    repeats: int,
+) -> dict:
     import numpy as np
 
     from diffasr.decoding import DecodeOptions
@@ -143,8 +164,11 @@ def time_inference(model, whisper, extractor, dtype, device: str, batch: int, se
         r["step_s"] = best_of(lambda: model.denoise(state, x, sc), repeats, device)
         for s in steps:
             opts = DecodeOptions(steps=s, canvas=canvas, early_stop=False, restrict_script=False)
-            t = best_of(lambda: decode_features(model, feats, [seconds] * batch, opts, langs, word_timestamps=False),
-                        repeats, device)
+            t = best_of(
+                lambda: decode_features(model, feats, [seconds] * batch, opts, langs, word_timestamps=False),
+                repeats,
+                device,
+            )
             r[f"decode_{s}_s"] = t
             r[f"x_realtime_{s}"] = batch * seconds / (r["encoder_s"] + t)
     r["audio_tokens"], r["canvas"] = int(n[0]), canvas
@@ -185,25 +209,45 @@ def time_training(model, dtype, device: str, batch: int, seconds: float, canvas:
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    r = {"train_batch": batch, "train_step_s": round(best_of(step, repeats, device), 4), "losses": losses,
-         "trainable_M": round(sum(p.numel() for p in params) / 1e6, 2)}
+    r = {
+        "train_batch": batch,
+        "train_step_s": round(best_of(step, repeats, device), 4),
+        "losses": losses,
+        "trainable_M": round(sum(p.numel() for p in params) / 1e6, 2),
+    }
     if device.startswith("cuda"):
         r["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     return r
 
 
-def run(device: str = "cuda", tiny: bool = False, batches=(1, 8), steps=(8, 16), seconds: float = 10.0,
-        canvas: int = 64, train_batch: int = 8, repeats: int = 3) -> dict:
+def run(
+    device: str = "cuda",
+    tiny: bool = False,
+    batches=(1, 8),
+    steps=(8, 16),
+    seconds: float = 10.0,
+    canvas: int = 64,
+    train_batch: int = 8,
+    repeats: int = 3,
+) -> dict:
     t0 = time.time()
     model, whisper, extractor, dtype = build(device, tiny)
-    res = {"device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{platform.machine()} CPU",
-           "torch": torch.__version__, "tiny": tiny, "dtype": str(dtype).replace("torch.", ""),
-           "params_B": round(sum(p.numel() for p in model.parameters()) / 1e9, 3), "clip_seconds": seconds,
-           "build_s": round(time.time() - t0, 1), "inference": [], "published_x_realtime_8": 14.9}
+    res = {
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{platform.machine()} CPU",
+        "torch": torch.__version__,
+        "tiny": tiny,
+        "dtype": str(dtype).replace("torch.", ""),
+        "params_B": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+        "clip_seconds": seconds,
+        "build_s": round(time.time() - t0, 1),
+        "inference": [],
+        "published_x_realtime_8": 14.9,
+    }
     for b in batches:
         try:
-            res["inference"].append(time_inference(model, whisper, extractor, dtype, device, b, seconds, list(steps),
-                                                   canvas, repeats))
+            res["inference"].append(
+                time_inference(model, whisper, extractor, dtype, device, b, seconds, list(steps), canvas, repeats)
+            )
         except Exception as e:  # e.g. out of memory at batch 8: keep the other results
             res["inference"].append({"batch": b, "error": f"{type(e).__name__}: {e}"[:500]})
     try:
@@ -225,8 +269,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    res = run(a.device, a.tiny, [int(x) for x in a.batches.split(",")], [int(x) for x in a.steps.split(",")],
-              a.seconds, a.canvas, a.train_batch, a.repeats)
+    res = run(
+        a.device,
+        a.tiny,
+        [int(x) for x in a.batches.split(",")],
+        [int(x) for x in a.steps.split(",")],
+        a.seconds,
+        a.canvas,
+        a.train_batch,
+        a.repeats,
+    )
     res["command"] = "python " + " ".join(sys.argv)
     text = json.dumps(res, indent=1)
     print(text)

@@ -73,8 +73,12 @@ def main(argv=None) -> int:
         n = sum(v[1] for v in stats[m].values())
         macro = sum(v[0] / v[1] for v in stats[m].values()) / len(stats[m])
         print(f"{m:8} {'all':5} {n:3d} {c / n:6.1%}   (macro {macro:.1%}) errors: {dict(confusions[m]) or 'none'}")
-        out[m] = {"per_language": {l: {"correct": v[0], "n": v[1]} for l, v in stats[m].items()},
-                  "accuracy": c / n, "macro_accuracy": macro, "errors": dict(confusions[m])}
+        out[m] = {
+            "per_language": {l: {"correct": v[0], "n": v[1]} for l, v in stats[m].items()},
+            "accuracy": c / n,
+            "macro_accuracy": macro,
+            "errors": dict(confusions[m]),
+        }
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0

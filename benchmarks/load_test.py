@@ -39,7 +39,9 @@ REAL_DEV = SHARED / "data" / "real_dev"
 def load_clips(limit_s: float) -> list[tuple[str, bytes, float]]:
     """(name, file bytes, duration) of every real_dev clip up to `limit_s` seconds, in a fixed shuffled order."""
     rows = [json.loads(line) for line in (REAL_DEV / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    clips = [(r["audio"], (REAL_DEV / r["audio"]).read_bytes(), r["duration_s"]) for r in rows if r["duration_s"] <= limit_s]
+    clips = [
+        (r["audio"], (REAL_DEV / r["audio"]).read_bytes(), r["duration_s"]) for r in rows if r["duration_s"] <= limit_s
+    ]
     random.Random(0).shuffle(clips)
     return clips
 
@@ -67,8 +69,20 @@ def free_port() -> int:
 
 def start_server(model: str, max_batch: int, max_wait_ms: float, log_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "diffasr", "serve", "--model", model, "--port", str(port),
-           "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffasr",
+        "serve",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(max_wait_ms),
+    ]
     proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -132,11 +146,17 @@ def load(url: str, clips, clients: int, requests: int, max_seconds: float, steps
     items = metrics["items_decoded"] - metrics0["items_decoded"]
     lat = np.array(latencies) if latencies else np.zeros(1)
     return {
-        "requests": len(latencies) + len(errors), "errors": len(errors), "error_examples": errors[:3],
-        "wall_s": round(wall, 2), "req_per_s": round(len(latencies) / wall, 3), "audio_s_per_s": round(audio_s[0] / wall, 2),
-        "p50_s": round(float(np.percentile(lat, 50)), 3), "p95_s": round(float(np.percentile(lat, 95)), 3),
+        "requests": len(latencies) + len(errors),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "wall_s": round(wall, 2),
+        "req_per_s": round(len(latencies) / wall, 3),
+        "audio_s_per_s": round(audio_s[0] / wall, 2),
+        "p50_s": round(float(np.percentile(lat, 50)), 3),
+        "p95_s": round(float(np.percentile(lat, 95)), 3),
         "mean_batch": round(items / batches, 2) if batches else None,
-        "rss_before_mb": before and round(before, 1), "rss_after_mb": rss_mb(pid) and round(rss_mb(pid), 1),
+        "rss_before_mb": before and round(before, 1),
+        "rss_after_mb": rss_mb(pid) and round(rss_mb(pid), 1),
     }
 
 
@@ -148,20 +168,30 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     p.add_argument("--requests", type=int, default=96, help="requests per run (default 96)")
     p.add_argument("--max-seconds", type=float, default=120, help="wall-time bound per run (default 120)")
-    p.add_argument("--max-batch", default="8,1,1,8", help="server --max-batch per run; runs with the same "
-                   "value are pooled (default 8,1,1,8: batching on vs off, alternated)")
+    p.add_argument(
+        "--max-batch",
+        default="8,1,1,8",
+        help="server --max-batch per run; runs with the same "
+        "value are pooled (default 8,1,1,8: batching on vs off, alternated)",
+    )
     p.add_argument("--max-wait-ms", type=float, default=30, help="server --max-wait-ms (default 30)")
     p.add_argument("--steps", type=int, default=8, help="denoising steps per request (default 8)")
     p.add_argument("--max-clip-s", type=float, default=30, help="only clips up to this long (default 30)")
     args = p.parse_args(argv)
 
     clips = load_clips(args.max_clip_s)
-    print(f"{len(clips)} clips, {sum(c[2] for c in clips):.0f} s of audio; {args.clients} clients, "
-          f"≤ {args.requests} requests or {args.max_seconds:g} s per run")
+    print(
+        f"{len(clips)} clips, {sum(c[2] for c in clips):.0f} s of audio; {args.clients} clients, "
+        f"≤ {args.requests} requests or {args.max_seconds:g} s per run"
+    )
     if args.url:
         if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
             sys.exit("--url must be a loopback address: this script only loads servers on this machine")
-        print(json.dumps(load(args.url.rstrip("/"), clips, args.clients, args.requests, args.max_seconds, args.steps, None)))
+        print(
+            json.dumps(
+                load(args.url.rstrip("/"), clips, args.clients, args.requests, args.max_seconds, args.steps, None)
+            )
+        )
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +210,9 @@ def main(argv=None) -> int:
             last = next((line for line in reversed(log_path.read_text().splitlines()) if "batch size=" in line), "-")
             print(f"  last batch log line: {last}")
     # Runs of the same max_batch are pooled (e.g. 8,1,1,8 evens out load from other processes).
-    pooled = {b: sum(r["requests"] - r["errors"] for r in rs) / sum(r["wall_s"] for r in rs) for b, rs in results.items()}
+    pooled = {
+        b: sum(r["requests"] - r["errors"] for r in rs) / sum(r["wall_s"] for r in rs) for b, rs in results.items()
+    }
     if len(pooled) >= 2:
         (a, ta), (b, tb) = list(pooled.items())[:2]
         print(f"throughput: max_batch={a} {ta:.2f} req/s, max_batch={b} {tb:.2f} req/s, ratio {ta / tb:.2f}x")

@@ -35,8 +35,11 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
     ap.add_argument("--tail", type=float, default=1.5, help="seconds of silence after each clip (default 1.5)")
     ap.add_argument("--pause", type=float, default=0.5, help="session pause_s (default 0.5)")
-    ap.add_argument("--language-given", action="store_true",
-                    help="give each clip's language to batch and stream alike (a stream that has identified it already)")
+    ap.add_argument(
+        "--language-given",
+        action="store_true",
+        help="give each clip's language to batch and stream alike (a stream that has identified it already)",
+    )
     ap.add_argument("--no-speculate", action="store_true", help="decode finals only once the pause is complete")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", default=str(OUT / "stream_latency"), help="output stem (.json, .md, .png)")
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
 
     import diffasr
     from diffasr.audio import SAMPLE_RATE, load_audio
-    from diffasr.evaluate import error_rate
+    from diffasr.metrics import error_rate
     from diffasr.stream import play
 
     torch.set_num_threads(args.threads)
@@ -76,33 +79,65 @@ def main(argv=None) -> int:
         latencies += [lat for _, lat in finals]
         sep = "" if session.language == "zh" else " "
         text = sep.join(e.text for e, _ in finals)
-        clips.append({"audio": row["audio"], "lang": row["lang"], "duration_s": round(audio.size / SAMPLE_RATE, 3),
-                      "reference": row["text"], "batch": batch.text, "batch_language": batch.language,
-                      "stream": text, "stream_language": session.language,
-                      "finals": [{"text": e.text, "start": round(e.start, 3), "end": round(e.end, 3),
-                                  "latency_s": round(lat, 3), "decode_s": round(e.decode_s, 3)} for e, lat in finals],
-                      "partials": sum(e.type == "partial" for e, _ in events)})
-        print(f"[{i + 1}/{len(rows)}] {row['audio']}: {len(finals)} finals, latency "
-              f"{', '.join(f'{lat:.2f}' for _, lat in finals)} s | {text[:60]!r} vs batch {batch.text[:60]!r}", flush=True)
+        clips.append(
+            {
+                "audio": row["audio"],
+                "lang": row["lang"],
+                "duration_s": round(audio.size / SAMPLE_RATE, 3),
+                "reference": row["text"],
+                "batch": batch.text,
+                "batch_language": batch.language,
+                "stream": text,
+                "stream_language": session.language,
+                "finals": [
+                    {
+                        "text": e.text,
+                        "start": round(e.start, 3),
+                        "end": round(e.end, 3),
+                        "latency_s": round(lat, 3),
+                        "decode_s": round(e.decode_s, 3),
+                    }
+                    for e, lat in finals
+                ],
+                "partials": sum(e.type == "partial" for e, _ in events),
+            }
+        )
+        print(
+            f"[{i + 1}/{len(rows)}] {row['audio']}: {len(finals)} finals, latency "
+            f"{', '.join(f'{lat:.2f}' for _, lat in finals)} s | {text[:60]!r} vs batch {batch.text[:60]!r}",
+            flush=True,
+        )
 
-    summary = {"clips": len(clips), "audio_s": round(audio_s, 2), "tail_s": args.tail, "pause_s": args.pause,
-               "language": "given" if args.language_given else "identified per stream",
-               "speculate": not args.no_speculate,
-               "threads": args.threads, "cpu_s": round(cpu, 2), "cpu_per_audio_s": round(cpu / audio_s, 3),
-               "wall_s": round(wall, 2), "finals": len(latencies),
-               "latency_median_s": round(float(np.median(latencies)), 3) if latencies else None,
-               "latency_p95_s": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
-               "latency_max_s": round(float(max(latencies)), 3) if latencies else None,
-               "cpus": os.cpu_count(), "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-               "by_language": {}}
+    summary = {
+        "clips": len(clips),
+        "audio_s": round(audio_s, 2),
+        "tail_s": args.tail,
+        "pause_s": args.pause,
+        "language": "given" if args.language_given else "identified per stream",
+        "speculate": not args.no_speculate,
+        "threads": args.threads,
+        "cpu_s": round(cpu, 2),
+        "cpu_per_audio_s": round(cpu / audio_s, 3),
+        "wall_s": round(wall, 2),
+        "finals": len(latencies),
+        "latency_median_s": round(float(np.median(latencies)), 3) if latencies else None,
+        "latency_p95_s": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
+        "latency_max_s": round(float(max(latencies)), 3) if latencies else None,
+        "cpus": os.cpu_count(),
+        "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "by_language": {},
+    }
     for lang in sorted({c["lang"] for c in clips}):
         cs = [c for c in clips if c["lang"] == lang]
         refs, batch, stream = [c["reference"] for c in cs], [c["batch"] for c in cs], [c["stream"] for c in cs]
         vs_batch, metric = error_rate(batch, stream, lang)
         summary["by_language"][lang] = {
-            "clips": len(cs), "metric": metric, "stream_vs_batch": round(vs_batch, 4),
+            "clips": len(cs),
+            "metric": metric,
+            "stream_vs_batch": round(vs_batch, 4),
             "batch_vs_ref": round(error_rate(refs, batch, lang)[0], 4),
-            "stream_vs_ref": round(error_rate(refs, stream, lang)[0], 4)}
+            "stream_vs_ref": round(error_rate(refs, stream, lang)[0], 4),
+        }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"summary": summary, "clips": clips}, indent=1, ensure_ascii=False))
@@ -114,17 +149,23 @@ def main(argv=None) -> int:
 
 
 def _markdown(s: dict) -> str:
-    lines = [f"Streaming {s['clips']} clips ({s['audio_s']} s incl. {s['tail_s']} s silence after each) at real-time "
-             f"pace, language {s['language']}, pause_s {s['pause_s']}, speculative finals {s['speculate']}, {s['threads']} torch threads on {s['cpus']} CPUs "
-             f"(1-min load average before/after: {s['loadavg_1min_before_after']}).", "",
-             f"- finals: {s['finals']}; latency end of speech -> final: median {s['latency_median_s']} s, "
-             f"p95 {s['latency_p95_s']} s, max {s['latency_max_s']} s",
-             f"- CPU: {s['cpu_per_audio_s']} s per second of audio ({s['cpu_s']} s over {s['audio_s']} s)", "",
-             "| lang | clips | metric | finals vs batch | batch vs reference | finals vs reference |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Streaming {s['clips']} clips ({s['audio_s']} s incl. {s['tail_s']} s silence after each) at real-time "
+        f"pace, language {s['language']}, pause_s {s['pause_s']}, speculative finals {s['speculate']}, {s['threads']} torch threads on {s['cpus']} CPUs "
+        f"(1-min load average before/after: {s['loadavg_1min_before_after']}).",
+        "",
+        f"- finals: {s['finals']}; latency end of speech -> final: median {s['latency_median_s']} s, "
+        f"p95 {s['latency_p95_s']} s, max {s['latency_max_s']} s",
+        f"- CPU: {s['cpu_per_audio_s']} s per second of audio ({s['cpu_s']} s over {s['audio_s']} s)",
+        "",
+        "| lang | clips | metric | finals vs batch | batch vs reference | finals vs reference |",
+        "|---|---|---|---|---|---|",
+    ]
     for lang, r in s["by_language"].items():
-        lines.append(f"| {lang} | {r['clips']} | {r['metric']} | {r['stream_vs_batch']:.3f} | {r['batch_vs_ref']:.3f} | "
-                     f"{r['stream_vs_ref']:.3f} |")
+        lines.append(
+            f"| {lang} | {r['clips']} | {r['metric']} | {r['stream_vs_batch']:.3f} | {r['batch_vs_ref']:.3f} | "
+            f"{r['stream_vs_ref']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -140,9 +181,12 @@ def _plot(latencies: list[float], s: dict, path: Path) -> None:
         ax.axvline(q, color="k", linestyle=style, linewidth=1)
     ax.set_xlabel("end of speech -> final (s, wall clock)")
     ax.set_ylabel("finals")
-    ax.set_title(f"diffasr stream on real_dev (language {s['language']}): median {s['latency_median_s']} s, "
-                 f"p95 {s['latency_p95_s']} s\npause {s['pause_s']} s, 2 shared CPUs, 1-min load "
-                 f"{s['loadavg_1min_before_after'][0]:g}-{s['loadavg_1min_before_after'][1]:g}", fontsize=9)
+    ax.set_title(
+        f"diffasr stream on real_dev (language {s['language']}): median {s['latency_median_s']} s, "
+        f"p95 {s['latency_p95_s']} s\npause {s['pause_s']} s, 2 shared CPUs, 1-min load "
+        f"{s['loadavg_1min_before_after'][0]:g}-{s['loadavg_1min_before_after'][1]:g}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

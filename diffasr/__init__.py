@@ -1,8 +1,8 @@
 """diffasr: multilingual speech recognition with a discrete-diffusion decoder.
 
-    import diffasr
-    model = diffasr.load()                      # the embedded diffasr-small, offline
-    print(model.transcribe("clip.wav").text)
+import diffasr
+model = diffasr.load()                      # the embedded diffasr-small, offline
+print(model.transcribe("clip.wav").text)
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ from .decoding import DecodeOptions
 from .errors import AudioError, ConfigError, DataError, DiffasrError, ModelError
 
 __version__ = "0.1.0"
-__all__ = ["load", "available_models", "DecodeOptions", "DiffasrError", "AudioError", "ModelError",
-           "ConfigError", "DataError", "__version__"]
+__all__ = [
+    "load",
+    "available_models",
+    "DecodeOptions",
+    "DiffasrError",
+    "AudioError",
+    "ModelError",
+    "ConfigError",
+    "DataError",
+    "__version__",
+]
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = "diffasr-small"

@@ -69,8 +69,9 @@ def ctc_align(log_probs: np.ndarray, targets: list[int], blank: int) -> np.ndarr
     return spans
 
 
-def words_from_tokens(tokenizer, ids: list[int], pieces: list[str], times: list[tuple[float, float]],
-                      confidences: list[float]) -> list[Word]:
+def words_from_tokens(
+    tokenizer, ids: list[int], pieces: list[str], times: list[tuple[float, float]], confidences: list[float]
+) -> list[Word]:
     """Group transcript tokens into words. pieces: token strings ('▁' marks a word start);
     times: (start, end) seconds per token; word text is the tokenizer's decode of its tokens."""
     words: list[Word] = []

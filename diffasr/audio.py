@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -24,7 +23,7 @@ MAX_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE
 CLEARLY_LONGER = 8  # a 2-D array's samples axis is at least this many times longer than its channels axis
 
 # What `load_audio` accepts: a path, raw file bytes, a file object, or (array, sample_rate).
-AudioInput = Union[str, os.PathLike, bytes, io.IOBase, np.ndarray, tuple]
+AudioInput = str | os.PathLike | bytes | io.IOBase | np.ndarray | tuple
 
 
 def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray:
@@ -40,8 +39,12 @@ def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray
         if sample_rate is None:
             raise AudioError("(array, sample_rate): the sample rate is None; give it in Hz")
     if sample_rate is not None:  # an explicit rate must be a real one: 0 is not "the default"
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(sample_rate) or sample_rate <= 0:
+        if (
+            isinstance(sample_rate, bool)
+            or not isinstance(sample_rate, (int, float, np.integer, np.floating))
+            or not np.isfinite(sample_rate)
+            or sample_rate <= 0
+        ):
             raise AudioError(f"sample rate must be a positive number of Hz, not {sample_rate!r}")
     if isinstance(source, np.ndarray):
         audio, sr = source, sample_rate or SAMPLE_RATE
@@ -137,8 +140,10 @@ def _to_model_rate(audio: np.ndarray, sr: int) -> np.ndarray:
         elif b >= CLEARLY_LONGER * a:
             audio = audio.mean(axis=0)
         else:
-            raise AudioError(f"audio array of shape {audio.shape} is ambiguous: give (samples, channels) or "
-                             f"(channels, samples) with at least {CLEARLY_LONGER}× more samples than channels")
+            raise AudioError(
+                f"audio array of shape {audio.shape} is ambiguous: give (samples, channels) or "
+                f"(channels, samples) with at least {CLEARLY_LONGER}× more samples than channels"
+            )
     if audio.ndim != 1:
         raise AudioError(f"audio must be 1-D or (samples, channels), got shape {audio.shape}")
     if audio.size == 0:

@@ -17,8 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 
 TINY_VISION = dict(
-    model_type="gemma4_vision", hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1,
-    num_key_value_heads=1, head_dim=8, position_embedding_size=8, patch_size=2,
+    model_type="gemma4_vision",
+    hidden_size=8,
+    intermediate_size=8,
+    num_hidden_layers=1,
+    num_attention_heads=1,
+    num_key_value_heads=1,
+    head_dim=8,
+    position_embedding_size=8,
+    patch_size=2,
 )
 
 
@@ -32,16 +39,31 @@ def make_config(dims: dict, canvas_length: int, tokens: dict):
 
     n = dims["layers"]
     text = dict(
-        vocab_size=tokens["vocab_size"], hidden_size=dims["hidden"], intermediate_size=dims["intermediate"],
-        num_hidden_layers=n, num_attention_heads=dims["heads"], num_key_value_heads=dims["kv_heads"],
-        head_dim=dims["head_dim"], global_head_dim=dims["head_dim"], num_global_key_value_heads=dims["kv_heads"],
-        sliding_window=dims["sliding_window"], layer_types=["sliding_attention"] * (n - 1) + ["full_attention"],
-        num_experts=dims["experts"], top_k_experts=dims["top_k"], moe_intermediate_size=dims["moe_intermediate"],
-        pad_token_id=tokens["pad"], eos_token_id=tokens["eos"], bos_token_id=tokens["bos"],
+        vocab_size=tokens["vocab_size"],
+        hidden_size=dims["hidden"],
+        intermediate_size=dims["intermediate"],
+        num_hidden_layers=n,
+        num_attention_heads=dims["heads"],
+        num_key_value_heads=dims["kv_heads"],
+        head_dim=dims["head_dim"],
+        global_head_dim=dims["head_dim"],
+        num_global_key_value_heads=dims["kv_heads"],
+        sliding_window=dims["sliding_window"],
+        layer_types=["sliding_attention"] * (n - 1) + ["full_attention"],
+        num_experts=dims["experts"],
+        top_k_experts=dims["top_k"],
+        moe_intermediate_size=dims["moe_intermediate"],
+        pad_token_id=tokens["pad"],
+        eos_token_id=tokens["eos"],
+        bos_token_id=tokens["bos"],
         max_position_embeddings=4096,
     )
-    return DiffusionGemmaConfig(text_config=text, vision_config=dict(TINY_VISION), canvas_length=canvas_length,
-                                image_token_id=tokens.get("audio", 4))
+    return DiffusionGemmaConfig(
+        text_config=text,
+        vision_config=dict(TINY_VISION),
+        canvas_length=canvas_length,
+        image_token_id=tokens.get("audio", 4),
+    )
 
 
 class Backbone(nn.Module):
@@ -119,8 +141,12 @@ class Backbone(nn.Module):
         pos = _positions_after(prompt_mask, L)
         dmask = None if bool(prompt_mask.all()) else F.pad(prompt_mask.bool(), (0, L), value=True)
         h = self.lm.model.decoder(
-            decoder_input_ids=canvas, cache=cache, self_conditioning_logits=sc_logits,
-            self_conditioning_mask=sc_mask, decoder_attention_mask=dmask, decoder_position_ids=pos,
+            decoder_input_ids=canvas,
+            cache=cache,
+            self_conditioning_logits=sc_logits,
+            self_conditioning_mask=sc_mask,
+            decoder_attention_mask=dmask,
+            decoder_position_ids=pos,
         ).last_hidden_state
         return self.head(h)
 

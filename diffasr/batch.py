@@ -35,20 +35,29 @@ def _schema():
     """One row per input file (pyarrow schema; JSONL rows carry the same fields)."""
     import pyarrow as pa
 
-    word = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string()), ("confidence", pa.float64())])
-    segment = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string()), ("words", pa.list_(word))])
-    return pa.schema([
-        ("path", pa.string()),                  # the input as listed (local absolute path or URI)
-        ("text", pa.string()),                  # full transcript (null on error)
-        ("language", pa.string()),              # given or identified
-        ("language_probability", pa.float64()),  # null when the language was given
-        ("duration", pa.float64()),             # seconds of audio
-        ("segments", pa.list_(segment)),        # one per speech chunk, absolute times, with its words
-        ("timings", pa.map_(pa.string(), pa.float64())),  # seconds per stage; `file` = this file's share of its batch
-        ("method", pa.string()),                # the decoding method
-        ("steps", pa.int64()),                  # denoising steps run
-        ("error", pa.string()),                 # null = ok; else "ExceptionType: message"
-    ])
+    word = pa.struct(
+        [("start", pa.float64()), ("end", pa.float64()), ("text", pa.string()), ("confidence", pa.float64())]
+    )
+    segment = pa.struct(
+        [("start", pa.float64()), ("end", pa.float64()), ("text", pa.string()), ("words", pa.list_(word))]
+    )
+    return pa.schema(
+        [
+            ("path", pa.string()),  # the input as listed (local absolute path or URI)
+            ("text", pa.string()),  # full transcript (null on error)
+            ("language", pa.string()),  # given or identified
+            ("language_probability", pa.float64()),  # null when the language was given
+            ("duration", pa.float64()),  # seconds of audio
+            ("segments", pa.list_(segment)),  # one per speech chunk, absolute times, with its words
+            (
+                "timings",
+                pa.map_(pa.string(), pa.float64()),
+            ),  # seconds per stage; `file` = this file's share of its batch
+            ("method", pa.string()),  # the decoding method
+            ("steps", pa.int64()),  # denoising steps run
+            ("error", pa.string()),  # null = ok; else "ExceptionType: message"
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -61,13 +70,19 @@ def list_inputs(source: str, language: str | None = None) -> list[dict]:
     elif source.endswith(".jsonl") and Path(source).is_file():
         rows = _read_manifest(Path(source), language)
     elif Path(source).is_dir():
-        rows = [{"path": str(p.resolve()), "language": language} for p in Path(source).rglob("*")
-                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
+        rows = [
+            {"path": str(p.resolve()), "language": language}
+            for p in Path(source).rglob("*")
+            if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+        ]
     elif Path(source).is_file():
         rows = [{"path": str(Path(source).resolve()), "language": language}]
     else:
-        rows = [{"path": str(Path(p).resolve()), "language": language}
-                for p in globlib.glob(source, recursive=True) if Path(p).is_file()]
+        rows = [
+            {"path": str(Path(p).resolve()), "language": language}
+            for p in globlib.glob(source, recursive=True)
+            if Path(p).is_file()
+        ]
     seen, out = set(), []
     for r in sorted(rows, key=lambda r: r["path"]):
         if r["path"] not in seen:
@@ -132,7 +147,9 @@ def read_output(path: Path) -> list[dict]:
 
         return pq.read_table(path).to_pylist()
     except Exception as e:
-        raise DataError(f"{path}: exists but cannot be read as {path.suffix[1:]} ({e}); move it away or pick another --output") from None
+        raise DataError(
+            f"{path}: exists but cannot be read as {path.suffix[1:]} ({e}); move it away or pick another --output"
+        ) from None
 
 
 def write_output(path: Path, rows: list[dict]) -> None:
@@ -158,8 +175,18 @@ def _for_arrow(r: dict) -> dict:
 def _row(path: str, t=None, error: str | None = None, share: float = 0.0) -> dict:
     """A Transcription (or an error) -> one output row (plain Python values)."""
     if t is None:
-        return {"path": path, "text": None, "language": None, "language_probability": None, "duration": None,
-                "segments": None, "timings": {"file": share}, "method": None, "steps": None, "error": error}
+        return {
+            "path": path,
+            "text": None,
+            "language": None,
+            "language_probability": None,
+            "duration": None,
+            "segments": None,
+            "timings": {"file": share},
+            "method": None,
+            "steps": None,
+            "error": error,
+        }
     segments, words, k = [], list(t.words), 0
     for j, s in enumerate(t.segments):  # words are clamped into their segment and in order: one pass
         nxt = t.segments[j + 1].start if j + 1 < len(t.segments) else float("inf")
@@ -171,9 +198,18 @@ def _row(path: str, t=None, error: str | None = None, share: float = 0.0) -> dic
             k += 1
         segments.append({"start": s.start, "end": s.end, "text": s.text, "words": seg_words})
     timings = {key: float(v) for key, v in t.timings.items() if key != "steps_run"} | {"file": share}
-    return {"path": path, "text": t.text, "language": t.language, "language_probability": t.language_probability,
-            "duration": t.duration, "segments": segments, "timings": timings, "method": t.method,
-            "steps": t.steps_run, "error": None}
+    return {
+        "path": path,
+        "text": t.text,
+        "language": t.language,
+        "language_probability": t.language_probability,
+        "duration": t.duration,
+        "segments": segments,
+        "timings": timings,
+        "method": t.method,
+        "steps": t.steps_run,
+        "error": None,
+    }
 
 
 # ---------------------------------------------------------------------------- the actor
@@ -240,10 +276,21 @@ class Transcriber:
 # ---------------------------------------------------------------------------- the job
 
 
-def run_batch(source: str, output: str | Path, model: str | None = None, actors: int = 1, batch_size: int = 8,
-              address: str | None = None, device: str = "cpu", threads: int = 0, gpus_per_actor: float = 0.0,
-              language: str | None = None, decode: dict | None = None, flush_every: float = 30.0,
-              progress: bool = True) -> dict:
+def run_batch(
+    source: str,
+    output: str | Path,
+    model: str | None = None,
+    actors: int = 1,
+    batch_size: int = 8,
+    address: str | None = None,
+    device: str = "cpu",
+    threads: int = 0,
+    gpus_per_actor: float = 0.0,
+    language: str | None = None,
+    decode: dict | None = None,
+    flush_every: float = 30.0,
+    progress: bool = True,
+) -> dict:
     """Transcribe every file of `source` into `output`; returns counts and seconds.
 
     actors: model replicas (Ray actors); batch_size: files per map_batches call (their chunks are
@@ -274,9 +321,18 @@ def run_batch(source: str, output: str | Path, model: str | None = None, actors:
     if started_here:
         # A local Ray's workers must import this same diffasr (a source tree may shadow an install);
         # on a cluster every node brings its own install.
-        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 runtime_env=None if address else {"env_vars": env})
+        env = {
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+            )
+        }
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            runtime_env=None if address else {"env_vars": env},
+        )
     t_ready = time.time()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours (files, from the driver) replaces Ray's per-operator bars
@@ -286,11 +342,15 @@ def run_batch(source: str, output: str | Path, model: str | None = None, actors:
     # block is done, so bigger blocks would hold finished files back (capped for huge jobs).
     ds = ray.data.from_items(todo, override_num_blocks=max(1, min(-(-len(todo) // batch_size), 2000)))
     ds = ds.map_batches(
-        Transcriber, batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+        Transcriber,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=1 if gpus_per_actor == 0 else 0,  # one CPU slot per actor, so N actors fit N cores
         num_gpus=gpus_per_actor or None,
-        fn_constructor_kwargs=dict(model=model, device=device, threads=threads, decode=decode or {},
-                                   chunk_batch=batch_size),
+        fn_constructor_kwargs=dict(
+            model=model, device=device, threads=threads, decode=decode or {}, chunk_batch=batch_size
+        ),
     )
     from tqdm import tqdm
 
@@ -316,8 +376,11 @@ def run_batch(source: str, output: str | Path, model: str | None = None, actors:
             ray.shutdown()
     stats["processed"] = len(new)
     end = time.time()
-    return stats | {"seconds": round(end - t_start, 2), "ray_start_s": round(t_ready - t_start, 2),
-                    "first_result_s": round((first_at or end) - t_start, 2)}
+    return stats | {
+        "seconds": round(end - t_start, 2),
+        "ray_start_s": round(t_ready - t_start, 2),
+        "first_result_s": round((first_at or end) - t_start, 2),
+    }
 
 
 def _merge(done: dict, new: list[dict]) -> list[dict]:
@@ -333,18 +396,44 @@ def add_arguments(p) -> None:
     from .tokenizer import LANGUAGES
     from .transcribe_cli import add_decoding_arguments
 
-    p.add_argument("input", metavar="INPUT", help="folder, glob, manifest .jsonl, file, or pyarrow URI (s3://, gs://, hdfs://, file://)")
-    p.add_argument("--output", required=True, help="OUT.parquet or OUT.jsonl (re-running skips the files already in it)")
-    p.add_argument("--model", default=None, help="checkpoint directory or shipped model name, readable on every node (default: diffasr-small)")
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="folder, glob, manifest .jsonl, file, or pyarrow URI (s3://, gs://, hdfs://, file://)",
+    )
+    p.add_argument(
+        "--output", required=True, help="OUT.parquet or OUT.jsonl (re-running skips the files already in it)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint directory or shipped model name, readable on every node (default: diffasr-small)",
+    )
     p.add_argument("--actors", type=int, default=1, help="model replicas in the actor pool (default 1)")
-    p.add_argument("--batch-size", type=int, default=8, help="files per actor call; their chunks are decoded this many at a time (default 8)")
-    p.add_argument("--address", default=None, help="Ray cluster to join ('auto', ray://host:10001); default: start a local Ray")
-    p.add_argument("--device", default="cpu", help="torch device in each actor (default cpu; cuda with --gpus-per-actor)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="files per actor call; their chunks are decoded this many at a time (default 8)",
+    )
+    p.add_argument(
+        "--address", default=None, help="Ray cluster to join ('auto', ray://host:10001); default: start a local Ray"
+    )
+    p.add_argument(
+        "--device", default="cpu", help="torch device in each actor (default cpu; cuda with --gpus-per-actor)"
+    )
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs Ray reserves per actor (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per actor (default: CPUs / actors)")
-    p.add_argument("--language", default=None, choices=LANGUAGES, help="language of every file (default: a manifest's `lang`, else identified)")
+    p.add_argument(
+        "--language",
+        default=None,
+        choices=LANGUAGES,
+        help="language of every file (default: a manifest's `lang`, else identified)",
+    )
     add_decoding_arguments(p)
-    p.add_argument("--flush-every", type=float, default=30.0, help="seconds between atomic rewrites of OUT (default 30)")
+    p.add_argument(
+        "--flush-every", type=float, default=30.0, help="seconds between atomic rewrites of OUT (default 30)"
+    )
 
 
 def run(args) -> int:
@@ -353,9 +442,24 @@ def run(args) -> int:
     decode = decoding_overrides(args)
     if args.device.startswith("cuda") and args.gpus_per_actor <= 0:
         raise ConfigError("--device cuda needs --gpus-per-actor (e.g. 1, or 0.5 for two replicas per GPU)")
-    s = run_batch(args.input, args.output, model=args.model, actors=args.actors, batch_size=args.batch_size,
-                  address=args.address, device=args.device, threads=args.threads, gpus_per_actor=args.gpus_per_actor,
-                  language=args.language, decode=decode, flush_every=args.flush_every, progress=sys.stderr.isatty())
-    print(f"{args.output}: {s['processed']} transcribed ({s['failed']} failed), {s['skipped']} already done, "
-          f"{s['files']} files, {s.get('seconds', 0):.1f} s", file=sys.stderr)
+    s = run_batch(
+        args.input,
+        args.output,
+        model=args.model,
+        actors=args.actors,
+        batch_size=args.batch_size,
+        address=args.address,
+        device=args.device,
+        threads=args.threads,
+        gpus_per_actor=args.gpus_per_actor,
+        language=args.language,
+        decode=decode,
+        flush_every=args.flush_every,
+        progress=sys.stderr.isatty(),
+    )
+    print(
+        f"{args.output}: {s['processed']} transcribed ({s['failed']} failed), {s['skipped']} already done, "
+        f"{s['files']} files, {s.get('seconds', 0):.1f} s",
+        file=sys.stderr,
+    )
     return 1 if s["failed"] else 0

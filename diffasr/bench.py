@@ -28,7 +28,6 @@ from .decoding.options import METHODS, reads
 from .errors import ConfigError, DataError
 
 
-
 def shared_dir() -> Path:
     return Path(os.environ.get("DIFFASR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -94,7 +93,9 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
         ctc = ctc_greedy(logits, n_audio, blank=tok.pad)
         state = prefilled or model.prefill(audio_tokens, n_audio, [language] * batch)
         L = max(canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc)
-        canvas = torch.randint(0, tok.vocab_size, (batch, L), generator=torch.Generator().manual_seed(0)).to(model.device)
+        canvas = torch.randint(0, tok.vocab_size, (batch, L), generator=torch.Generator().manual_seed(0)).to(
+            model.device
+        )
         sc = model.denoise(state, canvas)
         out["one_step"], _ = timed(lambda: model.denoise(state, canvas, sc), repeats)
     steps_run = out.get("steps_run", 0)
@@ -108,10 +109,18 @@ def throughput(model, arrays: list[np.ndarray], language: str | None, batch: int
     from .evaluate import transcribe_plain as transcribe
 
     options = dataclasses.replace(options, language=language)
-    seconds, _ = timed(lambda: transcribe(model, list(arrays), options=options, batch_size=batch), repeats, warmup=False)
+    seconds, _ = timed(
+        lambda: transcribe(model, list(arrays), options=options, batch_size=batch), repeats, warmup=False
+    )
     audio_s = sum(a.size for a in arrays) / SAMPLE_RATE
-    return dict(batch=batch, clips=len(arrays), audio_s=audio_s, seconds=seconds,
-                clips_per_s=len(arrays) / seconds, rtf=seconds / audio_s)
+    return dict(
+        batch=batch,
+        clips=len(arrays),
+        audio_s=audio_s,
+        seconds=seconds,
+        clips_per_s=len(arrays) / seconds,
+        rtf=seconds / audio_s,
+    )
 
 
 def length_times(model, arrays: list[np.ndarray], languages: list, options, repeats: int = 3) -> list[dict]:
@@ -121,10 +130,18 @@ def length_times(model, arrays: list[np.ndarray], languages: list, options, repe
 
     rows = []
     for a, lang in zip(arrays, languages):
-        runs = [transcribe(model, a, options=dataclasses.replace(options, language=lang)) for _ in range(repeats + 1)][1:]
-        rows.append(dict(audio_s=a.size / SAMPLE_RATE, tokens=len(runs[0].tokens), steps_run=runs[0].steps_run,
-                         denoise=statistics.median(r.timings["denoise"] for r in runs),
-                         total=statistics.median(sum(v for k, v in r.timings.items() if k != "steps_run") for r in runs)))
+        runs = [transcribe(model, a, options=dataclasses.replace(options, language=lang)) for _ in range(repeats + 1)][
+            1:
+        ]
+        rows.append(
+            dict(
+                audio_s=a.size / SAMPLE_RATE,
+                tokens=len(runs[0].tokens),
+                steps_run=runs[0].steps_run,
+                denoise=statistics.median(r.timings["denoise"] for r in runs),
+                total=statistics.median(sum(v for k, v in r.timings.items() if k != "steps_run") for r in runs),
+            )
+        )
     return rows
 
 
@@ -143,7 +160,7 @@ def fw_length_times(fw, arrays: list[np.ndarray], languages: list, repeats: int 
 
     rows = []
     for a, lang in zip(arrays, languages):
-        seconds, (_, n) = timed(lambda: fw_decode(fw, a, lang), repeats)
+        seconds, (_, n) = timed(lambda a=a, lang=lang: fw_decode(fw, a, lang), repeats)
         rows.append(dict(audio_s=a.size / SAMPLE_RATE, tokens=n, seconds=seconds))
     return rows
 
@@ -160,10 +177,16 @@ def _table(header, rows) -> str:
 def stage_table(stages: list[dict], fw_latency: float | None = None) -> str:
     keys = ["audio_decode", "encoder", "projector_ctc", "prefill", "one_step", "denoise"]
     known = set(keys) | {"total", "steps_run", "batch", "canvas", "steps", "per_step"}
-    keys += [k for k in stages[0] if k not in known and any(s.get(k) for s in stages)] + ["total"]  # stages a newer transcribe reports
+    keys += [k for k in stages[0] if k not in known and any(s.get(k) for s in stages)] + [
+        "total"
+    ]  # stages a newer transcribe reports
     header = ["batch", "canvas", "steps run"] + [f"{k} ms" for k in keys] + ["ms / clip"]
-    rows = [[s["batch"], s["canvas"], s.get("steps_run", 0)] + [f"{1000 * s.get(k, 0.0):.1f}" for k in keys] + [f"{1000 * s['total'] / s['batch']:.1f}"]
-            for s in stages]
+    rows = [
+        [s["batch"], s["canvas"], s.get("steps_run", 0)]
+        + [f"{1000 * s.get(k, 0.0):.1f}" for k in keys]
+        + [f"{1000 * s['total'] / s['batch']:.1f}"]
+        for s in stages
+    ]
     text = _table(header, rows)
     if fw_latency is not None:
         text += f"\nfaster-whisper, same clip, batch 1: {1000 * fw_latency:.1f} ms"
@@ -171,14 +194,34 @@ def stage_table(stages: list[dict], fw_latency: float | None = None) -> str:
 
 
 def throughput_table(rows: list[dict], fw: dict | None) -> str:
-    header = ["system", "batch", "clips", "audio s", "seconds", "clips/s", "RTF"] + (["speed vs faster-whisper"] if fw else [])
+    header = ["system", "batch", "clips", "audio s", "seconds", "clips/s", "RTF"] + (
+        ["speed vs faster-whisper"] if fw else []
+    )
     out = []
     for r in rows:
-        cells = ["diffasr", r["batch"], r["clips"], f"{r['audio_s']:.1f}", f"{r['seconds']:.2f}", f"{r['clips_per_s']:.1f}", f"{r['rtf']:.4f}"]
+        cells = [
+            "diffasr",
+            r["batch"],
+            r["clips"],
+            f"{r['audio_s']:.1f}",
+            f"{r['seconds']:.2f}",
+            f"{r['clips_per_s']:.1f}",
+            f"{r['rtf']:.4f}",
+        ]
         out.append(cells + ([f"{r['clips_per_s'] / fw['clips_per_s']:.1f}x"] if fw else []))
     if fw:
-        out.append(["faster-whisper", "1 (sequential)", fw["clips"], f"{fw['audio_s']:.1f}", f"{fw['seconds']:.2f}",
-                    f"{fw['clips_per_s']:.1f}", f"{fw['rtf']:.4f}", "1.0x"])
+        out.append(
+            [
+                "faster-whisper",
+                "1 (sequential)",
+                fw["clips"],
+                f"{fw['audio_s']:.1f}",
+                f"{fw['seconds']:.2f}",
+                f"{fw['clips_per_s']:.1f}",
+                f"{fw['rtf']:.4f}",
+                "1.0x",
+            ]
+        )
     return _table(header, out)
 
 
@@ -187,7 +230,14 @@ def length_table(rows: list[dict], fw_rows: list[dict] | None) -> str:
     header += ["fw tokens", "fw total ms"] if fw_rows else []
     out = []
     for i, (name, r) in enumerate(zip(("short", "long"), rows)):
-        cells = [name, f"{r['audio_s']:.1f}", r["tokens"], r["steps_run"], f"{1000 * r['denoise']:.1f}", f"{1000 * r['total']:.1f}"]
+        cells = [
+            name,
+            f"{r['audio_s']:.1f}",
+            r["tokens"],
+            r["steps_run"],
+            f"{1000 * r['denoise']:.1f}",
+            f"{1000 * r['total']:.1f}",
+        ]
         if fw_rows:
             cells += [fw_rows[i]["tokens"], f"{1000 * fw_rows[i]['seconds']:.1f}"]
         out.append(cells)
@@ -202,9 +252,13 @@ def add_arguments(p) -> None:
     p.add_argument("--clips", nargs="+", default=None, metavar="FILE", help="audio files (default: the real_dev clips)")
     p.add_argument("--language", default=None, help="language of --clips (default: auto; real_dev clips carry theirs)")
     p.add_argument("--method", default=None, choices=METHODS, help="decoding method (default: the model's)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps, for the methods that read them (default 8)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="denoising steps, for the methods that read them (default 8)"
+    )
     p.add_argument("--batch-sizes", default="1,8,32", help="throughput batch sizes (default 1,8,32)")
-    p.add_argument("--throughput-clips", type=int, default=32, metavar="N", help="clips in the throughput set (default 32)")
+    p.add_argument(
+        "--throughput-clips", type=int, default=32, metavar="N", help="clips in the throughput set (default 32)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement, after a warm-up (default 3)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both systems (default: library defaults)")
     p.add_argument("--no-baseline", action="store_true", help="skip faster-whisper")
@@ -221,8 +275,9 @@ def pick_clips(clips: list[tuple[Path, str | None]], durations: list[float], n_t
     langs = [lang for _, lang in clips]
     main = max(dict.fromkeys(langs), key=langs.count)
     pool = [i for i, lang in enumerate(langs) if lang == main]
-    return dict(ten=ten, short=short, long=long, language=main,
-                throughput=[pool[k % len(pool)] for k in range(n_throughput)])
+    return dict(
+        ten=ten, short=short, long=long, language=main, throughput=[pool[k % len(pool)] for k in range(n_throughput)]
+    )
 
 
 def run(args) -> int:
@@ -271,16 +326,30 @@ def run(args) -> int:
             fw_decode(fw, a, pick["language"])
         seconds = time.perf_counter() - t0
         audio_s = sum(a.size for a in tp_arrays) / SAMPLE_RATE
-        fw_tp = dict(batch=1, clips=len(tp_arrays), audio_s=audio_s, seconds=seconds,
-                     clips_per_s=len(tp_arrays) / seconds, rtf=seconds / audio_s)
+        fw_tp = dict(
+            batch=1,
+            clips=len(tp_arrays),
+            audio_s=audio_s,
+            seconds=seconds,
+            clips_per_s=len(tp_arrays) / seconds,
+            rtf=seconds / audio_s,
+        )
         fw_len = fw_length_times(fw, [arrays[i] for i in lengths], length_langs, args.repeats)
         rss["with_faster_whisper_peak_mb"] = peak_rss_mb()
-        fw_result = dict(latency_10s=latency, throughput=fw_tp, lengths=fw_len,
-                         ratios=dict(latency_10s_batch1=latency / (stages[0]["total"] - stages[0]["audio_decode"]),
-                                     **{f"throughput_batch{r['batch']}": r["clips_per_s"] / fw_tp["clips_per_s"] for r in tp}))
+        fw_result = dict(
+            latency_10s=latency,
+            throughput=fw_tp,
+            lengths=fw_len,
+            ratios=dict(
+                latency_10s_batch1=latency / (stages[0]["total"] - stages[0]["audio_decode"]),
+                **{f"throughput_batch{r['batch']}": r["clips_per_s"] / fw_tp["clips_per_s"] for r in tp},
+            ),
+        )
 
-    print(f"Per-stage times, {ten_clip.name} ({durations[pick['ten']]:.1f} s), {label} "
-          f"(total = transcribe from the file; one_step = one model.denoise call):")
+    print(
+        f"Per-stage times, {ten_clip.name} ({durations[pick['ten']]:.1f} s), {label} "
+        f"(total = transcribe from the file; one_step = one model.denoise call):"
+    )
     print(stage_table(stages, fw_result["latency_10s"] if fw_result else None) + "\n")
     print(f"Throughput, {len(tp_arrays)} clips ({pick['language']}), {label}:")
     print(throughput_table(tp, fw_result["throughput"] if fw_result else None) + "\n")
@@ -288,11 +357,22 @@ def run(args) -> int:
     print(length_table(length_rows, fw_result["lengths"] if fw_result else None) + "\n")
     print("Peak RSS: " + ", ".join(f"{k.removesuffix('_mb').replace('_', ' ')} {v:.0f} MB" for k, v in rss.items()))
     if fw_result:
-        print("Speed vs faster-whisper (×, higher is faster): " +
-              ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in fw_result["ratios"].items()))
+        print(
+            "Speed vs faster-whisper (×, higher is faster): "
+            + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in fw_result["ratios"].items())
+        )
     if args.json:
-        summary = dict(model=str(args.model or "default"), options=dataclasses.asdict(options), threads=args.threads, repeats=args.repeats,
-                       clip_10s=str(ten_clip), stages=stages, throughput=tp, lengths=length_rows, rss_mb=rss,
-                       faster_whisper=fw_result)
+        summary = dict(
+            model=str(args.model or "default"),
+            options=dataclasses.asdict(options),
+            threads=args.threads,
+            repeats=args.repeats,
+            clip_10s=str(ten_clip),
+            stages=stages,
+            throughput=tp,
+            lengths=length_rows,
+            rss_mb=rss,
+            faster_whisper=fw_result,
+        )
         _write(args.json, json.dumps(summary, indent=1))
     return 0

@@ -23,7 +23,10 @@ COMMANDS = {
     "bench": ("diffasr.bench", "per-stage timings and throughput against faster-whisper"),
     "serve": ("diffasr.serve", "OpenAI-compatible transcription server with a web page"),
     "batch": ("diffasr.batch", "transcribe many files on Ray Data into one Parquet/JSONL table (extra: ray)"),
-    "listen": ("diffasr.listen", "live transcription from the microphone (or --file X --realtime), finals line by line"),
+    "listen": (
+        "diffasr.listen",
+        "live transcription from the microphone (or --file X --realtime), finals line by line",
+    ),
 }
 
 

@@ -98,7 +98,9 @@ class WhisperEncoder:
     def cache_key(self) -> str:
         """Identifies weights + settings, for feature caches: same key, same features."""
         s = self.spec
-        return hashlib.sha1(f"{s.backend}|{s.name}|{s.n_mels}|{s.pad_to_30s}|{s.compute_type}".encode()).hexdigest()[:12]
+        return hashlib.sha1(f"{s.backend}|{s.name}|{s.n_mels}|{s.pad_to_30s}|{s.compute_type}".encode()).hexdigest()[
+            :12
+        ]
 
 
 class CT2WhisperEncoder(WhisperEncoder):
@@ -129,7 +131,9 @@ class CT2WhisperEncoder(WhisperEncoder):
             out.append(f.astype(np.float32))
         return out
 
-    def detect_language(self, audio: np.ndarray, languages: tuple[str, ...], min_seconds: float = 10.0) -> list[tuple[str, float]]:
+    def detect_language(
+        self, audio: np.ndarray, languages: tuple[str, ...], min_seconds: float = 10.0
+    ) -> list[tuple[str, float]]:
         """Whisper's own language probabilities, restricted to `languages`, best first.
 
         Input shorter than `min_seconds` is zero-padded to it (30: Whisper's padded window). Unpadded,

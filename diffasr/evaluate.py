@@ -4,10 +4,8 @@ A manifest is JSON lines with `audio` (relative to the manifest's folder), `text
 optional `subset` (reported as its own row). Every system sees the same decoded 16 kHz arrays with
 the language given, so times are compute only (audio decoding is shared and not counted).
 
-Scoring follows Whisper's paper: English normaliser for en, the basic normaliser otherwise (keeping
-combining marks for hi, whose vowel signs are marks), zh converted to simplified first. en/de/fr/es
-are scored by WER, zh/hi by CER with whitespace removed; rates are corpus-level (total edits / total
-reference units per language). The metric functions are pure: `normalize`, `metric_for`, `error_rate`.
+Scoring (diffasr/metrics.py) follows Whisper's paper: its normalisers, WER for en/de/fr/es, CER for
+zh/hi, corpus-level rates per language.
 """
 
 from __future__ import annotations
@@ -19,85 +17,15 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from .decoding import METHODS, DecodeOptions, resolve
 from .decoding.decode import is_base
 from .decoding.options import reads
+from .errors import ConfigError, DataError
 from .manifest import Utterance
 from .manifest import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
-from .errors import ConfigError, DataError
-
-CER_LANGUAGES = ("zh", "hi")  # no word boundaries to trust: score characters, whitespace removed
-
-# ---------------------------------------------------------------------- metrics (pure)
-
-
-@lru_cache(maxsize=None)
-def _normalizer(lang: str):
-    if lang == "en":
-        from whisper_normalizer.english import EnglishTextNormalizer
-
-        return EnglishTextNormalizer()
-    from whisper_normalizer.basic import BasicTextNormalizer
-
-    # The default basic normaliser turns Devanagari vowel signs and viramas (Unicode marks) into spaces.
-    return BasicTextNormalizer(preserve_marks=True) if lang == "hi" else BasicTextNormalizer()
-
-
-@lru_cache(maxsize=1)
-def _t2s():
-    from opencc import OpenCC
-
-    return OpenCC("t2s")
-
-
-def metric_for(lang: str, metric: str = "auto") -> str:
-    """'cer' for zh/hi, 'wer' otherwise; `metric` "cer" or "wer" forces one for every language."""
-    if metric != "auto":
-        return metric
-    return "cer" if lang in CER_LANGUAGES else "wer"
-
-
-def normalize(text: str, lang: str) -> str:
-    """The string that is scored: normalised words joined by single spaces, or (zh/hi) characters with
-    no whitespace at all. zh is converted to simplified characters first."""
-    if lang == "zh":
-        text = _t2s().convert(text)
-    text = _normalizer(lang)(text)
-    if metric_for(lang) == "cer":
-        return "".join(text.split())
-    return " ".join(text.split())
-
-
-def edit_counts(refs: list[str], hyps: list[str], lang: str, metric: str = "auto") -> tuple[int, int]:
-    """(edits, reference units) over a corpus, after normalisation. Units are words (WER) or
-    characters (CER; for spaced languages the single spaces between words count as characters).
-    A reference that normalises to nothing adds its hypothesis as insertions."""
-    import jiwer
-
-    if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    pairs = [(normalize(r, lang), normalize(h, lang)) for r, h in zip(refs, hyps)]
-    cer = metric_for(lang, metric) == "cer"
-    units = (lambda s: len(s)) if cer else (lambda s: len(s.split()))
-    edits = sum(units(h) for r, h in pairs if not r)
-    scored = [(r, h) for r, h in pairs if r]
-    if not scored:
-        return edits, 0
-    r, h = zip(*scored)
-    out = (jiwer.process_characters if cer else jiwer.process_words)(list(r), list(h))
-    edits += out.substitutions + out.deletions + out.insertions
-    return edits, out.substitutions + out.deletions + out.hits
-
-
-def error_rate(refs: list[str], hyps: list[str], lang: str, metric: str = "auto") -> tuple[float, str]:
-    """Corpus-level (rate, 'wer' | 'cer') of raw hypotheses against raw references in `lang`.
-    NaN when the references hold no words at all."""
-    edits, n = edit_counts(refs, hyps, lang, metric)
-    return (edits / n if n else math.nan), metric_for(lang, metric)
-
+from .metrics import error_rate
 
 # ---------------------------------------------------------------------- systems
 
@@ -133,7 +61,7 @@ def run_diffasr(model, clips: list[Utterance], arrays: list, options, batch_size
         lang_options = dataclasses.replace(options, language=lang)
         idx = [i for i, c in enumerate(clips) if c.lang == lang]
         for b in range(0, len(idx), batch_size):
-            chunk = idx[b: b + batch_size]
+            chunk = idx[b : b + batch_size]
             t0 = time.perf_counter()
             out = transcribe_plain(model, [arrays[i] for i in chunk], options=lang_options, batch_size=batch_size)
             seconds[lang] = seconds.get(lang, 0.0) + time.perf_counter() - t0
@@ -214,8 +142,10 @@ def score(run: SystemRun, clips: list[Utterance], durations: list[float], metric
             row.update(seconds=round(run.seconds[lang], 4), rtf=run.seconds[lang] / audio_s)
         rows[name] = row
     total_s, audio_s = sum(run.seconds.values()), sum(durations)
-    return dict(languages=rows, overall=dict(n=len(clips), audio_s=round(audio_s, 3), seconds=round(total_s, 4),
-                                             rtf=total_s / audio_s))
+    return dict(
+        languages=rows,
+        overall=dict(n=len(clips), audio_s=round(audio_s, 3), seconds=round(total_s, 4), rtf=total_s / audio_s),
+    )
 
 
 # ---------------------------------------------------------------------- tables, report, plot
@@ -225,7 +155,9 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     cells = [header] + [[_fmt(v) for v in r] for r in rows]
     widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
     line = lambda r: "| " + " | ".join(s.ljust(w) for s, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
+    return "\n".join(
+        [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]]
+    )
 
 
 def _fmt(v) -> str:
@@ -257,11 +189,19 @@ def language_table(results: list[dict]) -> str:
 def steps_table(results: list[dict]) -> str:
     """Error rate per language and overall RTF for each step count (plus CTC and the baseline)."""
     langs = [k for k in results[0]["languages"] if ":" not in k]
-    header = ["system"] + [f"{lang} {results[0]['languages'][lang]['metric'].upper()}" for lang in langs] + ["RTF", "x realtime"]
+    header = (
+        ["system"]
+        + [f"{lang} {results[0]['languages'][lang]['metric'].upper()}" for lang in langs]
+        + ["RTF", "x realtime"]
+    )
     rows = []
     for r in results:
         rtf = r["overall"]["rtf"]
-        rows.append([r["name"]] + [r["languages"][lang]["error_rate"] for lang in langs] + [rtf, f"{1 / rtf:.1f}" if rtf else ""])
+        rows.append(
+            [r["name"]]
+            + [r["languages"][lang]["error_rate"] for lang in langs]
+            + [rtf, f"{1 / rtf:.1f}" if rtf else ""]
+        )
     return markdown_table(header, rows)
 
 
@@ -282,7 +222,9 @@ def plot_steps(results: list[dict], out: str | Path) -> None:
         color = f"C{j}"
         metric = results[0]["languages"][lang]["metric"].upper()
         if diff:
-            ax_e.plot(steps, [r["languages"][lang]["error_rate"] for r in diff], "o-", color=color, label=f"{lang} ({metric})")
+            ax_e.plot(
+                steps, [r["languages"][lang]["error_rate"] for r in diff], "o-", color=color, label=f"{lang} ({metric})"
+            )
         for r, style in zip(others, ("--", ":", "-.")):
             ax_e.axhline(r["languages"][lang]["error_rate"], color=color, linestyle=style, linewidth=0.8)
     if diff:
@@ -290,7 +232,11 @@ def plot_steps(results: list[dict], out: str | Path) -> None:
     for r, style in zip(others, ("--", ":", "-.")):
         ax_s.axhline(r["overall"]["rtf"], color="gray", linestyle=style, label=r["name"])
     lines = ", ".join(f"{style} {r['name']}" for r, style in zip(others, ("--", ":", "-.")))
-    ax_e.set(xlabel="denoising steps", ylabel="error rate", title=f"Error rate vs steps ({lines})" if lines else "Error rate vs steps")
+    ax_e.set(
+        xlabel="denoising steps",
+        ylabel="error rate",
+        title=f"Error rate vs steps ({lines})" if lines else "Error rate vs steps",
+    )
     ax_e.title.set_fontsize(9)
     ax_s.set(xlabel="denoising steps", ylabel="real-time factor (lower is faster)", title="Speed vs steps")
     for ax in (ax_e, ax_s):
@@ -307,14 +253,23 @@ def report(summary: dict) -> str:
     """The markdown report: settings, the per-language table, the steps sweep, and notes."""
     s = summary["settings"]
     lines = [
-        f"# diffasr eval: {summary['manifest']}", "",
+        f"# diffasr eval: {summary['manifest']}",
+        "",
         f"- model: `{summary['model']}`; batch size {s['batch_size']}; threads {s['threads'] or 'default'}; rows:",
         *[f"  - {name}: " + ", ".join(f"{k} {v}" for k, v in opts.items()) for name, opts in s["rows"].items()],
         f"- {summary['n_clips']} clips, {summary['audio_s']:.1f} s of audio; language given to every system",
-        f"- command: `{summary['command']}`", "",
-        "## Per language", "", language_table(summary["results"]), "",
-        "## Steps sweep", "", steps_table(summary["results"]), "",
-        "## Notes", "",
+        f"- command: `{summary['command']}`",
+        "",
+        "## Per language",
+        "",
+        language_table(summary["results"]),
+        "",
+        "## Steps sweep",
+        "",
+        steps_table(summary["results"]),
+        "",
+        "## Notes",
+        "",
         "- WER for en/de/fr/es, CER (whitespace removed) for zh/hi; corpus-level per row (jiwer). Whisper "
         "English normaliser for en, basic normaliser otherwise (combining marks kept for hi); zh references and "
         "hypotheses are converted to simplified characters (OpenCC t2s) before scoring.",
@@ -322,9 +277,11 @@ def report(summary: dict) -> str:
         "lower is faster. diffasr runs without VAD or word timestamps, as the baseline does.",
     ]
     if any(r["method"] == "faster-whisper" for r in summary["results"]):
-        lines.append("- Baseline: faster-whisper on the same Whisper-base weights (CTranslate2 int8, CPU), plain greedy "
-                     "(beam 1, temperature 0, no fallback, no VAD), language given and no prompt; its zh output is "
-                     "traditional as often as not and is scored after the same simplified conversion.")
+        lines.append(
+            "- Baseline: faster-whisper on the same Whisper-base weights (CTranslate2 int8, CPU), plain greedy "
+            "(beam 1, temperature 0, no fallback, no VAD), language given and no prompt; its zh output is "
+            "traditional as often as not and is scored after the same simplified conversion."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -336,19 +293,33 @@ def add_arguments(p) -> None:
 
     p.add_argument("--manifest", required=True, help="JSON-lines manifest (audio, text, lang[, subset])")
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
-    p.add_argument("--method", default=None,
-                   help="comma-separated decoding methods, one row each (default: the model's method, ctc-greedy)")
-    p.add_argument("--steps", default=None,
-                   help="comma-separated denoising step counts, one row each for the methods that read steps (default: 8)")
-    p.add_argument("--baseline", default=None, choices=["faster-whisper"], help="also run this baseline on the same clips")
+    p.add_argument(
+        "--method",
+        default=None,
+        help="comma-separated decoding methods, one row each (default: the model's method, ctc-greedy)",
+    )
+    p.add_argument(
+        "--steps",
+        default=None,
+        help="comma-separated denoising step counts, one row each for the methods that read steps (default: 8)",
+    )
+    p.add_argument(
+        "--baseline", default=None, choices=["faster-whisper"], help="also run this baseline on the same clips"
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics and per-clip hypotheses as JSON")
     p.add_argument("--report", default=None, metavar="OUT.md", help="write a markdown report")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="plot error rate and speed vs steps")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
-    add_decoding_arguments(p, method=False, steps=False)  # --nbest, --ngram-weight, ...: the model's defaults unless given
-    p.add_argument("--metric", default="auto", choices=["auto", "cer", "wer"],
-                   help="auto: WER, CER for zh/hi (default); cer or wer: that metric for every language")
+    add_decoding_arguments(
+        p, method=False, steps=False
+    )  # --nbest, --ngram-weight, ...: the model's defaults unless given
+    p.add_argument(
+        "--metric",
+        default="auto",
+        choices=["auto", "cer", "wer"],
+        help="auto: WER, CER for zh/hi (default); cer or wer: that metric for every language",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for every system (default: library defaults)")
     p.add_argument("--device", default="cpu", help="torch device for diffasr (default cpu)")
 
@@ -420,13 +391,24 @@ def run(args) -> int:
         runs.append(run_faster_whisper(fw, clips, arrays, bar))
     bar.close()
 
-    results = [dict(name=r.name, method=r.method, steps=r.steps, **score(r, clips, durations, args.metric)) for r in runs]
+    results = [
+        dict(name=r.name, method=r.method, steps=r.steps, **score(r, clips, durations, args.metric)) for r in runs
+    ]
     summary = dict(
-        manifest=str(args.manifest), model=str(args.model or "default"),
+        manifest=str(args.manifest),
+        model=str(args.model or "default"),
         command="diffasr " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "diffasr eval ...",
-        settings=dict(batch_size=args.batch_size, baseline=args.baseline, metric=args.metric, threads=args.threads,
-                      device=args.device, rows={r.name: _read_fields(o) for r, o in zip(runs, rows)}),
-        n_clips=len(clips), audio_s=sum(durations), results=results,
+        settings=dict(
+            batch_size=args.batch_size,
+            baseline=args.baseline,
+            metric=args.metric,
+            threads=args.threads,
+            device=args.device,
+            rows={r.name: _read_fields(o) for r, o in zip(runs, rows)},
+        ),
+        n_clips=len(clips),
+        audio_s=sum(durations),
+        results=results,
     )
     print("Per language (error rate, real-time factor):\n" + language_table(results) + "\n")
     print("Steps sweep:\n" + steps_table(results))
@@ -436,8 +418,14 @@ def run(args) -> int:
         plot_steps(results, args.plot)
     if args.json:
         summary["clips"] = [
-            dict(audio=str(c.audio), lang=c.lang, subset=c.subset, duration=round(d, 3), text=c.text,
-                 hyps={r.name: h for r, h in zip(runs, hyps)})
+            dict(
+                audio=str(c.audio),
+                lang=c.lang,
+                subset=c.subset,
+                duration=round(d, 3),
+                text=c.text,
+                hyps={r.name: h for r, h in zip(runs, hyps)},
+            )
             for c, d, *hyps in zip(clips, durations, *(r.hyps for r in runs))
         ]
         _write(args.json, json.dumps(_finite(summary), ensure_ascii=False, indent=1))

@@ -22,11 +22,19 @@ from .tokenizer import LANGUAGES
 
 def add_arguments(p) -> None:
     p.add_argument("--file", default=None, help="transcribe this audio file as a live stream instead of the microphone")
-    p.add_argument("--realtime", action="store_true", help="with --file: play it at real-time pace (default: as fast as it decodes)")
-    p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: identified once)")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="with --file: play it at real-time pace (default: as fast as it decodes)",
+    )
+    p.add_argument(
+        "--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: identified once)"
+    )
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--input-device", default=None, help="microphone: sounddevice device name or index (default: the system's)")
+    p.add_argument(
+        "--input-device", default=None, help="microphone: sounddevice device name or index (default: the system's)"
+    )
     p.add_argument("--pause-s", type=float, default=0.5, help="a pause this long closes an utterance (default 0.5)")
     p.add_argument("--timestamps", action="store_true", help="prefix each final with [start -> end] seconds")
     p.add_argument("--partials", action="store_true", help="show the utterance in progress on stderr")
@@ -46,6 +54,7 @@ def _printer(args):
             else:
                 sys.stderr.write(f"… {ev.text}\n")
             sys.stderr.flush()
+
     return on_event
 
 
@@ -55,14 +64,22 @@ def _open_microphone(device, blocks: queue.Queue):
     try:
         import sounddevice as sd
     except (ImportError, OSError) as e:  # OSError: the package is there but the PortAudio library is not
-        raise ConfigError(f"no microphone support ({e}); install it with `pip install 'diffasr[mic]'` and the "
-                          "PortAudio library (apt install libportaudio2), or use --file X --realtime") from None
+        raise ConfigError(
+            f"no microphone support ({e}); install it with `pip install 'diffasr[mic]'` and the "
+            "PortAudio library (apt install libportaudio2), or use --file X --realtime"
+        ) from None
     try:
         device = int(device) if device is not None and str(device).isdigit() else device
         info = sd.query_devices(device, kind="input")
         rate = int(info["default_samplerate"])
-        stream = sd.InputStream(device=device, channels=1, samplerate=rate, dtype="float32", blocksize=rate // 10,
-                                callback=lambda data, frames, t, status: blocks.put((data[:, 0].copy(), rate)))
+        stream = sd.InputStream(
+            device=device,
+            channels=1,
+            samplerate=rate,
+            dtype="float32",
+            blocksize=rate // 10,
+            callback=lambda data, frames, t, status: blocks.put((data[:, 0].copy(), rate)),
+        )
         stream.start()
     except Exception as e:  # sounddevice raises PortAudioError / ValueError for missing or busy devices
         raise ConfigError(f"cannot open a microphone ({e}); try --input-device, or --file X --realtime") from None

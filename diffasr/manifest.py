@@ -58,7 +58,9 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         if not audio.is_file():
             raise DataError(f"{where}: audio file {audio} not found")
         subset = r.get("subset")
-        rows.append(Utterance(audio, r["text"], r["lang"], float(r.get("duration_s") or 0), str(subset) if subset else None))
+        rows.append(
+            Utterance(audio, r["text"], r["lang"], float(r.get("duration_s") or 0), str(subset) if subset else None)
+        )
     if not rows:
         raise DataError(f"{path}: manifest holds no clips")
     return rows

@@ -37,21 +37,52 @@ CTC_SOURCES = ("projector", "prompt")  # where a model's CTC head reads (ModelCo
 # Backbone sizes. `small` is sized for a 2-core CPU (see docs/diffusiongemma.md §4 timings);
 # `tiny` exists for tests; `gemma-26b` loads google/diffusiongemma-26B-A4B-it and trains LoRA.
 DIMS = {
-    "small": dict(hidden=256, layers=6, heads=4, kv_heads=2, head_dim=64, intermediate=1024,
-                  experts=1, top_k=1, moe_intermediate=16, sliding_window=1024),
-    "tiny": dict(hidden=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate=128,
-                 experts=1, top_k=1, moe_intermediate=16, sliding_window=1024),
+    "small": dict(
+        hidden=256,
+        layers=6,
+        heads=4,
+        kv_heads=2,
+        head_dim=64,
+        intermediate=1024,
+        experts=1,
+        top_k=1,
+        moe_intermediate=16,
+        sliding_window=1024,
+    ),
+    "tiny": dict(
+        hidden=64,
+        layers=2,
+        heads=2,
+        kv_heads=1,
+        head_dim=32,
+        intermediate=128,
+        experts=1,
+        top_k=1,
+        moe_intermediate=16,
+        sliding_window=1024,
+    ),
 }
 PRESETS = {
-    "small": dict(encoder=EncoderSpec(), projector=dict(hidden=512, strides=(2, 2, 1)),
-                  backbone=dict(source="scratch", dims=DIMS["small"]), canvas_length=192),
-    "tiny": dict(encoder=EncoderSpec(), projector=dict(hidden=64, strides=(2, 2, 1)),
-                 backbone=dict(source="scratch", dims=DIMS["tiny"]), canvas_length=64),
+    "small": dict(
+        encoder=EncoderSpec(),
+        projector=dict(hidden=512, strides=(2, 2, 1)),
+        backbone=dict(source="scratch", dims=DIMS["small"]),
+        canvas_length=192,
+    ),
+    "tiny": dict(
+        encoder=EncoderSpec(),
+        projector=dict(hidden=64, strides=(2, 2, 1)),
+        backbone=dict(source="scratch", dims=DIMS["tiny"]),
+        canvas_length=64,
+    ),
     "gemma-26b": dict(
         encoder=EncoderSpec(backend="hf", name="openai/whisper-small", dim=768, pad_to_30s=True),
         projector=dict(hidden=1280, strides=(2, 2, 2)),
-        backbone=dict(source="pretrained", name="google/diffusiongemma-26B-A4B-it",
-                      lora=dict(r=32, alpha=64, dropout=0.05, targets=["q_proj", "k_proj", "v_proj", "o_proj"])),  # 39.4 M trained (recipe.py)
+        backbone=dict(
+            source="pretrained",
+            name="google/diffusiongemma-26B-A4B-it",
+            lora=dict(r=32, alpha=64, dropout=0.05, targets=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        ),  # 39.4 M trained (recipe.py)
         canvas_length=192,
         # Gemma 4 special ids (reference config): begin/placeholder/end of audio.
         gemma_ids=dict(pad=0, eos=1, bos=2, boa=256000, audio=258881, eoa=258883, vocab_size=262144),
@@ -95,7 +126,7 @@ class PromptState(NamedTuple):
     mask: torch.Tensor
     hidden: torch.Tensor | None
 
-    def rows(self, rows: torch.Tensor) -> "PromptState":
+    def rows(self, rows: torch.Tensor) -> PromptState:
         """The state of `rows` (B',) of this batch (repeats allowed), on a copy of the cache."""
         cache = copy.deepcopy(self.cache)
         cache.reorder_cache(rows)
@@ -130,7 +161,7 @@ class DiffusionASR(nn.Module):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_preset(cls, preset: str, tokenizer: Tokenizer | None = None, gemma=None, **overrides) -> "DiffusionASR":
+    def from_preset(cls, preset: str, tokenizer: Tokenizer | None = None, gemma=None, **overrides) -> DiffusionASR:
         """A fresh (untrained) model. `small`/`tiny` need a tokenizer (train one with
         BPETokenizer.train); `gemma-26b` loads the frozen backbone + tokenizer (local dir or Hub)
         unless `gemma`/`tokenizer` are given (tests pass a tiny random backbone of the same structure)."""
@@ -155,8 +186,13 @@ class DiffusionASR(nn.Module):
             dims = dict(bb["dims"])
             gemma = _scratch_gemma(dims, p["canvas_length"], token_ids(tokenizer))
         cfg = ModelConfig(
-            preset=preset, encoder=dataclasses.asdict(p["encoder"]), projector=dict(p["projector"]), backbone=bb,
-            canvas_length=p["canvas_length"], tokenizer={"kind": tokenizer.kind}, tokens=token_ids(tokenizer),
+            preset=preset,
+            encoder=dataclasses.asdict(p["encoder"]),
+            projector=dict(p["projector"]),
+            backbone=bb,
+            canvas_length=p["canvas_length"],
+            tokenizer={"kind": tokenizer.kind},
+            tokens=token_ids(tokenizer),
             lm_config=gemma.config.to_dict() if bb["source"] == "scratch" else None,
         )
         cfg.projector["strides"] = list(cfg.projector["strides"])
@@ -174,8 +210,12 @@ class DiffusionASR(nn.Module):
         for p in lm.parameters():
             p.requires_grad_(False)
         targets = "|".join(lora["targets"])
-        cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora.get("dropout", 0.0),
-                         target_modules=rf".*model\.decoder\.layers\.\d+\.self_attn\.({targets})")
+        cfg = LoraConfig(
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora.get("dropout", 0.0),
+            target_modules=rf".*model\.decoder\.layers\.\d+\.self_attn\.({targets})",
+        )
         inject_adapter_in_model(cfg, lm)
         enc_layers = lm.model.encoder.language_model.layers
         for enc, dec in zip(enc_layers, lm.model.decoder.layers):
@@ -219,8 +259,8 @@ class DiffusionASR(nn.Module):
         ids = torch.full((len(rows), P), self.tokenizer.pad, dtype=torch.long)
         mask = torch.zeros((len(rows), P), dtype=torch.bool)
         for i, r in enumerate(rows):
-            ids[i, P - len(r):] = torch.tensor(r)
-            mask[i, P - len(r):] = True
+            ids[i, P - len(r) :] = torch.tensor(r)
+            mask[i, P - len(r) :] = True
         return ids.to(self.device), mask.to(self.device)
 
     def prefill(self, audio_tokens: torch.Tensor, n_audio: torch.Tensor, languages: list) -> PromptState:
@@ -302,7 +342,9 @@ class DiffusionASR(nn.Module):
         return sd
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu", gemma=None, dtype: torch.dtype = torch.float32) -> "DiffusionASR":
+    def load(
+        cls, directory: str | Path, device: str = "cpu", gemma=None, dtype: torch.dtype = torch.float32
+    ) -> DiffusionASR:
         """A checkpoint directory -> the model in eval mode. Anything wrong with the directory (missing
         or unreadable files, bad JSON, missing fields, tensors of the wrong shape) is one ModelError."""
         from safetensors import SafetensorError
@@ -321,7 +363,7 @@ class DiffusionASR(nn.Module):
             raise ModelError(f"{d}: not a valid diffasr checkpoint ({type(e).__name__}: {detail[:300]})") from None
 
     @classmethod
-    def _load(cls, d: Path, device: str, gemma, dtype: torch.dtype) -> "DiffusionASR":
+    def _load(cls, d: Path, device: str, gemma, dtype: torch.dtype) -> DiffusionASR:
         from safetensors.torch import load_file
 
         if not (d / "config.json").is_file():
@@ -330,13 +372,18 @@ class DiffusionASR(nn.Module):
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ModelError(f"{d}: config.json is {'empty' if not text.strip() else f'not valid JSON ({e})'}") from None
+            raise ModelError(
+                f"{d}: config.json is {'empty' if not text.strip() else f'not valid JSON ({e})'}"
+            ) from None
         if not isinstance(raw, dict):
             raise ModelError(f"{d}: config.json must hold a JSON object, not {type(raw).__name__}")
         if not isinstance(raw.get("format_version", 0), int) or raw.get("format_version", 0) > FORMAT_VERSION:
             raise ModelError(f"{d}: checkpoint format {raw['format_version']!r} is not one this diffasr reads")
-        required = [f.name for f in dataclasses.fields(ModelConfig)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        required = [
+            f.name
+            for f in dataclasses.fields(ModelConfig)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         missing = [k for k in required if k not in raw]
         if missing:
             raise ModelError(f"{d}: config.json lacks {', '.join(missing)}")
@@ -361,9 +408,9 @@ class DiffusionASR(nn.Module):
                 if p.requires_grad:
                     p.data = p.data.float()
         tensors = load_file(str(d / "model.safetensors"))
-        proj = {k[len("projector."):]: v for k, v in tensors.items() if k.startswith("projector.")}
+        proj = {k[len("projector.") :]: v for k, v in tensors.items() if k.startswith("projector.")}
         model.projector.load_state_dict(proj)
-        lm_sd = {k[len("lm."):]: v for k, v in tensors.items() if k.startswith("lm.")}
+        lm_sd = {k[len("lm.") :]: v for k, v in tensors.items() if k.startswith("lm.")}
         missing, unexpected = model.backbone.lm.load_state_dict(lm_sd, strict=False)
         if unexpected:
             raise ModelError(f"{d}: checkpoint has tensors the model lacks: {unexpected[:3]}")
@@ -410,6 +457,10 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
     den.load_vocab(d / VOCAB_FILE)
     model.denoiser = den.to(device).eval()
     model.config = dataclasses.replace(
-        model.config, preset="base", decode_defaults=raw.get("decode_defaults", {}), training=raw.get("training", {}),
-        languages=[lang for lang in model.config.languages if lang in den.vocab])
+        model.config,
+        preset="base",
+        decode_defaults=raw.get("decode_defaults", {}),
+        training=raw.get("training", {}),
+        languages=[lang for lang in model.config.languages if lang in den.vocab],
+    )
     return model

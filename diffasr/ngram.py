@@ -21,9 +21,9 @@ import io
 import os
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class NgramLM:
     def __init__(self, order: int, vocab_size: int, eos: int, rows: list[tuple], discounts: list[float]):
         # rows[n] = (g, h, s) as in the file: g (G, n+2) context…, token, count; h (C, n) contexts;
         # s (C, 2) count c(h) and backoff weight b(h) of the same contexts
-        if (vocab_size + 1) ** max(order - 1, 1) >= 2 ** 63:
+        if (vocab_size + 1) ** max(order - 1, 1) >= 2**63:
             raise ConfigError(f"a {order}-gram over {vocab_size} tokens does not fit the packed context keys")
         self.order, self.vocab_size, self.eos = order, vocab_size, eos
         self.bos = vocab_size
@@ -72,7 +72,7 @@ class NgramLM:
             base = self.vocab_size + 1
             for n, o in enumerate(self._orders):
                 key = 0  # the last n ids packed as `_pack` packs them, on Python ints (the beam's hot path)
-                for t in context[len(context) - n:] if n else ():
+                for t in context[len(context) - n :] if n else ():
                     key = key * base + t
                 i = int(np.searchsorted(o.keys, key))
                 if i == len(o.keys) or o.keys[i] != key:
@@ -99,8 +99,9 @@ class NgramLM:
     # ------------------------------------------------------------------ training
 
     @classmethod
-    def train(cls, sequences: Iterable[list[int]], vocab_size: int, eos: int, order: int = 4,
-              min_count: int = 1) -> "NgramLM":
+    def train(
+        cls, sequences: Iterable[list[int]], vocab_size: int, eos: int, order: int = 4, min_count: int = 1
+    ) -> NgramLM:
         """Count `sequences` (token id lists) into an `order`-gram. Highest-order n-grams seen fewer
         than `min_count` times are dropped from the table (their mass stays with the context, so
         the lower orders take them over): a smaller file for a slightly blunter model."""
@@ -111,7 +112,7 @@ class NgramLM:
         for ids in sequences:
             seq = [bos] * (order - 1) + list(ids) + [eos]
             for i in range(order - 1, len(seq)):
-                top[tuple(seq[i - order + 1: i + 1])] += 1
+                top[tuple(seq[i - order + 1 : i + 1])] += 1
         # counts per order: raw at the top, continuation counts (distinct left neighbours) below
         counts: list[Counter] = [Counter() for _ in range(order)]
         counts[order - 1] = top
@@ -133,10 +134,16 @@ class NgramLM:
                     table[g[:-1]][g[-1]] = c
             # a context none of whose n-grams survived the pruning backs off entirely (not kept)
             g_rows = [(*h, w, c) for h, row in table.items() for w, c in row.items()]
-            s_rows = [(total[h], 1.0 - sum(max(c - d, 0.0) for c in row.values()) / total[h]) for h, row in table.items()]
-            rows.append((np.array(g_rows, dtype=np.uint32).reshape(-1, n + 2),
-                         np.array(list(table), dtype=np.uint32).reshape(len(table), n),
-                         np.array(s_rows, dtype=np.float64).reshape(-1, 2)))
+            s_rows = [
+                (total[h], 1.0 - sum(max(c - d, 0.0) for c in row.values()) / total[h]) for h, row in table.items()
+            ]
+            rows.append(
+                (
+                    np.array(g_rows, dtype=np.uint32).reshape(-1, n + 2),
+                    np.array(list(table), dtype=np.uint32).reshape(len(table), n),
+                    np.array(s_rows, dtype=np.float64).reshape(-1, 2),
+                )
+            )
         return cls(order, vocab_size, eos, rows, discounts)
 
     # ------------------------------------------------------------------ files
@@ -144,8 +151,10 @@ class NgramLM:
     def save(self, path: str | Path) -> None:
         """One compressed .npz (atomic): per order n, `g{n}` rows (context…, token, count), `h{n}` rows
         (context…) and `s{n}` rows (count, backoff weight) of the same contexts, plus the header."""
-        arrays = {"header": np.array([self.order, self.vocab_size, self.eos], dtype=np.int64),
-                  "discounts": np.array(self.discounts, dtype=np.float64)}
+        arrays = {
+            "header": np.array([self.order, self.vocab_size, self.eos], dtype=np.int64),
+            "discounts": np.array(self.discounts, dtype=np.float64),
+        }
         for n, o in enumerate(self._orders):
             arrays[f"g{n}"], arrays[f"h{n}"], arrays[f"s{n}"] = o.rows(n, self.vocab_size + 1)
         buf = io.BytesIO()
@@ -158,7 +167,7 @@ class NgramLM:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "NgramLM":
+    def load(cls, path: str | Path) -> NgramLM:
         try:
             z = np.load(path)
             order, vocab_size, eos = (int(x) for x in z["header"])
@@ -181,16 +190,16 @@ class _Order:
     """The counted contexts of one length n, sorted by packed key, and their n-grams grouped by
     context: context i's tokens and counts are tokens[lo[i]:hi[i]], counts[lo[i]:hi[i]]."""
 
-    keys: np.ndarray     # (C,) int64
-    total: np.ndarray    # (C,) float64 c(h)
+    keys: np.ndarray  # (C,) int64
+    total: np.ndarray  # (C,) float64 c(h)
     backoff: np.ndarray  # (C,) float64 b(h)
-    lo: np.ndarray       # (C,) int64
-    hi: np.ndarray       # (C,) int64
-    tokens: np.ndarray   # (G,) int32
-    counts: np.ndarray   # (G,) float64
+    lo: np.ndarray  # (C,) int64
+    hi: np.ndarray  # (C,) int64
+    tokens: np.ndarray  # (G,) int32
+    counts: np.ndarray  # (G,) float64
 
     @classmethod
-    def build(cls, n: int, g: np.ndarray, h: np.ndarray, s: np.ndarray, base: int) -> "_Order":
+    def build(cls, n: int, g: np.ndarray, h: np.ndarray, s: np.ndarray, base: int) -> _Order:
         g = np.asarray(g).reshape(-1, n + 2)
         h, s = np.asarray(h), np.asarray(s, dtype=np.float64).reshape(-1, 2)
         h = h.reshape(len(h), n)
@@ -202,9 +211,15 @@ class _Order:
         rows = np.lexsort((g[:, n], gk))
         gk = gk[rows]
         keys = hk[by]
-        return cls(keys=keys, total=s[by, 0], backoff=s[by, 1],
-                   lo=np.searchsorted(gk, keys, "left"), hi=np.searchsorted(gk, keys, "right"),
-                   tokens=g[rows, n].astype(np.int32), counts=g[rows, n + 1].astype(np.float64))
+        return cls(
+            keys=keys,
+            total=s[by, 0],
+            backoff=s[by, 1],
+            lo=np.searchsorted(gk, keys, "left"),
+            hi=np.searchsorted(gk, keys, "right"),
+            tokens=g[rows, n].astype(np.int32),
+            counts=g[rows, n + 1].astype(np.float64),
+        )
 
     def rows(self, n: int, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Back to the file's (g, h, s) arrays."""
@@ -213,8 +228,9 @@ class _Order:
         for j in range(n - 1, -1, -1):
             h[:, j], k = k % base, k // base
         per = self.hi - self.lo
-        g = np.concatenate([np.repeat(h, per, axis=0),
-                            np.stack([self.tokens, self.counts], axis=1).astype(np.uint32)], axis=1)
+        g = np.concatenate(
+            [np.repeat(h, per, axis=0), np.stack([self.tokens, self.counts], axis=1).astype(np.uint32)], axis=1
+        )
         return g.reshape(-1, n + 2), h, np.stack([self.total, self.backoff], axis=1)
 
 

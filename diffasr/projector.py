@@ -26,7 +26,9 @@ class Projector(nn.Module):
         if len(self.strides) != 3 or any(s not in (1, 2, 3, 4) for s in self.strides):
             raise ValueError(f"projector needs three strides in 1..4, got {strides}")
         dims = [in_dim, hidden, hidden, hidden]
-        self.convs = nn.ModuleList(nn.Conv1d(dims[i], dims[i + 1], 3, stride=s, padding=1) for i, s in enumerate(self.strides))
+        self.convs = nn.ModuleList(
+            nn.Conv1d(dims[i], dims[i + 1], 3, stride=s, padding=1) for i, s in enumerate(self.strides)
+        )
         self.act = nn.GELU()
         self.out = nn.Linear(hidden, out_dim)
         self.norm = nn.LayerNorm(out_dim, elementwise_affine=False)

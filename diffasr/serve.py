@@ -15,15 +15,12 @@ decoded in a thread pool. Bad input of any kind is a 4xx with an OpenAI-style JS
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import math
 import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
@@ -33,14 +30,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from . import serve_limits
 from .audio import SAMPLE_RATE, load_audio
 from .decoding import DecodeOptions, resolve
 from .decoding.decode import is_base
 from .decoding.options import METHODS, reads
 from .errors import AudioError, ConfigError, DiffasrError
-from . import serve_limits
+from .serve_batcher import Batcher, Metrics
 from .serve_limits import Admission, ApiError, Guard, Limits, uvicorn_config
-from .transcribe import Transcription, transcribe
+from .transcribe import Transcription
 from .writers import write_srt, write_txt, write_vtt
 
 log = logging.getLogger("diffasr.serve")
@@ -52,133 +50,6 @@ FIELDS = ("file", "model", "language", "response_format", "temperature", "method
 MODEL_ALIASES = ("whisper-1",)  # what OpenAI clients send by default; there is one model to pick
 
 
-# ---------------------------------------------------------------------- batching
-
-
-@dataclass(eq=False)  # compared by identity: `in`/`remove` on the queue must not compare arrays
-class _Job:
-    audio: np.ndarray
-    options: DecodeOptions
-    future: asyncio.Future
-    queued: float  # loop.time() at submission
-
-
-@dataclass
-class Metrics:
-    started: float = field(default_factory=time.time)
-    responses: collections.Counter = field(default_factory=collections.Counter)  # status code -> count
-    batch_sizes: collections.Counter = field(default_factory=collections.Counter)  # jobs per batch -> count
-    batches: int = 0
-    items: int = 0
-    model_seconds: float = 0.0
-    audio_seconds: float = 0.0
-    in_flight: int = 0
-
-
-class Batcher:
-    """Queue of decode jobs; a single loop groups them and runs each group in the model thread.
-
-    A group is the oldest pending job plus every later job with equal options, closed when it holds
-    `max_batch` jobs or when the oldest has waited `max_wait_s`. Jobs with other options wait for a
-    later group; none is dropped or reordered within its options.
-    """
-
-    def __init__(self, model, max_batch: int, max_wait_s: float, metrics: Metrics):
-        self.model, self.max_batch, self.max_wait_s, self.metrics = model, max_batch, max_wait_s, metrics
-        self.pending: collections.deque[_Job] = collections.deque()
-        self.wakeup = asyncio.Event()
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix="diffasr-model")  # torch work stays on one thread
-        self.task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._loop(), name="diffasr-batcher")
-
-    async def close(self) -> None:
-        """Finish the jobs already queued, then stop (uvicorn calls this after in-flight requests end)."""
-        while self.pending and self.task and not self.task.done():
-            await asyncio.sleep(0.01)
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        self.worker.shutdown(wait=True)
-
-    async def submit(self, audio: np.ndarray, options: DecodeOptions) -> tuple[Transcription, int]:
-        """Decode one array; returns its Transcription and the size of the batch it ran in."""
-        loop = asyncio.get_running_loop()
-        job = _Job(audio, options, loop.create_future(), loop.time())
-        self.pending.append(job)
-        self.wakeup.set()
-        try:
-            return await job.future
-        finally:
-            if job in self.pending:  # its request timed out or went away: nobody waits for it
-                self.pending.remove(job)
-                self.wakeup.set()
-
-    def _group(self) -> list[_Job]:
-        # a job whose request timed out or went away is dropped, not decoded for nobody
-        for j in [j for j in self.pending if j.future.done()]:
-            self.pending.remove(j)
-        if not self.pending:
-            return []
-        first = self.pending[0]
-        return [j for j in self.pending if j.options == first.options][: self.max_batch]
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self.pending:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            if not self._group():
-                continue
-            deadline = self.pending[0].queued + self.max_wait_s
-            while self.pending and len(self._group()) < self.max_batch and (left := deadline - loop.time()) > 0:
-                self.wakeup.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), left)
-            jobs = self._group()
-            if not jobs:
-                continue
-            for j in jobs:
-                self.pending.remove(j)
-            await self._run(jobs)
-
-    async def _run(self, jobs: list[_Job]) -> None:
-        loop = asyncio.get_running_loop()
-        options = jobs[0].options
-        t0 = time.perf_counter()
-        try:
-            results = await loop.run_in_executor(self.worker, self._decode, [j.audio for j in jobs], options)
-        except Exception as e:
-            if len(jobs) > 1:  # find the culprit: the others must not fail with it
-                log.warning("batch of %d failed (%r); decoding its requests one by one", len(jobs), e)
-                for j in jobs:
-                    await self._run([j])
-                return
-            if not isinstance(e, DiffasrError):
-                log.exception("decoding failed")
-            if not jobs[0].future.done():
-                jobs[0].future.set_exception(e)
-            return
-        seconds = time.perf_counter() - t0
-        audio_s = sum(r.duration for r in results)
-        m = self.metrics
-        m.batches += 1
-        m.items += len(jobs)
-        m.batch_sizes[len(jobs)] += 1
-        m.model_seconds += seconds
-        m.audio_seconds += audio_s
-        log.info("batch size=%d audio=%.1fs steps=%d seconds=%.3f", len(jobs), audio_s, options.steps, seconds)
-        for j, r in zip(jobs, results):
-            if not j.future.done():  # the client may have gone away
-                j.future.set_result((r, len(jobs)))
-
-    def _decode(self, audios: list[np.ndarray], options: DecodeOptions) -> list[Transcription]:
-        return transcribe(self.model, audios, options=options, batch_size=self.max_batch)
-
-
 # ---------------------------------------------------------------------- request parsing
 
 
@@ -186,29 +57,49 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
     """Validate the form's fields into DecodeOptions and a response format; ApiError(400) otherwise."""
     unknown = sorted(set(form.keys()) - set(FIELDS))
     if unknown:
-        raise ApiError(400, f"unknown parameter {unknown[0]!r} (this server accepts {', '.join(FIELDS)})",
-                       param=unknown[0], code="unknown_parameter")
+        raise ApiError(
+            400,
+            f"unknown parameter {unknown[0]!r} (this server accepts {', '.join(FIELDS)})",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
     for key, value in form.multi_items():
         if key != "file" and not isinstance(value, str):
             raise ApiError(400, f"{key} must be a plain form field, not a file", param=key, code="invalid_value")
     name = form.get("model") or model_name
     if name not in (model_name, *MODEL_ALIASES):
-        raise ApiError(404, f"model {name!r} does not exist; this server runs {model_name!r}", param="model",
-                       code="model_not_found")
+        raise ApiError(
+            404,
+            f"model {name!r} does not exist; this server runs {model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
     fmt = form.get("response_format") or "json"
     if fmt not in FORMATS:
-        raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}, not {fmt!r}",
-                       param="response_format", code="invalid_value")
+        raise ApiError(
+            400,
+            f"response_format must be one of {', '.join(FORMATS)}, not {fmt!r}",
+            param="response_format",
+            code="invalid_value",
+        )
     language = (form.get("language") or "").strip().lower()
     language = None if language in ("", "auto") else language
     if language is not None and language not in model.config.languages:
-        raise ApiError(400, f"language {language!r} is not supported (choose from {', '.join(model.config.languages)}, "
-                            "or leave it out to detect it)", param="language", code="unsupported_language")
-    given = {"method": form.get("method") or None, "language": language,
-             "steps": _number(form, "steps", int, None),
-             # OpenAI's default is 0 and many clients always send it: 0 means "not sampled", which
-             # every method honours; another value is the caller's option, checked like the rest
-             "temperature": _number(form, "temperature", float, None) or None}
+        raise ApiError(
+            400,
+            f"language {language!r} is not supported (choose from {', '.join(model.config.languages)}, "
+            "or leave it out to detect it)",
+            param="language",
+            code="unsupported_language",
+        )
+    given = {
+        "method": form.get("method") or None,
+        "language": language,
+        "steps": _number(form, "steps", int, None),
+        # OpenAI's default is 0 and many clients always send it: 0 means "not sampled", which
+        # every method honours; another value is the caller's option, checked like the rest
+        "temperature": _number(form, "temperature", float, None) or None,
+    }
     try:
         options = resolve(model.config.decode_defaults, given, is_base(model))
     except ConfigError as e:
@@ -226,8 +117,12 @@ def _number(form, name: str, kind: type, default):
     except (TypeError, ValueError):
         number = None
     if number is None or not math.isfinite(number):
-        raise ApiError(400, f"{name} must be {'an integer' if kind is int else 'a number'}, not {value!r}",
-                       param=name, code="invalid_value")
+        raise ApiError(
+            400,
+            f"{name} must be {'an integer' if kind is int else 'a number'}, not {value!r}",
+            param=name,
+            code="invalid_value",
+        )
     return number
 
 
@@ -238,8 +133,12 @@ def _decode_upload(file, max_duration_s: float) -> np.ndarray:
     before decoding."""
     probed = _probe_duration(file)
     if probed is not None and probed > max_duration_s:
-        raise ApiError(400, f"audio is {probed:.0f} s long; this server accepts at most {max_duration_s:g} s",
-                       param="file", code="audio_too_long")
+        raise ApiError(
+            400,
+            f"audio is {probed:.0f} s long; this server accepts at most {max_duration_s:g} s",
+            param="file",
+            code="audio_too_long",
+        )
     try:
         file.seek(0)
         audio = load_audio(file)
@@ -249,8 +148,12 @@ def _decode_upload(file, max_duration_s: float) -> np.ndarray:
         log.warning("audio decode failed: %r", e)
         raise AudioError(f"not a readable audio file ({type(e).__name__})") from None
     if audio.size / SAMPLE_RATE > max_duration_s:
-        raise ApiError(400, f"audio is {audio.size / SAMPLE_RATE:.0f} s long; this server accepts at most "
-                            f"{max_duration_s:g} s", param="file", code="audio_too_long")
+        raise ApiError(
+            400,
+            f"audio is {audio.size / SAMPLE_RATE:.0f} s long; this server accepts at most {max_duration_s:g} s",
+            param="file",
+            code="audio_too_long",
+        )
     return audio
 
 
@@ -280,15 +183,25 @@ def _render(result: Transcription, fmt: str, batch_size: int):
         return JSONResponse({"text": result.text}, headers=headers)
     if fmt == "verbose_json":
         body = {
-            "task": "transcribe", "language": result.language, "duration": result.duration, "text": result.text,
-            "segments": [{"id": i, "start": s.start, "end": s.end, "text": s.text} for i, s in enumerate(result.segments)],
-            "words": [{"word": w.text, "start": w.start, "end": w.end, "confidence": round(w.confidence, 4)}
-                      for w in getattr(result, "words", [])],
+            "task": "transcribe",
+            "language": result.language,
+            "duration": result.duration,
+            "text": result.text,
+            "segments": [
+                {"id": i, "start": s.start, "end": s.end, "text": s.text} for i, s in enumerate(result.segments)
+            ],
+            "words": [
+                {"word": w.text, "start": w.start, "end": w.end, "confidence": round(w.confidence, 4)}
+                for w in getattr(result, "words", [])
+            ],
             # extensions: per-token confidence at the last denoising step, and how the text was decoded
-            "tokens": [{"id": t, "text": s, "confidence": round(c, 4)}
-                       for t, s, c in zip(result.tokens, result.token_strings, result.confidences)],
+            "tokens": [
+                {"id": t, "text": s, "confidence": round(c, 4)}
+                for t, s, c in zip(result.tokens, result.token_strings, result.confidences)
+            ],
             "language_probability": getattr(result, "language_probability", None),
-            "method": result.method, "steps": result.steps_run,
+            "method": result.method,
+            "steps": result.steps_run,
         }
         return JSONResponse(body, headers=headers)
     writer = {"text": write_txt, "srt": write_srt, "vtt": write_vtt}[fmt]
@@ -299,18 +212,27 @@ def _render(result: Transcription, fmt: str, batch_size: int):
 # ---------------------------------------------------------------------- the app
 
 
-def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wait_ms: float = 30,
-               max_upload_mb: float = 25, max_duration_s: float = 600, streams: dict | None = None,
-               limits: Limits | None = None):
+def create_app(
+    model,
+    model_name: str | None = None,
+    max_batch: int = 8,
+    max_wait_ms: float = 30,
+    max_upload_mb: float = 25,
+    max_duration_s: float = 600,
+    streams: dict | None = None,
+    limits: Limits | None = None,
+):
     """The FastAPI app serving `model` (a loaded DiffusionASR). Run it with uvicorn, ideally through
     `serve_limits.uvicorn_config(app, limits)` so that the protocol-level limits apply too.
     `streams`: keyword arguments of stream_server.stream_router (limits of the /v1/stream WebSocket)."""
     limits = limits or Limits()
     limits.check()
-    for ok, msg in [(max_batch >= 1, f"max_batch must be ≥ 1, not {max_batch}"),
-                    (max_wait_ms >= 0, f"max_wait_ms must be ≥ 0, not {max_wait_ms}"),
-                    (max_upload_mb > 0, f"max_upload_mb must be > 0, not {max_upload_mb}"),
-                    (max_duration_s > 0, f"max_duration_s must be > 0, not {max_duration_s}")]:
+    for ok, msg in [
+        (max_batch >= 1, f"max_batch must be ≥ 1, not {max_batch}"),
+        (max_wait_ms >= 0, f"max_wait_ms must be ≥ 0, not {max_wait_ms}"),
+        (max_upload_mb > 0, f"max_upload_mb must be > 0, not {max_upload_mb}"),
+        (max_duration_s > 0, f"max_duration_s must be > 0, not {max_duration_s}"),
+    ]:
         if not ok:
             raise ConfigError(msg)
     model_name = model_name or f"diffasr-{model.config.preset}"
@@ -363,25 +285,33 @@ def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wai
                     options, fmt = _options(form, model, model_name)
                     upload = form.get("file")
                     if upload is None or isinstance(upload, str):
-                        raise ApiError(400, "missing the audio `file` (a multipart file upload)", param="file",
-                                       code="missing_file")
+                        raise ApiError(
+                            400, "missing the audio `file` (a multipart file upload)", param="file", code="missing_file"
+                        )
                     size = upload.size if upload.size is not None else upload.file.seek(0, os.SEEK_END)
                     if size > max_upload:
-                        raise ApiError(413, f"file is {size / MB:.1f} MB; the limit is {max_upload_mb:g} MB",
-                                       param="file", code="file_too_large")
+                        raise ApiError(
+                            413,
+                            f"file is {size / MB:.1f} MB; the limit is {max_upload_mb:g} MB",
+                            param="file",
+                            code="file_too_large",
+                        )
                     admission.start_work()  # 503 when the queue is full
                     working = True
                     try:
                         audio = await asyncio.to_thread(_decode_upload, upload.file, max_duration_s)
                     except AudioError as e:
-                        raise ApiError(400, f"could not decode the audio: {e}", param="file",
-                                       code="invalid_audio") from None
+                        raise ApiError(
+                            400, f"could not decode the audio: {e}", param="file", code="invalid_audio"
+                        ) from None
             except ClientDisconnect:
                 raise ApiError(400, "client disconnected during upload") from None
             try:  # the spooled upload is closed (deleted) by now; only the decoded samples remain
                 result, batch_size = await request.app.state.batcher.submit(audio, options)
             except DiffasrError as e:  # audio that decodes but cannot be transcribed
-                raise ApiError(400, f"could not transcribe the audio: {e}", param="file", code="invalid_audio") from None
+                raise ApiError(
+                    400, f"could not transcribe the audio: {e}", param="file", code="invalid_audio"
+                ) from None
             del audio
             return _render(result, fmt, batch_size)
         finally:
@@ -393,31 +323,47 @@ def create_app(model, model_name: str | None = None, max_batch: int = 8, max_wai
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": int(metrics.started),
-                                            "owned_by": "diffasr"}]}
+        return {
+            "object": "list",
+            "data": [{"id": model_name, "object": "model", "created": int(metrics.started), "owned_by": "diffasr"}],
+        }
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name, "languages": list(model.config.languages),
-                "methods": list(METHODS), "default_method": model.config.decode_defaults.get("method", DecodeOptions.method),
-                "steps_methods": [m for m in METHODS if "steps" in reads(m)], "default_steps": DecodeOptions.steps,
-                "max_upload_mb": max_upload_mb, "max_duration_s": max_duration_s}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "languages": list(model.config.languages),
+            "methods": list(METHODS),
+            "default_method": model.config.decode_defaults.get("method", DecodeOptions.method),
+            "steps_methods": [m for m in METHODS if "steps" in reads(m)],
+            "default_steps": DecodeOptions.steps,
+            "max_upload_mb": max_upload_mb,
+            "max_duration_s": max_duration_s,
+        }
 
     @app.get("/metrics")
     async def metrics_():
         m = metrics
         return {
-            "uptime_s": round(time.time() - m.started, 3), "in_flight": m.in_flight,
+            "uptime_s": round(time.time() - m.started, 3),
+            "in_flight": m.in_flight,
             "queue_depth": len(app.state.batcher.pending),
             "responses": {str(k): v for k, v in sorted(m.responses.items())},
-            "batches_run": m.batches, "items_decoded": m.items,
+            "batches_run": m.batches,
+            "items_decoded": m.items,
             "batch_sizes": {str(k): v for k, v in sorted(m.batch_sizes.items())},
             "max_batch_size_seen": max(m.batch_sizes, default=0),
             "mean_batch_size": round(m.items / m.batches, 3) if m.batches else 0.0,
-            "model_seconds_total": round(m.model_seconds, 3), "audio_seconds_total": round(m.audio_seconds, 3),
-            "max_batch": max_batch, "max_wait_ms": max_wait_ms,
-            "receiving": admission.n_receiving, "working": admission.n_working, "refused_busy": admission.refused,
-            "max_uploads": limits.max_uploads, "max_queue": limits.max_queue,
+            "model_seconds_total": round(m.model_seconds, 3),
+            "audio_seconds_total": round(m.audio_seconds, 3),
+            "max_batch": max_batch,
+            "max_wait_ms": max_wait_ms,
+            "receiving": admission.n_receiving,
+            "working": admission.n_working,
+            "refused_busy": admission.refused,
+            "max_uploads": limits.max_uploads,
+            "max_queue": limits.max_queue,
         }
 
     @app.get("/", response_class=HTMLResponse)
@@ -438,8 +384,12 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--max-batch", type=int, default=8, help="most requests decoded together (default 8)")
-    p.add_argument("--max-wait-ms", type=float, default=30, help="how long a request waits for others to join "
-                                                                  "its batch (default 30)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=30,
+        help="how long a request waits for others to join its batch (default 30)",
+    )
     p.add_argument("--max-upload-mb", type=float, default=25, help="largest accepted upload (default 25)")
     p.add_argument("--max-duration-s", type=float, default=600, help="longest accepted audio (default 600)")
     from .stream_server import add_arguments as stream_arguments
@@ -457,12 +407,26 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = serve_limits.from_args(args)
     model = load(args.model, device=args.device)
-    app = create_app(model, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                     max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
-                     streams=limits_from(args), limits=limits)
-    log.info("serving %s on http://%s:%d (max batch %d, max wait %g ms, %d uploads / %d queued at once, hosts %s)",
-             f"diffasr-{model.config.preset}", args.host, args.port, args.max_batch, args.max_wait_ms,
-             limits.max_uploads, limits.max_queue, ", ".join(limits.allowed_hosts) if limits.allowed_hosts else "any")
+    app = create_app(
+        model,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_upload_mb=args.max_upload_mb,
+        max_duration_s=args.max_duration_s,
+        streams=limits_from(args),
+        limits=limits,
+    )
+    log.info(
+        "serving %s on http://%s:%d (max batch %d, max wait %g ms, %d uploads / %d queued at once, hosts %s)",
+        f"diffasr-{model.config.preset}",
+        args.host,
+        args.port,
+        args.max_batch,
+        args.max_wait_ms,
+        limits.max_uploads,
+        limits.max_queue,
+        ", ".join(limits.allowed_hosts) if limits.allowed_hosts else "any",
+    )
     # uvicorn handles SIGINT/SIGTERM: stop accepting, finish in-flight requests, then run the lifespan exit.
     uvicorn.Server(uvicorn_config(app, limits, host=args.host, port=args.port, log_level="info")).run()
     return 0

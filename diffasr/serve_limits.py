@@ -36,8 +36,15 @@ RETRYABLE = (429, 503)
 class ApiError(Exception):
     """A request the server refuses; becomes `{"error": {message, type, param, code}}` with `status`."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error", headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type_: str = "invalid_request_error",
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
         self.headers = headers
@@ -96,7 +103,7 @@ def host_name(header: bytes) -> str:
     """The name part of a Host header value: 'example.com:8000' -> 'example.com', '[::1]:80' -> '::1'."""
     host = header.decode("latin-1").strip().lower()
     if host.startswith("["):
-        return host[1: host.find("]")] if "]" in host else host
+        return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
@@ -124,12 +131,17 @@ class Admission:
         lim = self.limits
         if self.n_working >= lim.max_queue:
             self.refused += 1
-            raise busy(503, f"the server is busy ({self.n_working} requests queued, the most it holds); retry later",
-                       lim, "queue_full")
+            raise busy(
+                503,
+                f"the server is busy ({self.n_working} requests queued, the most it holds); retry later",
+                lim,
+                "queue_full",
+            )
         if self.n_receiving >= lim.max_uploads:
             self.refused += 1
-            raise busy(429, f"too many uploads at once (the limit is {lim.max_uploads}); retry later",
-                       lim, "too_many_uploads")
+            raise busy(
+                429, f"too many uploads at once (the limit is {lim.max_uploads}); retry later", lim, "too_many_uploads"
+            )
         self.n_receiving += 1
 
     def received(self) -> None:
@@ -141,8 +153,12 @@ class Admission:
         """The upload becomes work; 503 when `max_queue` requests are already past their upload."""
         if self.n_working >= self.limits.max_queue:
             self.refused += 1
-            raise busy(503, f"the server is busy ({self.n_working} requests queued, the most it holds); retry later",
-                       self.limits, "queue_full")
+            raise busy(
+                503,
+                f"the server is busy ({self.n_working} requests queued, the most it holds); retry later",
+                self.limits,
+                "queue_full",
+            )
         self.n_working += 1
 
     def done(self) -> None:
@@ -197,10 +213,18 @@ class Guard:
             return await self.app(scope, receive, send)
         if lim.allowed_hosts is not None and host_name(headers.get(b"host", b"")) not in lim.allowed_hosts:
             # DNS rebinding: a web page's own name resolving to 127.0.0.1 still sends that name as Host
-            return await self._refuse(ApiError(400, "Host header not allowed (see diffasr serve --allowed-hosts)",
-                                               code="invalid_host"), scope, receive, send)
-        too_large = ApiError(413, f"request body exceeds the upload limit of {self.max_body / MB:.1f} MB",
-                             param="file", code="file_too_large")
+            return await self._refuse(
+                ApiError(400, "Host header not allowed (see diffasr serve --allowed-hosts)", code="invalid_host"),
+                scope,
+                receive,
+                send,
+            )
+        too_large = ApiError(
+            413,
+            f"request body exceeds the upload limit of {self.max_body / MB:.1f} MB",
+            param="file",
+            code="file_too_large",
+        )
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             return await self._refuse(too_large, scope, receive, send)
@@ -213,8 +237,12 @@ class Guard:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, body_deadline - loop.time()))
             except TimeoutError:  # a slow client must not hold a connection and an upload slot forever
-                raise ApiError(408, f"the request body did not arrive within {lim.body_timeout_s:g} s",
-                               code="body_timeout", headers={"connection": "close"}) from None
+                raise ApiError(
+                    408,
+                    f"the request body did not arrive within {lim.body_timeout_s:g} s",
+                    code="body_timeout",
+                    headers={"connection": "close"},
+                ) from None
             seen += len(message.get("body", b""))
             if seen > self.max_body:
                 raise too_large
@@ -235,8 +263,12 @@ class Guard:
             if started:
                 raise
             log.warning("request to %s timed out after %g s", scope.get("path"), lim.request_timeout_s)
-            error = busy(503, f"the request was not answered within {lim.request_timeout_s:g} s; retry later",
-                         lim, "request_timeout")
+            error = busy(
+                503,
+                f"the request was not answered within {lim.request_timeout_s:g} s; retry later",
+                lim,
+                "request_timeout",
+            )
             error.headers["connection"] = "close"
             await self._refuse(error, scope, receive, send)
 
@@ -245,10 +277,13 @@ class Guard:
 
 
 def _raw_response(status: int, reason: str, message: str, code: str) -> bytes:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                 "code": code}}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            "connection: close\r\n\r\n")
+    body = json.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -277,8 +312,12 @@ def bounded_protocol(limits: Limits):
             if self.conn.their_state is h11.IDLE:
                 buffered = self.conn.trailing_data[0] + data
                 if len(buffered) > max_head and b"\r\n\r\n" not in buffered[: max_head + 4]:
-                    self._refuse(431, "Request Header Fields Too Large",
-                                 f"request line and headers exceed {limits.max_header_kb:g} KB", "headers_too_large")
+                    self._refuse(
+                        431,
+                        "Request Header Fields Too Large",
+                        f"request line and headers exceed {limits.max_header_kb:g} KB",
+                        "headers_too_large",
+                    )
                     return
                 if self._head_timer is None:
                     self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_timeout)
@@ -300,11 +339,18 @@ def bounded_protocol(limits: Limits):
 
         def _head_timeout(self) -> None:
             self._head_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing() and (
-                    self.cycle is None or self.cycle.response_complete):
+            if (
+                self.conn.their_state is h11.IDLE
+                and not self.transport.is_closing()
+                and (self.cycle is None or self.cycle.response_complete)
+            ):
                 if self.conn.trailing_data[0]:  # a request head started and did not finish
-                    self._refuse(408, "Request Timeout", f"the request head did not arrive within "
-                                 f"{limits.header_timeout_s:g} s", "header_timeout")
+                    self._refuse(
+                        408,
+                        "Request Timeout",
+                        f"the request head did not arrive within {limits.header_timeout_s:g} s",
+                        "header_timeout",
+                    )
                 else:
                     self.transport.close()
 
@@ -325,39 +371,87 @@ def uvicorn_config(app, limits: Limits, **kwargs):
     """uvicorn.Config for `app` with `limits` applied (the protocol above, connection cap, h11 buffer)."""
     import uvicorn
 
-    return uvicorn.Config(app, http=bounded_protocol(limits), limit_concurrency=limits.max_connections,
-                          h11_max_incomplete_event_size=int(limits.max_header_kb * 1024) * 2 + 16 * 1024, **kwargs)
+    return uvicorn.Config(
+        app,
+        http=bounded_protocol(limits),
+        limit_concurrency=limits.max_connections,
+        h11_max_incomplete_event_size=int(limits.max_header_kb * 1024) * 2 + 16 * 1024,
+        **kwargs,
+    )
 
 
 def add_arguments(p) -> None:
     """The `diffasr serve` flags for Limits (defaults from the dataclass)."""
     d = Limits()
-    p.add_argument("--max-uploads", type=int, default=d.max_uploads,
-                   help=f"transcription uploads received at once; more get 429 + Retry-After (default {d.max_uploads})")
-    p.add_argument("--max-queue", type=int, default=d.max_queue,
-                   help=f"requests past their upload (decoding, queued, in the model); more get 503 + Retry-After "
-                        f"(default {d.max_queue})")
-    p.add_argument("--body-timeout-s", type=float, default=d.body_timeout_s,
-                   help=f"seconds for a whole request body to arrive; slower gets 408 and is closed (default {d.body_timeout_s:g})")
-    p.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s,
-                   help=f"seconds from request to response start; longer gets 503 (default {d.request_timeout_s:g})")
-    p.add_argument("--header-timeout-s", type=float, default=d.header_timeout_s,
-                   help=f"seconds for a request's headers to arrive (default {d.header_timeout_s:g})")
-    p.add_argument("--max-header-kb", type=float, default=d.max_header_kb,
-                   help=f"largest request line + headers; larger gets 431 (default {d.max_header_kb:g})")
-    p.add_argument("--max-connections", type=int, default=d.max_connections,
-                   help=f"open connections; more get 503 (default {d.max_connections})")
-    p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
-                   help="comma-separated Host header names accepted, '*' for any (default: localhost, 127.0.0.1 "
-                        "and ::1 when --host is loopback, else any)")
-    p.add_argument("--retry-after-s", type=int, default=d.retry_after_s,
-                   help=f"Retry-After of 429/503 answers (default {d.retry_after_s})")
+    p.add_argument(
+        "--max-uploads",
+        type=int,
+        default=d.max_uploads,
+        help=f"transcription uploads received at once; more get 429 + Retry-After (default {d.max_uploads})",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help=f"requests past their upload (decoding, queued, in the model); more get 503 + Retry-After "
+        f"(default {d.max_queue})",
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=d.body_timeout_s,
+        help=f"seconds for a whole request body to arrive; slower gets 408 and is closed (default {d.body_timeout_s:g})",
+    )
+    p.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=d.request_timeout_s,
+        help=f"seconds from request to response start; longer gets 503 (default {d.request_timeout_s:g})",
+    )
+    p.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=d.header_timeout_s,
+        help=f"seconds for a request's headers to arrive (default {d.header_timeout_s:g})",
+    )
+    p.add_argument(
+        "--max-header-kb",
+        type=float,
+        default=d.max_header_kb,
+        help=f"largest request line + headers; larger gets 431 (default {d.max_header_kb:g})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        help=f"open connections; more get 503 (default {d.max_connections})",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated Host header names accepted, '*' for any (default: localhost, 127.0.0.1 "
+        "and ::1 when --host is loopback, else any)",
+    )
+    p.add_argument(
+        "--retry-after-s",
+        type=int,
+        default=d.retry_after_s,
+        help=f"Retry-After of 429/503 answers (default {d.retry_after_s})",
+    )
 
 
 def from_args(args) -> Limits:
-    limits = Limits(max_uploads=args.max_uploads, max_queue=args.max_queue, body_timeout_s=args.body_timeout_s,
-                    request_timeout_s=args.request_timeout_s, header_timeout_s=args.header_timeout_s,
-                    max_header_kb=args.max_header_kb, max_connections=args.max_connections,
-                    allowed_hosts=parse_hosts(args.allowed_hosts, args.host), retry_after_s=args.retry_after_s)
+    limits = Limits(
+        max_uploads=args.max_uploads,
+        max_queue=args.max_queue,
+        body_timeout_s=args.body_timeout_s,
+        request_timeout_s=args.request_timeout_s,
+        header_timeout_s=args.header_timeout_s,
+        max_header_kb=args.max_header_kb,
+        max_connections=args.max_connections,
+        allowed_hosts=parse_hosts(args.allowed_hosts, args.host),
+        retry_after_s=args.retry_after_s,
+    )
     limits.check()
     return limits

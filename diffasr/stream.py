@@ -69,16 +69,31 @@ class StreamSession:
     """A live transcription of one audio stream (one speaker, one channel). Not thread-safe: feed it
     from one thread. See the module docstring for the event semantics."""
 
-    def __init__(self, model, language: str | None = None, *, pause_s: float = 0.5, partial_every_s: float = 0.5,
-                 max_utterance_s: float = 20.0, langid_s: float = 6.0, pad_s: float = 0.2,
-                 speculate: bool = True, vad_options: VadOptions = VadOptions(), **decode_options):
+    def __init__(
+        self,
+        model,
+        language: str | None = None,
+        *,
+        pause_s: float = 0.5,
+        partial_every_s: float = 0.5,
+        max_utterance_s: float = 20.0,
+        langid_s: float = 6.0,
+        pad_s: float = 0.2,
+        speculate: bool = True,
+        vad_options: VadOptions | None = None,
+        **decode_options,
+    ):
         if language == "auto":
             language = None
         if language is not None and language not in model.config.languages:
             raise ConfigError(f"language {language!r} not supported (choose from {', '.join(model.config.languages)})")
-        for name, v, lo, hi in [("pause_s", pause_s, 0.1, 5.0), ("partial_every_s", partial_every_s, 0.1, 30.0),
-                                ("max_utterance_s", max_utterance_s, 2.0, 29.0), ("langid_s", langid_s, 0.5, 30.0),
-                                ("pad_s", pad_s, 0.0, 1.0)]:
+        for name, v, lo, hi in [
+            ("pause_s", pause_s, 0.1, 5.0),
+            ("partial_every_s", partial_every_s, 0.1, 30.0),
+            ("max_utterance_s", max_utterance_s, 2.0, 29.0),
+            ("langid_s", langid_s, 0.5, 30.0),
+            ("pad_s", pad_s, 0.0, 1.0),
+        ]:
             if not lo <= v <= hi:
                 raise ConfigError(f"{name} must be in [{lo:g}, {hi:g}], not {v!r}")
         if pad_s >= pause_s:  # the final's trailing context must have arrived when the pause closes it
@@ -87,7 +102,7 @@ class StreamSession:
         self.options = resolve(model.config.decode_defaults, {**decode_options, "language": None}, is_base(model))
         # partials: greedy CTC, the cheapest text the model offers (one encoder pass + one prefill)
         self.partial_options = DecodeOptions(method="ctc-greedy", restrict_script=self.options.restrict_script)
-        self.vad_options = vad_options
+        self.vad_options = vad_options = vad_options or VadOptions()
         self.pause_w = max(1, round(pause_s * SAMPLE_RATE / WINDOW))  # windows of silence that close an utterance
         self.partial_every = int(partial_every_s * SAMPLE_RATE)
         self.max_utt = int(max_utterance_s * SAMPLE_RATE)
@@ -106,8 +121,16 @@ class StreamSession:
         self.next_id = 0
         self.closed = False
         self._reset_utterance()
-        self.stats = {"audio_s": 0.0, "partials": 0, "finals": 0, "partial_s": 0.0, "final_s": 0.0, "langid_s": 0.0,
-                      "speculative": 0, "speculative_used": 0}
+        self.stats = {
+            "audio_s": 0.0,
+            "partials": 0,
+            "finals": 0,
+            "partial_s": 0.0,
+            "final_s": 0.0,
+            "langid_s": 0.0,
+            "speculative": 0,
+            "speculative_used": 0,
+        }
 
     def _reset_utterance(self) -> None:
         self.utt_start = None  # sample where the open utterance's speech starts
@@ -204,12 +227,21 @@ class StreamSession:
                 self._speculate()
             elif w_end - self.utt_start >= self.max_utt:
                 events += self._cut()
-            elif self.language is None and w_end - self.utt_start + self.pad >= self.langid_n and self.best >= self.min_run:
+            elif (
+                self.language is None
+                and w_end - self.utt_start + self.pad >= self.langid_n
+                and self.best >= self.min_run
+            ):
                 self._identify(self.utt_start, self.speech_end)
         # a partial only while the speaker is talking (≤ 64 ms of silence): one started in the pause
         # would shift nothing on screen and could hold up the final behind it
-        if not final and self.utt_start is not None and self.best >= self.min_run \
-                and self.t - self.last_partial_at >= self.partial_every and self.silence <= 2:
+        if (
+            not final
+            and self.utt_start is not None
+            and self.best >= self.min_run
+            and self.t - self.last_partial_at >= self.partial_every
+            and self.silence <= 2
+        ):
             events += self._partial()
         return events
 
@@ -222,7 +254,7 @@ class StreamSession:
     def _audio(self, start: int, end: int) -> np.ndarray:
         """Buffered samples [start, end) (clipped to what is held)."""
         lo, hi = max(start, self.buf_start) - self.buf_start, min(end, self.t) - self.buf_start
-        return self.buf[lo:max(lo, hi)]
+        return self.buf[lo : max(lo, hi)]
 
     def _identify(self, start: int, end: int) -> None:
         """Fix the stream's language from the utterance [start, end) (at most langid_s of it)."""
@@ -247,8 +279,17 @@ class StreamSession:
         if not text or text == self.last_partial:
             return []
         self.last_partial = text
-        return [StreamEvent("partial", self.next_id, text, self.utt_start / SAMPLE_RATE, self.t / SAMPLE_RATE,
-                            self.language, decode_s=dt)]
+        return [
+            StreamEvent(
+                "partial",
+                self.next_id,
+                text,
+                self.utt_start / SAMPLE_RATE,
+                self.t / SAMPLE_RATE,
+                self.language,
+                decode_s=dt,
+            )
+        ]
 
     def _decode(self, start: int, end: int):
         """Decode the utterance [start, end) (speech, unpadded) with the model's default path:
@@ -293,8 +334,15 @@ class StreamSession:
         if not r.text and not partial_shown:  # noise the VAD took for speech, never shown: nothing to close
             return []
         s, e = start / SAMPLE_RATE, end / SAMPLE_RATE
-        words = [{"word": w.text, "start": round(min(max(w.start + offset, s), e), 3),
-                  "end": round(min(max(w.end + offset, s), e), 3), "confidence": round(w.confidence, 4)} for w in r.words]
+        words = [
+            {
+                "word": w.text,
+                "start": round(min(max(w.start + offset, s), e), 3),
+                "end": round(min(max(w.end + offset, s), e), 3),
+                "confidence": round(w.confidence, 4),
+            }
+            for w in r.words
+        ]
         ev = StreamEvent("final", self.next_id, r.text, s, e, self.language, words, dt)
         self.next_id += 1
         return [ev]
@@ -306,7 +354,7 @@ class StreamSession:
         half = len(probs) // 2
         k = half + int(np.argmin(probs[half:]))
         cut = self.utt_start + (k + 1) * WINDOW
-        saved = (self.speech_end, self.silence, self.run, self.best, self.probs[k + 1:])
+        saved = (self.speech_end, self.silence, self.run, self.best, self.probs[k + 1 :])
         events = self._finalize(cut)
         self.speech_end, self.silence, self.run, self.best, self.probs = saved
         self.utt_start = self.last_partial_at = cut
@@ -318,8 +366,9 @@ def stream(model, language: str | None = None, **kwargs) -> StreamSession:
     return StreamSession(model, language, **kwargs)
 
 
-def play(session: StreamSession, audio: np.ndarray, realtime: bool = True, chunk_s: float = 0.02,
-         on_event=None) -> list[tuple[StreamEvent, float]]:
+def play(
+    session: StreamSession, audio: np.ndarray, realtime: bool = True, chunk_s: float = 0.02, on_event=None
+) -> list[tuple[StreamEvent, float]]:
     """Feed a 16 kHz float32 array (n,) to `session` as a live source would, then close it.
 
     realtime: audio becomes available on the wall clock (sample i at i / 16000 s after the start), in

@@ -54,29 +54,43 @@ class _Closed(Exception):
     """The stream ends: (error code, message, close code); code None for a normal end."""
 
 
-def stream_router(model, max_streams: int = 4, max_buffer_s: float = 30.0, idle_timeout_s: float = 30.0,
-                  max_frame_bytes: int = 1 << 20, **session_options) -> APIRouter:
+def stream_router(
+    model,
+    max_streams: int = 4,
+    max_buffer_s: float = 30.0,
+    idle_timeout_s: float = 30.0,
+    max_frame_bytes: int = 1 << 20,
+    **session_options,
+) -> APIRouter:
     """The `/v1/stream` WebSocket route for `model`; session_options go to StreamSession (pause_s, ...)."""
     from .errors import ConfigError
 
-    for ok, msg in [(max_streams >= 1, f"max_streams must be ≥ 1, not {max_streams}"),
-                    (max_buffer_s > 0, f"max_buffer_s must be > 0, not {max_buffer_s}"),
-                    (idle_timeout_s > 0, f"idle_timeout_s must be > 0, not {idle_timeout_s}"),
-                    (max_frame_bytes >= 2, f"max_frame_bytes must be ≥ 2, not {max_frame_bytes}")]:
+    for ok, msg in [
+        (max_streams >= 1, f"max_streams must be ≥ 1, not {max_streams}"),
+        (max_buffer_s > 0, f"max_buffer_s must be > 0, not {max_buffer_s}"),
+        (idle_timeout_s > 0, f"idle_timeout_s must be > 0, not {idle_timeout_s}"),
+        (max_frame_bytes >= 2, f"max_frame_bytes must be ≥ 2, not {max_frame_bytes}"),
+    ]:
         if not ok:
             raise ConfigError(msg)
     router = APIRouter()
     worker = ThreadPoolExecutor(1, thread_name_prefix="diffasr-stream")
     state = {"active": 0, "served": 0}
-    limits = {"max_streams": max_streams, "max_buffer_s": max_buffer_s, "idle_timeout_s": idle_timeout_s,
-              "max_frame_bytes": max_frame_bytes}
+    limits = {
+        "max_streams": max_streams,
+        "max_buffer_s": max_buffer_s,
+        "idle_timeout_s": idle_timeout_s,
+        "max_frame_bytes": max_frame_bytes,
+    }
     router.stream_state = state  # for tests and /metrics-style introspection
 
     @router.websocket("/v1/stream")
     async def stream_endpoint(ws: WebSocket):
         await ws.accept()
         if state["active"] >= max_streams:
-            await _send(ws, _error("too_many_streams", f"this server streams at most {max_streams} connections at once"))
+            await _send(
+                ws, _error("too_many_streams", f"this server streams at most {max_streams} connections at once")
+            )
             return await _close(ws, CLOSE_TRY_LATER)
         state["active"] += 1
         try:
@@ -122,8 +136,10 @@ def _params(ws: WebSocket, model) -> tuple[str | None, int]:
     if language == "auto":
         language = None
     if language is not None and language not in model.config.languages:
-        raise ValueError(f"language {language!r} is not supported (choose from {', '.join(model.config.languages)}, "
-                         "or leave it out to detect it)")
+        raise ValueError(
+            f"language {language!r} is not supported (choose from {', '.join(model.config.languages)}, "
+            "or leave it out to detect it)"
+        )
     raw = q.get("sample_rate") or "16000"
     if not raw.isdigit() or not 8000 <= int(raw) <= 192000:
         raise ValueError(f"sample_rate must be an integer in 8000..192000, not {raw!r}")
@@ -141,8 +157,16 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
     webm = ws.query_params.get("format") == "webm"
     if webm:
         rate = SAMPLE_RATE  # the decoder resamples whatever the container holds
-    await _send(ws, {"type": "ready", "sample_rate": rate, "language": language, "limits": limits,
-                     "format": "webm" if webm else "pcm16"})
+    await _send(
+        ws,
+        {
+            "type": "ready",
+            "sample_rate": rate,
+            "language": language,
+            "limits": limits,
+            "format": "webm" if webm else "pcm16",
+        },
+    )
     pending: list[np.ndarray] = []  # received, not yet fed: int16 PCM at `rate`, or float32 at 16 kHz from webm
     wake = asyncio.Event()
     stop = asyncio.Event()
@@ -156,34 +180,50 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
         with contextlib.suppress(RuntimeError):  # the loop may be gone when a late block arrives
             loop.call_soon_threadsafe(fn, *args)
 
-    decoder = _ContainerDecoder(lambda b: from_thread(decoded, b), lambda: from_thread(wake.set),
-                                max_bytes=4 * limits["max_frame_bytes"]) if webm else None
+    decoder = (
+        _ContainerDecoder(
+            lambda b: from_thread(decoded, b), lambda: from_thread(wake.set), max_bytes=4 * limits["max_frame_bytes"]
+        )
+        if webm
+        else None
+    )
 
     async def receive():
         """Frames -> pending until stop, disconnect or a limit (raises _Closed)."""
         while not stop.is_set():
             try:
                 msg = await asyncio.wait_for(ws.receive(), limits["idle_timeout_s"])
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _Closed("idle_timeout", f"no audio for {limits['idle_timeout_s']:g} s", CLOSE_POLICY) from None
             if msg["type"] == "websocket.disconnect":
                 raise _Closed(None, "client disconnected", None)
             data, text = msg.get("bytes"), msg.get("text")
             if data is not None and decoder is not None:
                 if len(data) > limits["max_frame_bytes"]:
-                    await _send(ws, _error("bad_frame", f"frame of {len(data)} bytes dropped: larger than max_frame_bytes"))
+                    await _send(
+                        ws, _error("bad_frame", f"frame of {len(data)} bytes dropped: larger than max_frame_bytes")
+                    )
                 elif not decoder.put(data):
                     raise _Closed("buffer_full", "the WebM decoder is too far behind", CLOSE_POLICY)
             elif data is not None:
                 if len(data) > limits["max_frame_bytes"] or len(data) % 2:
                     why = "larger than max_frame_bytes" if len(data) % 2 == 0 else "an odd number of bytes"
-                    await _send(ws, _error("bad_frame", f"frame of {len(data)} bytes dropped: {why} "
-                                                        "(expected 16-bit little-endian mono PCM)"))
+                    await _send(
+                        ws,
+                        _error(
+                            "bad_frame",
+                            f"frame of {len(data)} bytes dropped: {why} (expected 16-bit little-endian mono PCM)",
+                        ),
+                    )
                     continue
                 pending.append(np.frombuffer(data, dtype="<i2"))
                 if sum(p.size for p in pending) > max_pending:
-                    raise _Closed("buffer_full", f"more than {limits['max_buffer_s']:g} s of audio waiting to be "
-                                                 "decoded: the client sends faster than real time", CLOSE_POLICY)
+                    raise _Closed(
+                        "buffer_full",
+                        f"more than {limits['max_buffer_s']:g} s of audio waiting to be "
+                        "decoded: the client sends faster than real time",
+                        CLOSE_POLICY,
+                    )
                 wake.set()
             elif text is not None:
                 try:
@@ -191,8 +231,9 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
                 except (ValueError, AttributeError):
                     kind = None
                 if kind != "stop":
-                    await _send(ws, _error("bad_message", 'text frames must be {"type": "stop"}; audio goes in '
-                                                          "binary frames"))
+                    await _send(
+                        ws, _error("bad_message", 'text frames must be {"type": "stop"}; audio goes in binary frames')
+                    )
                     continue
                 stop.set()
                 if decoder is not None:
@@ -207,8 +248,11 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
             if decoder is not None and decoder.error is not None:
                 raise _Closed("invalid_audio", f"cannot decode the WebM stream: {decoder.error}", CLOSE_POLICY)
             if sum(p.size for p in pending) > max_pending:
-                raise _Closed("buffer_full", f"more than {limits['max_buffer_s']:g} s of audio waiting to be decoded",
-                              CLOSE_POLICY)
+                raise _Closed(
+                    "buffer_full",
+                    f"more than {limits['max_buffer_s']:g} s of audio waiting to be decoded",
+                    CLOSE_POLICY,
+                )
             if pending:
                 chunk = np.concatenate(pending)
                 pending.clear()
@@ -320,12 +364,24 @@ class _ContainerDecoder(io.RawIOBase):
 
 def add_arguments(p) -> None:
     """`diffasr serve` flags for the stream endpoint."""
-    p.add_argument("--max-streams", type=int, default=DEFAULTS["max_streams"],
-                   help=f"most live streams at once on /v1/stream (default {DEFAULTS['max_streams']})")
-    p.add_argument("--stream-idle-s", type=float, default=DEFAULTS["idle_timeout_s"],
-                   help=f"close a stream that sends nothing for this long (default {DEFAULTS['idle_timeout_s']:g})")
-    p.add_argument("--stream-buffer-s", type=float, default=DEFAULTS["max_buffer_s"],
-                   help=f"most undecoded audio held per stream, seconds (default {DEFAULTS['max_buffer_s']:g})")
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=DEFAULTS["max_streams"],
+        help=f"most live streams at once on /v1/stream (default {DEFAULTS['max_streams']})",
+    )
+    p.add_argument(
+        "--stream-idle-s",
+        type=float,
+        default=DEFAULTS["idle_timeout_s"],
+        help=f"close a stream that sends nothing for this long (default {DEFAULTS['idle_timeout_s']:g})",
+    )
+    p.add_argument(
+        "--stream-buffer-s",
+        type=float,
+        default=DEFAULTS["max_buffer_s"],
+        help=f"most undecoded audio held per stream, seconds (default {DEFAULTS['max_buffer_s']:g})",
+    )
 
 
 def limits_from(args) -> dict:

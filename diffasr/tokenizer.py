@@ -24,6 +24,7 @@ LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanis
 # Fixed ids 0..: pad doubles as the CTC blank (it never occurs inside a transcript).
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<sep>", "<audio>", "<unk>", "<|auto|>"] + [f"<|{l}|>" for l in LANGUAGES]
 
+
 def is_cjk(ch: str) -> bool:
     """A CJK ideograph (unified, extension A/B+, compatibility): one Chinese character."""
     o = ord(ch)
@@ -122,9 +123,10 @@ class BPETokenizer(Tokenizer):
         self.vocab_size = tok.get_vocab_size()
 
     @classmethod
-    def train(cls, sentences, vocab_size: int = 5000, limit_alphabet: int = 2500) -> "BPETokenizer":
+    def train(cls, sentences, vocab_size: int = 5000, limit_alphabet: int = 2500) -> BPETokenizer:
         """Train on an iterable of raw sentences (they are put in spoken form first)."""
-        from tokenizers import Tokenizer as HFTok, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Tokenizer as HFTok
+        from tokenizers import decoders, models, pre_tokenizers, trainers
 
         tok = HFTok(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -162,7 +164,7 @@ class BPETokenizer(Tokenizer):
         return {"kind": self.kind, "file": "tokenizer.json", "text_form": self.text_form, "vocab_size": self.vocab_size}
 
     @classmethod
-    def load(cls, directory: Path, cfg: dict) -> "BPETokenizer":
+    def load(cls, directory: Path, cfg: dict) -> BPETokenizer:
         from tokenizers import Tokenizer as HFTok
 
         path = Path(directory) / cfg.get("file", "tokenizer.json")
@@ -191,7 +193,7 @@ class GemmaTokenizer(Tokenizer):
         self.vocab_size = ids["vocab_size"]
 
     @classmethod
-    def from_pretrained(cls, name: str, ids: dict) -> "GemmaTokenizer":
+    def from_pretrained(cls, name: str, ids: dict) -> GemmaTokenizer:
         from transformers import AutoTokenizer
 
         try:
@@ -223,7 +225,11 @@ def load_tokenizer(directory: Path, cfg: dict) -> Tokenizer:
     if cfg["kind"] == "bpe":
         return BPETokenizer.load(directory, cfg)
     if cfg["kind"] == "gemma":
-        return GemmaTokenizer(__import__("transformers").AutoTokenizer.from_pretrained(str(directory)), cfg["ids"], cfg.get("text_form", "raw"))
+        return GemmaTokenizer(
+            __import__("transformers").AutoTokenizer.from_pretrained(str(directory)),
+            cfg["ids"],
+            cfg.get("text_form", "raw"),
+        )
     raise ModelError(f"unknown tokenizer kind {cfg['kind']!r}")
 
 

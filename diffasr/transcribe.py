@@ -125,15 +125,22 @@ def _align_words(model, ids: list[int], conf: list[float], log_probs: torch.Tens
 
 
 @torch.no_grad()
-def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, languages: list,
-                 word_timestamps: bool = True, speech_guard: bool = False) -> list[Transcription]:
+def decode_batch(
+    model,
+    audios: list[np.ndarray],
+    options: DecodeOptions,
+    languages: list,
+    word_timestamps: bool = True,
+    speech_guard: bool = False,
+) -> list[Transcription]:
     """Transcribe ≤ 30 s arrays as one batch (word times relative to each array's start).
     speech_guard: arrays the CTC head finds no speech in (`is_speech`) come back with empty text."""
     t0 = time.perf_counter()
     feats = model.encode(audios)
     times = {"encoder": time.perf_counter() - t0}
-    results = decode_features(model, feats, [a.size / SAMPLE_RATE for a in audios], options, languages,
-                              word_timestamps, times, speech_guard)
+    results = decode_features(
+        model, feats, [a.size / SAMPLE_RATE for a in audios], options, languages, word_timestamps, times, speech_guard
+    )
     if speech_guard:  # digital silence: no model evidence needed
         for r, a in zip(results, audios):
             r.speech["rms"] = round(float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))), 6)
@@ -143,9 +150,16 @@ def decode_batch(model, audios: list[np.ndarray], options: DecodeOptions, langua
 
 
 @torch.no_grad()
-def decode_features(model, feats: list, durations: list[float], options: DecodeOptions, languages: list,
-                    word_timestamps: bool = True, times: dict | None = None,
-                    speech_guard: bool = False) -> list[Transcription]:
+def decode_features(
+    model,
+    feats: list,
+    durations: list[float],
+    options: DecodeOptions,
+    languages: list,
+    word_timestamps: bool = True,
+    times: dict | None = None,
+    speech_guard: bool = False,
+) -> list[Transcription]:
     """Decode frozen-encoder features (list of (frames_i, d)) as one batch: the part of
     `decode_batch` after the encoder, shared with evaluation on cached features during training."""
     tok = model.tokenizer
@@ -163,9 +177,19 @@ def decode_features(model, feats: list, durations: list[float], options: DecodeO
     for h, d, lang, ev in zip(hyps, durations, languages, evidence):
         if speech_guard and not is_speech(ev):  # no VAD upstream: the guard stands in for it
             h = dataclasses.replace(h, tokens=[], confidences=[], text="", char_confidences=None)
-        results.append(Transcription(text=tok.decode(h.tokens) if h.text is None else h.text, language=lang,
-                                     tokens=h.tokens, confidences=h.confidences, token_strings=tok.token_strings(h.tokens),
-                                     duration=d, method=options.method, steps_run=h.steps_run, speech=ev))
+        results.append(
+            Transcription(
+                text=tok.decode(h.tokens) if h.text is None else h.text,
+                language=lang,
+                tokens=h.tokens,
+                confidences=h.confidences,
+                token_strings=tok.token_strings(h.tokens),
+                duration=d,
+                method=options.method,
+                steps_run=h.steps_run,
+                speech=ev,
+            )
+        )
     if word_timestamps:
         t0 = time.perf_counter()
         log_probs = ctc.float().log_softmax(-1)
@@ -196,7 +220,7 @@ def identify_language(model, audio: np.ndarray) -> list[tuple[str, float]]:
 
 @dataclass
 class _Piece:
-    job: "_Input"
+    job: _Input
     span: Chunk  # samples decoded (word times are relative to its start)
     segment: Chunk  # the segment it reports (the speech inside span, or span itself)
     audio: np.ndarray
@@ -228,7 +252,7 @@ class _Input:
                 plan = [(Chunk(0, audio.size), Chunk(chunks[0].start, chunks[-1].end))]
             else:
                 plan = [(c, c) for c in chunks]
-            audios = (audio[c.start: c.end] for c, _ in plan)
+            audios = (audio[c.start : c.end] for c, _ in plan)
         self.timings["vad"] = time.perf_counter() - t0 - self.timings.get("audio_decode", 0.0)
         items = zip(plan, audios)
         if self.language is None and plan:
@@ -258,12 +282,18 @@ class _Input:
                 words.append(Word(round(s, 3), round(e, 3), w.text, round(w.confidence, 4)))
         sep = "" if self.language == "zh" else " "
         return Transcription(
-            text=sep.join(t.text for _, t in parts).strip(), language=self.language,
-            tokens=[i for _, t in parts for i in t.tokens], confidences=[c for _, t in parts for c in t.confidences],
-            token_strings=[s for _, t in parts for s in t.token_strings], segments=segments,
-            duration=self.n_samples / SAMPLE_RATE, method=self.options.method,
-            steps_run=max((t.steps_run for _, t in self.parts), default=0), timings=self.timings,
-            words=words, language_probability=self.language_probability,
+            text=sep.join(t.text for _, t in parts).strip(),
+            language=self.language,
+            tokens=[i for _, t in parts for i in t.tokens],
+            confidences=[c for _, t in parts for c in t.confidences],
+            token_strings=[s for _, t in parts for s in t.token_strings],
+            segments=segments,
+            duration=self.n_samples / SAMPLE_RATE,
+            method=self.options.method,
+            steps_run=max((t.steps_run for _, t in self.parts), default=0),
+            timings=self.timings,
+            words=words,
+            language_probability=self.language_probability,
         )
 
 
@@ -274,8 +304,18 @@ def _is_long_file(source) -> bool:
     return seconds is not None and seconds > STREAM_SECONDS
 
 
-def transcribe(model, audio, steps: int | None = None, language: str | None = None, batch_size: int = 8,
-               options: DecodeOptions | None = None, *, vad: bool = True, word_timestamps: bool = True, **kwargs):
+def transcribe(
+    model,
+    audio,
+    steps: int | None = None,
+    language: str | None = None,
+    batch_size: int = 8,
+    options: DecodeOptions | None = None,
+    *,
+    vad: bool = True,
+    word_timestamps: bool = True,
+    **kwargs,
+):
     """Transcribe one input (-> Transcription) or a list of inputs (-> list, chunks decoded in batches).
 
     audio: a path, bytes, a file object, a 16 kHz array, (array, sample_rate), or a list of these.
@@ -288,18 +328,28 @@ def transcribe(model, audio, steps: int | None = None, language: str | None = No
     single = not isinstance(audio, list)
     items = [audio] if single else list(audio)
     if options is None:
-        options = resolve(model.config.decode_defaults, {"steps": steps, "language": language, **kwargs}, is_base(model))
+        options = resolve(
+            model.config.decode_defaults, {"steps": steps, "language": language, **kwargs}, is_base(model)
+        )
     if options.language == "auto":
         options = dataclasses.replace(options, language=None)
     if options.language is not None and options.language not in model.config.languages:
-        raise ConfigError(f"language {options.language!r} not supported (choose from {', '.join(model.config.languages)})")
+        raise ConfigError(
+            f"language {options.language!r} not supported (choose from {', '.join(model.config.languages)})"
+        )
     if batch_size < 1:
         raise ConfigError("batch_size must be ≥ 1")
     jobs = [_Input(model, x, options, vad) for x in items]
     pieces = (p for job in jobs for p in job.pieces())  # lazy: long files stream through
     while batch := list(itertools.islice(pieces, batch_size)):
-        outs = decode_batch(model, [p.audio for p in batch], options, [p.job.language for p in batch], word_timestamps,
-                            speech_guard=not vad)
+        outs = decode_batch(
+            model,
+            [p.audio for p in batch],
+            options,
+            [p.job.language for p in batch],
+            word_timestamps,
+            speech_guard=not vad,
+        )
         for p, o in zip(batch, outs):
             p.job.parts.append((p, o))
         for job in {id(p.job): p.job for p in batch}.values():  # batch timings once per input in it

@@ -11,28 +11,67 @@ from .tokenizer import LANGUAGES
 
 # DecodeOptions fields with a flag. None (not given) means the model's decode_defaults, else
 # DecodeOptions' own default; a flag the chosen method does not read is an error (decoding.resolve).
-DECODING_FLAGS = ("method", "steps", "edit_threshold", "nbest", "rescore_weight", "beam", "ngram_weight",
-                  "length_bonus", "seed")
+DECODING_FLAGS = (
+    "method",
+    "steps",
+    "edit_threshold",
+    "nbest",
+    "rescore_weight",
+    "beam",
+    "ngram_weight",
+    "length_bonus",
+    "seed",
+)
 
 
 def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
     """The DECODING_FLAGS on an argparse parser (`method`/`steps` False: the caller defines its own)."""
     if method:
-        p.add_argument("--method", default=None, choices=METHODS,
-                       help="decoding method (default: the model's): diffusion (from noise), ctc-refine / ctc-edit "
-                            "(the denoiser refines / edits the CTC transcript), rescore (the denoiser picks among "
-                            "the CTC beam's n-best), ctc-beam, ctc-greedy")
+        p.add_argument(
+            "--method",
+            default=None,
+            choices=METHODS,
+            help="decoding method (default: the model's): diffusion (from noise), ctc-refine / ctc-edit "
+            "(the denoiser refines / edits the CTC transcript), rescore (the denoiser picks among "
+            "the CTC beam's n-best), ctc-beam, ctc-greedy",
+        )
     if steps:
-        p.add_argument("--steps", type=int, default=None, help="diffusion, ctc-refine, ctc-edit: denoising steps (default 8)")
-    p.add_argument("--edit-threshold", type=float, default=None,
-                   help="ctc-edit: replace a seed token, refine: revise a committed one, when this sure (default 0.95)")
-    p.add_argument("--nbest", type=int, default=None, help="rescore: CTC hypotheses scored (default: the model's, else 8)")
-    p.add_argument("--rescore-weight", type=float, default=None,
-                   help="rescore: weight of the denoiser's log-likelihood against CTC's (default: the model's, else 2)")
-    p.add_argument("--beam", type=int, default=None, help="rescore, ctc-beam: CTC prefix beam width (default: the model's, else 16)")
-    p.add_argument("--ngram-weight", type=float, default=None,
-                   help="rescore, ctc-beam: weight of the language's n-gram; 0: none (default: the model's, else 0)")
-    p.add_argument("--length-bonus", type=float, default=None, help="with an n-gram: bonus per token (default: the model's, else 0)")
+        p.add_argument(
+            "--steps", type=int, default=None, help="diffusion, ctc-refine, ctc-edit: denoising steps (default 8)"
+        )
+    p.add_argument(
+        "--edit-threshold",
+        type=float,
+        default=None,
+        help="ctc-edit: replace a seed token, refine: revise a committed one, when this sure (default 0.95)",
+    )
+    p.add_argument(
+        "--nbest", type=int, default=None, help="rescore: CTC hypotheses scored (default: the model's, else 8)"
+    )
+    p.add_argument(
+        "--rescore-weight",
+        type=float,
+        default=None,
+        help="rescore: weight of the denoiser's log-likelihood against CTC's (default: the model's, else 2)",
+    )
+    p.add_argument(
+        "--beam",
+        type=int,
+        default=None,
+        help="rescore, ctc-beam: CTC prefix beam width (default: the model's, else 16)",
+    )
+    p.add_argument(
+        "--ngram-weight",
+        type=float,
+        default=None,
+        help="rescore, ctc-beam: weight of the language's n-gram; 0: none (default: the model's, else 0)",
+    )
+    p.add_argument(
+        "--length-bonus",
+        type=float,
+        default=None,
+        help="with an n-gram: bonus per token (default: the model's, else 0)",
+    )
     p.add_argument("--seed", type=int, default=None, help="diffusion, ctc-refine: sampler seed (default 0)")
 
 
@@ -46,12 +85,18 @@ def add_arguments(p) -> None:
 
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
-    p.add_argument("--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)")
+    p.add_argument(
+        "--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)"
+    )
     add_decoding_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together (default 8)")
-    p.add_argument("--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format")
+    p.add_argument(
+        "--format", default="txt", choices=[*WRITERS, "all"], help="output format (default txt); all: every format"
+    )
     p.add_argument("--output-dir", default=None, help="write <dir>/<stem>.<format> per file instead of stdout")
-    p.add_argument("--no-vad", action="store_true", help="no voice activity detection: fixed 30-s windows, silence kept")
+    p.add_argument(
+        "--no-vad", action="store_true", help="no voice activity detection: fixed 30-s windows, silence kept"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
@@ -68,7 +113,9 @@ def run(args) -> int:
     if len(formats) > 1 and not args.output_dir:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
-    options = resolve(model.config.decode_defaults, {"language": args.language, **decoding_overrides(args)}, is_base(model))
+    options = resolve(
+        model.config.decode_defaults, {"language": args.language, **decoding_overrides(args)}, is_base(model)
+    )
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)

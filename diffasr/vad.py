@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -90,7 +90,7 @@ class SileroVAD:
         batch = np.concatenate([context, windows], axis=1)
         out = []
         for i in range(0, len(batch), 10000):  # the model's own batch limit in faster-whisper
-            p, self.h, self.c = self.session.run(None, {"input": batch[i: i + 10000], "h": self.h, "c": self.c})
+            p, self.h, self.c = self.session.run(None, {"input": batch[i : i + 10000], "h": self.h, "c": self.c})
             out.append(np.asarray(p).reshape(-1))
         return np.concatenate(out)
 
@@ -125,8 +125,9 @@ def speech_regions(probs: np.ndarray, n_samples: int, opts: VadOptions = VadOpti
     return [(s * WINDOW, min(e * WINDOW, n_samples)) for s, e in regions if s * WINDOW < n_samples]
 
 
-def chunk_regions(regions: list[tuple[int, int]], probs: np.ndarray, n_samples: int,
-                  opts: VadOptions = VadOptions()) -> list[Chunk]:
+def chunk_regions(
+    regions: list[tuple[int, int]], probs: np.ndarray, n_samples: int, opts: VadOptions = VadOptions()
+) -> list[Chunk]:
     """Merge speech regions into padded chunks of ≤ max_chunk_s, cutting at every long pause."""
     pad = int(opts.pad_s * SAMPLE_RATE)
     max_len = int(opts.max_chunk_s * SAMPLE_RATE) - 2 * pad  # room for the padding
@@ -205,9 +206,15 @@ def iter_audio_chunks(path: str | os.PathLike, block_seconds: float = BLOCK_SECO
         with f:
             import soxr
 
-            stream = None if f.samplerate == SAMPLE_RATE else soxr.ResampleStream(f.samplerate, SAMPLE_RATE, 1, dtype="float32")
+            stream = (
+                None
+                if f.samplerate == SAMPLE_RATE
+                else soxr.ResampleStream(f.samplerate, SAMPLE_RATE, 1, dtype="float32")
+            )
             for block in f.blocks(blocksize=max(1, int(block_seconds * f.samplerate)), dtype="float32", always_2d=True):
-                yield _checked(block.mean(axis=1) if stream is None else stream.resample_chunk(block.mean(axis=1)), path)
+                yield _checked(
+                    block.mean(axis=1) if stream is None else stream.resample_chunk(block.mean(axis=1)), path
+                )
             if stream is not None:
                 yield _checked(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True), path)
         return
@@ -253,8 +260,9 @@ def _checked(block: np.ndarray, path) -> np.ndarray:
     return np.ascontiguousarray(block, dtype=np.float32)
 
 
-def scan_file(path, opts: VadOptions = VadOptions(), block_seconds: float = BLOCK_SECONDS,
-              use_vad: bool = True) -> tuple[list[Chunk], int]:
+def scan_file(
+    path, opts: VadOptions = VadOptions(), block_seconds: float = BLOCK_SECONDS, use_vad: bool = True
+) -> tuple[list[Chunk], int]:
     """First pass over a long file: (speech chunks, total samples), holding only the probabilities."""
     vad = SileroVAD() if use_vad else None
     probs, n = [], 0
@@ -281,5 +289,5 @@ def read_chunks(path, chunks: Iterable[Chunk], block_seconds: float = BLOCK_SECO
             if block is None:
                 break
             buf = np.concatenate([buf, block])
-        yield buf[c.start - buf_start: c.end - buf_start].copy()
-        buf, buf_start = buf[c.end - buf_start:], c.end  # chunks never look back
+        yield buf[c.start - buf_start : c.end - buf_start].copy()
+        buf, buf_start = buf[c.end - buf_start :], c.end  # chunks never look back

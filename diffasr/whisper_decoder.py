@@ -75,7 +75,9 @@ def _parse(b, prefix: str) -> dict[str, np.ndarray]:
         dtype = _DTYPES[take("<B")] if version >= 4 else np.float32
         n = take("<I")
         if name.startswith(prefix):
-            out[name] = np.frombuffer(b, dtype=dtype, count=n // np.dtype(dtype).itemsize, offset=o).reshape(dims).copy()
+            out[name] = (
+                np.frombuffer(b, dtype=dtype, count=n // np.dtype(dtype).itemsize, offset=o).reshape(dims).copy()
+            )
         o += n
     if version >= 3:
         for _ in range(take("<I")):
@@ -170,19 +172,25 @@ class WhisperDecoder(nn.Module):
         return hidden @ w.T
 
     @classmethod
-    def from_ct2(cls, model_dir: Path, dtype=torch.float32) -> "WhisperDecoder":
+    def from_ct2(cls, model_dir: Path, dtype=torch.float32) -> WhisperDecoder:
         """Build and fill the decoder from `model_dir`/model.bin (+ config.json for the head count)."""
         w = read_ct2(Path(model_dir) / "model.bin", prefix="decoder/")
         try:
             emb = w["decoder/embeddings/weight"]
-            n_layers = 1 + max(int(k.split("/")[1][6:]) for k in w if k.startswith("decoder/layer_") and k.split("/")[1][6:].isdigit())
+            n_layers = 1 + max(
+                int(k.split("/")[1][6:]) for k in w if k.startswith("decoder/layer_") and k.split("/")[1][6:].isdigit()
+            )
             heads = int(w["decoder/num_heads"]) if "decoder/num_heads" in w else emb.shape[1] // 64
             pos = w["decoder/position_encodings/encodings"]
         except (KeyError, ValueError) as e:
             raise ModelError(f"{model_dir}: model.bin has no Whisper decoder ({e})") from None
         cfg = WhisperDecoderConfig(emb.shape[0], emb.shape[1], heads, n_layers, pos.shape[0])
         m = cls(cfg)
-        state = {"embed.weight": emb, "norm.weight": w["decoder/layer_norm/gamma"], "norm.bias": w["decoder/layer_norm/beta"]}
+        state = {
+            "embed.weight": emb,
+            "norm.weight": w["decoder/layer_norm/gamma"],
+            "norm.bias": w["decoder/layer_norm/beta"],
+        }
         names = {"self_attention": "self_attn", "attention": "cross_attn"}
         for i in range(n_layers):
             p = f"decoder/layer_{i}/"
@@ -238,7 +246,9 @@ class WhisperTokens:
 
 
 @torch.no_grad()
-def greedy(decoder: WhisperDecoder, tokens: WhisperTokens, memory: torch.Tensor, language: str, max_len: int = 224) -> list[int]:
+def greedy(
+    decoder: WhisperDecoder, tokens: WhisperTokens, memory: torch.Tensor, language: str, max_len: int = 224
+) -> list[int]:
     """Whisper's autoregressive greedy decoding (no timestamps) of one clip: memory (1, F, D) -> ids.
 
     Suppresses what faster-whisper suppresses (config suppress_ids; blank and EOT at the first

@@ -42,7 +42,7 @@ class DenoiserConfig:
     train_norms: bool = True
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DenoiserConfig":
+    def from_dict(cls, d: dict) -> DenoiserConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ModelError(f"unknown denoiser settings: {', '.join(sorted(unknown))}")
@@ -62,8 +62,12 @@ def canvas_mask(P: int, L: int, causal: bool = False, device=None) -> torch.Tens
 class WhisperDenoiser(nn.Module):
     """Canvas tokens are Whisper text tokens and end-of-text: ids in [0, vocab_size)."""
 
-    def __init__(self, config: DenoiserConfig = DenoiserConfig(), whisper_dir: Path | None = None,
-                 vocab: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        config: DenoiserConfig = DenoiserConfig(),
+        whisper_dir: Path | None = None,
+        vocab: dict[str, torch.Tensor] | None = None,
+    ):
         super().__init__()
         # Per language, the sorted token ids its text uses (+ end-of-text): the canvas alphabet,
         # the uniform prior's support and the output layer (22k ids for English, 1.5k for Chinese,
@@ -79,7 +83,9 @@ class WhisperDenoiser(nn.Module):
         if config.rank > 0:
             from peft import LoraConfig, inject_adapter_in_model
 
-            lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0)
+            lora = LoraConfig(
+                r=config.rank, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0
+            )
             inject_adapter_in_model(lora, self.decoder)
         if config.train_norms:
             for name, p in self.decoder.named_parameters():
@@ -111,15 +117,17 @@ class WhisperDenoiser(nn.Module):
             return h
         return self.decoder.logits(h, torch.arange(self.vocab_size) if vocab is None else vocab)
 
-    def denoise(self, prompts: torch.Tensor, canvas: torch.Tensor, kv, frame_mask, vocab=None,
-                hidden: bool = False) -> torch.Tensor:
+    def denoise(
+        self, prompts: torch.Tensor, canvas: torch.Tensor, kv, frame_mask, vocab=None, hidden: bool = False
+    ) -> torch.Tensor:
         """Denoiser logits (B, L, V) for a canvas (B, L) after prompts (B, P); V = vocab_size (or
         len(vocab) when the output layer is restricted to the ids in `vocab`). `hidden`: the
         read-out states (B, L, D) instead, for a caller that scores only some positions."""
         return self._run(prompts, canvas, kv, frame_mask, False, self.config.shift, vocab, hidden)
 
-    def autoregressive(self, prompts: torch.Tensor, text: torch.Tensor, kv, frame_mask, vocab=None,
-                       hidden: bool = False) -> torch.Tensor:
+    def autoregressive(
+        self, prompts: torch.Tensor, text: torch.Tensor, kv, frame_mask, vocab=None, hidden: bool = False
+    ) -> torch.Tensor:
         """Teacher-forced causal logits (B, L, V): position i predicts text token i (always shifted)."""
         return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden)
 
@@ -127,7 +135,9 @@ class WhisperDenoiser(nn.Module):
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         names = {n for n, p in self.decoder.named_parameters() if p.requires_grad}
-        return {k: v.detach().to(torch.float16).contiguous() for k, v in self.decoder.state_dict().items() if k in names}
+        return {
+            k: v.detach().to(torch.float16).contiguous() for k, v in self.decoder.state_dict().items() if k in names
+        }
 
     def n_trained(self) -> int:
         return sum(p.numel() for p in self.decoder.parameters() if p.requires_grad)

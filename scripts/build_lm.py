@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from diffasr.manifest import read_manifest
-from diffasr.training.corpus.text import LANGS, load_sentences, short_utterance, without_transcripts
 from diffasr.errors import DiffasrError
-from diffasr.ngram import NgramLM
+from diffasr.manifest import read_manifest
 from diffasr.model import DiffusionASR
+from diffasr.ngram import NgramLM
 from diffasr.tokenizer import save_json, spoken_form
+from diffasr.training.corpus.text import LANGS, load_sentences, short_utterance, without_transcripts
 
 REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev" / "manifest.jsonl"
 
@@ -43,8 +43,13 @@ def main() -> int:
     p.add_argument("--langs", default=",".join(LANGS))
     p.add_argument("--short", type=int, default=3000, help="short utterances added per language")
     p.add_argument("--exclude", nargs="*", default=[str(REAL_DEV)], help="manifests whose sentences must not be used")
-    p.add_argument("--text", action="append", default=[], metavar="LANG=FILE",
-                   help="extra sentences for LANG's n-gram, one per line (repeatable)")
+    p.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="LANG=FILE",
+        help="extra sentences for LANG's n-gram, one per line (repeatable)",
+    )
     p.add_argument("--out", type=Path, help="default: <model>/lm")
     a = p.parse_args()
     extra: dict[str, list[str]] = {}
@@ -53,7 +58,9 @@ def main() -> int:
         if lang not in LANGS or not path:
             p.error(f"--text {item!r}: expected LANG=FILE with LANG one of {','.join(LANGS)}")
         try:
-            extra.setdefault(lang, []).extend(l.strip() for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip())
+            extra.setdefault(lang, []).extend(
+                l.strip() for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()
+            )
         except (OSError, UnicodeDecodeError) as e:
             p.error(f"--text {item!r}: cannot read {path} ({e})")
     tok = DiffusionASR.load(a.model).tokenizer
@@ -68,16 +75,24 @@ def main() -> int:
         lm = NgramLM.train((tok.encode(s) for s in sents + shorts), tok.vocab_size, tok.eos, a.order, a.min_count)
         lm.save(out / f"{lang}.npz")
         size = (out / f"{lang}.npz").stat().st_size
-        print(f"{lang}: {len(sents)} sentences + {len(shorts)} short, {lm.sizes[0]} contexts, {lm.sizes[1]} n-grams, "
-              f"{size / 1e6:.1f} MB, {time.time() - t0:.0f} s", flush=True)
+        print(
+            f"{lang}: {len(sents)} sentences + {len(shorts)} short, {lm.sizes[0]} contexts, {lm.sizes[1]} n-grams, "
+            f"{size / 1e6:.1f} MB, {time.time() - t0:.0f} s",
+            flush=True,
+        )
     if out == a.model / "lm":  # the checkpoint describes its n-grams
         cfg = json.loads((a.model / "config.json").read_text())
-        cfg["ngram"] = dict(kind="interpolated Kneser-Ney over token ids", order=a.order, min_count=a.min_count,
-                            languages=sorted(p.stem for p in out.glob("*.npz")), files="lm/<lang>.npz",
-                            text="train split of shared/data/text/<lang>.txt minus the --exclude manifests, "
-                                 f"plus {a.short} short utterances per language"
-                                 + "".join(f"; {lang}: plus {len(v)} lines of --text" for lang, v in extra.items()),
-                            command="python scripts/build_lm.py " + " ".join(sys.argv[1:]))
+        cfg["ngram"] = dict(
+            kind="interpolated Kneser-Ney over token ids",
+            order=a.order,
+            min_count=a.min_count,
+            languages=sorted(p.stem for p in out.glob("*.npz")),
+            files="lm/<lang>.npz",
+            text="train split of shared/data/text/<lang>.txt minus the --exclude manifests, "
+            f"plus {a.short} short utterances per language"
+            + "".join(f"; {lang}: plus {len(v)} lines of --text" for lang, v in extra.items()),
+            command="python scripts/build_lm.py " + " ".join(sys.argv[1:]),
+        )
         save_json(a.model / "config.json", cfg)
     return 0
 

@@ -23,13 +23,21 @@ def main(model_dir: str, settings_json: str, config: str = "configs/small-stage4
     torch.set_num_threads(2)
     model = DiffusionASR.load(model_dir)
     cfg = load_config(config)
-    examples = build_examples(model, [cfg.path(cfg.data.dev)], cfg.path(cfg.data.cache), cfg.data.max_seconds, desc="dev")
+    examples = build_examples(
+        model, [cfg.path(cfg.data.dev)], cfg.path(cfg.data.cache), cfg.data.max_seconds, desc="dev"
+    )
     langs = [e.lang for e in examples]
     for name, fields in json.loads(settings_json).items():
         t0 = time.time()
         refs, hyps = decode_examples(model, examples, {name: resolve({}, fields)})
         overall, per_lang = cer_by_language(refs, hyps[name], langs)
-        print(name, round(overall, 2), {k: round(v, 1) for k, v in per_lang.items()}, f"{time.time() - t0:.0f}s", flush=True)
+        print(
+            name,
+            round(overall, 2),
+            {k: round(v, 1) for k, v in per_lang.items()},
+            f"{time.time() - t0:.0f}s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,13 @@ def main(argv=None) -> int:
     training = {k: v for k, v in ck.items() if k != "denoiser"}
     if args.training:
         training.update(json.loads(Path(args.training).read_text()))
-    cfg = {"preset": "base", "ctc_model": args.ctc_model, "denoiser": ck["denoiser"],
-           "decode_defaults": defaults, "training": training}
+    cfg = {
+        "preset": "base",
+        "ctc_model": args.ctc_model,
+        "denoiser": ck["denoiser"],
+        "decode_defaults": defaults,
+        "training": training,
+    }
     tmp = out / "config.json.tmp"
     tmp.write_text(json.dumps(cfg, indent=2) + "\n")
     tmp.replace(out / "config.json")

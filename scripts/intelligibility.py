@@ -16,7 +16,7 @@ import json
 import math
 import sys
 
-from diffasr.evaluate import error_rate
+from diffasr.metrics import error_rate
 
 BASELINE = "faster-whisper greedy"
 
@@ -47,13 +47,15 @@ def main() -> int:
         w = [whisper[c["audio"]] for c in mine]
         easy = [error_rate([x["text"]], [x["hyps"][BASELINE]], lang, "cer")[0] <= a.easy for x in w]
 
-        def cer(sel):
+        def cer(sel, row=row, lang=lang):
             rate = error_rate([c["text"] for c in sel], [c["hyps"][row] for c in sel], lang, "cer")[0]
             return "–" if math.isnan(rate) else f"{rate:.3f}"
 
         wcer = error_rate([x["text"] for x in w], [x["hyps"][BASELINE] for x in w], lang, "cer")[0]
-        print(f"| {lang} | {len(mine)} | {wcer:.3f} | {sum(easy)} ({sum(easy) / len(mine):.0%}) | {cer(mine)} | "
-              f"{cer([c for c, e in zip(mine, easy) if e])} | {cer([c for c, e in zip(mine, easy) if not e])} |")
+        print(
+            f"| {lang} | {len(mine)} | {wcer:.3f} | {sum(easy)} ({sum(easy) / len(mine):.0%}) | {cer(mine)} | "
+            f"{cer([c for c, e in zip(mine, easy) if e])} | {cer([c for c, e in zip(mine, easy) if not e])} |"
+        )
     return 0
 
 

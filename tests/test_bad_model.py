@@ -31,7 +31,7 @@ def _other_shapes(d: Path, tiny_tokenizer) -> None:
     torch.manual_seed(1)
     proj = dict(PRESETS["tiny"]["projector"], hidden=96)
     other = DiffusionASR.from_preset("tiny", tokenizer=tiny_tokenizer, projector=proj)
-    shutil.copy(other.save(d.parent / "other")/ "model.safetensors", d / "model.safetensors")
+    shutil.copy(other.save(d.parent / "other") / "model.safetensors", d / "model.safetensors")
 
 
 BROKEN = {  # name -> how to break a copy of a good checkpoint, and a word the message must contain
@@ -47,8 +47,10 @@ BROKEN = {  # name -> how to break a copy of a good checkpoint, and a word the m
     "format from the future": (lambda d, t: _edit_config(d, format_version=99), "format"),
     "no weights": (lambda d, t: (d / "model.safetensors").unlink(), "model.safetensors"),
     "weights garbage": (lambda d, t: (d / "model.safetensors").write_bytes(b"\x00" * 100), "checkpoint"),
-    "weights truncated": (lambda d, t: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
-                          "checkpoint"),
+    "weights truncated": (
+        lambda d, t: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
+        "checkpoint",
+    ),
     "no tokenizer": (lambda d, t: (d / "tokenizer.json").unlink(), "tokenizer.json"),
     "tokenizer garbage": (lambda d, t: (d / "tokenizer.json").write_text("{nope"), "tokenizer"),
     "wrong tensor shapes": (_other_shapes, "size mismatch"),

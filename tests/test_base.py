@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import manifest_rows, real_clip, shared_real_dev
+
 from diffasr.audio import load_audio
 from diffasr.encoder import whisper_base_dir
 from diffasr.errors import ModelError
@@ -64,8 +64,9 @@ def _fw_greedy_and_ours(fw, decoder, tokens, path, lang):
     import ctranslate2
 
     audio = load_audio(str(path))
-    segments, _ = fw.transcribe(audio, language=lang, beam_size=1, temperature=0.0, vad_filter=False,
-                                without_timestamps=True)
+    segments, _ = fw.transcribe(
+        audio, language=lang, beam_size=1, temperature=0.0, vad_filter=False, without_timestamps=True
+    )
     ref = " ".join(s.text.strip() for s in segments).strip()
     mel = fw_mel(fw, audio)
     feats = np.asarray(fw.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))[0]
@@ -83,8 +84,10 @@ def test_ar_greedy_matches_faster_whisper_on_a_real_clip(fw, decoder, whisper_di
 def test_ar_greedy_matches_faster_whisper_on_real_dev(fw, decoder, whisper_dir):
     tokens, real_dev = WhisperTokens(whisper_dir), shared_real_dev()
     rows = manifest_rows(real_dev)
-    same = sum(ours == ref for ref, ours in (_fw_greedy_and_ours(fw, decoder, tokens, real_dev / r["audio"], r["lang"])
-                                             for r in rows))
+    same = sum(
+        ours == ref
+        for ref, ours in (_fw_greedy_and_ours(fw, decoder, tokens, real_dev / r["audio"], r["lang"]) for r in rows)
+    )
     assert same >= 0.95 * len(rows), f"{same}/{len(rows)} identical"
 
 
@@ -101,8 +104,11 @@ def denoiser():
         for name, p in den.decoder.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.02)
-    den.vocab = {"en": torch.tensor(sorted({*den.tokens.encode("ask not what your country can do for you", "en"),
-                                            den.tokens.eot}))}
+    den.vocab = {
+        "en": torch.tensor(
+            sorted({*den.tokens.encode("ask not what your country can do for you", "en"), den.tokens.eot})
+        )
+    }
     return den.eval()
 
 

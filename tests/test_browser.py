@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_serve import serving
 
 from diffasr.serve import create_app
-from test_serve import serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -26,10 +26,20 @@ def headless_chromium(profile: Path, *flags: str):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                 f"--user-data-dir={profile}", *flags]:
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--user-data-dir={profile}",
+        *flags,
+    ]:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
     driver.set_page_load_timeout(30)
@@ -64,7 +74,9 @@ def _result(browser, wait) -> dict:
     """Wait for a transcript or an error; return what the result card shows."""
     from selenium.webdriver.common.by import By
 
-    wait.until(lambda d: d.find_element(By.ID, "transcript").text.strip() or d.find_element(By.ID, "error").text.strip())
+    wait.until(
+        lambda d: d.find_element(By.ID, "transcript").text.strip() or d.find_element(By.ID, "error").text.strip()
+    )
     return {k: browser.find_element(By.ID, k).text for k in ("error", "transcript", "detected", "duration", "elapsed")}
 
 

@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-
-from diffasr.audio import SAMPLE_RATE, load_audio
-from diffasr.evaluate import error_rate
-from diffasr.serve import create_app
 from test_browser import CHROMIUM, DRIVER, headless_chromium
 from test_serve import serving
+
+from diffasr.audio import SAMPLE_RATE, load_audio
+from diffasr.metrics import error_rate
+from diffasr.serve import create_app
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed")
 
@@ -31,9 +31,11 @@ def mic_wav(tmp_path, en_clip):
 
 @pytest.fixture
 def browser(tmp_path, mic_wav):
-    driver = headless_chromium(tmp_path / "profile",
-                               f"--use-file-for-fake-audio-capture={mic_wav[0]}",  # the microphone plays the clip (looped)
-                               "--autoplay-policy=no-user-gesture-required")
+    driver = headless_chromium(
+        tmp_path / "profile",
+        f"--use-file-for-fake-audio-capture={mic_wav[0]}",  # the microphone plays the clip (looped)
+        "--autoplay-policy=no-user-gesture-required",
+    )
     yield driver
     driver.quit()
 

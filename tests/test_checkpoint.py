@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffasr.training import checkpoint
 from diffasr.model import DiffusionASR
+from diffasr.training import checkpoint
 
 
 class Killed(Exception):
@@ -35,7 +35,9 @@ def interrupt(monkeypatch):
 
         def hit(self) -> bool:
             if self.watch is not None:  # checked before every operation: the state a kill here would leave
-                assert checkpoint.latest(self.watch) is not None, f"no complete checkpoint before operation {self.calls}"
+                assert checkpoint.latest(self.watch) is not None, (
+                    f"no complete checkpoint before operation {self.calls}"
+                )
             self.calls += 1
             return self.calls - 1 == self.at
 
@@ -137,8 +139,11 @@ def test_resume_finds_a_checkpoint_stranded_mid_swap(tmp_path, monkeypatch):
     from diffasr.training import train as train_mod
 
     seen = {}
-    monkeypatch.setattr(train_mod.DiffusionASR, "load", classmethod(lambda cls, d, **kw: seen.setdefault("dir", d)
-                                                                     and (_ for _ in ()).throw(Killed("loaded"))))
+    monkeypatch.setattr(
+        train_mod.DiffusionASR,
+        "load",
+        classmethod(lambda cls, d, **kw: seen.setdefault("dir", d) and (_ for _ in ()).throw(Killed("loaded"))),
+    )
     out = tmp_path / "run"
     (out / "checkpoint.old").mkdir(parents=True)
     cfg = train_mod.load_config(_minimal_config(tmp_path, out))
@@ -160,6 +165,7 @@ def _base_run(tmp_path: Path) -> tuple[Path, Path]:
     import json
 
     from conftest import DATA, manifest_rows
+
     from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
     rows = sorted((r for r in manifest_rows() if r["lang"] == "en"), key=lambda r: r["duration_s"])[:2]
@@ -167,12 +173,16 @@ def _base_run(tmp_path: Path) -> tuple[Path, Path]:
     manifest.write_text("".join(json.dumps(dict(r, audio=str(DATA / r["audio"]))) + "\n" for r in rows))
     torch.manual_seed(0)
     model = WhisperDenoiser(DenoiserConfig(rank=4))
-    model.vocab = {"en": torch.tensor(sorted({t for r in rows for t in model.tokens.encode(r["text"], "en")} | {model.tokens.eot}))}
+    model.vocab = {
+        "en": torch.tensor(sorted({t for r in rows for t in model.tokens.encode(r["text"], "en")} | {model.tokens.eot}))
+    }
     old = tmp_path / "run" / "checkpoint"
     model.save_trained(old)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
     torch.save({"opt": opt.state_dict(), "step": 7}, old / "optimizer.pt")
-    (old / "config.json").write_text(json.dumps({"denoiser": model.settings(), "step": 7, "manifests": [str(manifest)]}))
+    (old / "config.json").write_text(
+        json.dumps({"denoiser": model.settings(), "step": 7, "manifests": [str(manifest)]})
+    )
     return manifest, tmp_path / "run"
 
 
@@ -184,15 +194,40 @@ def test_train_base_resumes_its_old_checkpoints_and_saves_through_the_protocol(t
     manifest, run = _base_run(tmp_path)
     assert checkpoint.latest(run) == run / "checkpoint" and checkpoint.step_of(run / "checkpoint") == 7
     old_weights = (run / "checkpoint" / "denoiser.safetensors").read_bytes()
-    assert train_base.main(["--manifest", str(manifest), "--out", str(run), "--cache", str(tmp_path / "feats"),
-                            "--resume", "--steps", "8", "--batch", "2", "--threads", "1", "--rank", "4"]) == 0
+    assert (
+        train_base.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(run),
+                "--cache",
+                str(tmp_path / "feats"),
+                "--resume",
+                "--steps",
+                "8",
+                "--batch",
+                "2",
+                "--threads",
+                "1",
+                "--rank",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "starting at step 7" in capsys.readouterr().out  # resumed, not restarted
     ckpt = checkpoint.latest(run)
     assert ckpt == run / "checkpoint" and checkpoint.step_of(ckpt) == 8
     assert json.loads((ckpt / "complete.json").read_text())["step"] == 8
     assert json.loads((ckpt / "config.json").read_text())["step"] == 8
-    assert {p.name for p in ckpt.iterdir()} == {"config.json", "denoiser.safetensors", "vocab.safetensors",
-                                                 "optimizer.pt", "complete.json"}
+    assert {p.name for p in ckpt.iterdir()} == {
+        "config.json",
+        "denoiser.safetensors",
+        "vocab.safetensors",
+        "optimizer.pt",
+        "complete.json",
+    }
     assert (ckpt / "denoiser.safetensors").read_bytes() != old_weights  # one step was taken
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "log.jsonl"]
 

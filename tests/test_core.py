@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,9 @@ from diffasr.audio import SAMPLE_RATE, load_audio, log_mel
 from diffasr.decoding import DecodeOptions, resolve
 from diffasr.decoding.canvas import random_canvas
 from diffasr.decoding.sampler import edit, refine
-from diffasr.training.loss import corrupt
 from diffasr.errors import AudioError, ConfigError, ModelError
 from diffasr.projector import Projector, conv_out_len
+from diffasr.training.loss import corrupt
 
 # ------------------------------------------------------------------ audio
 
@@ -62,10 +61,16 @@ def test_mp3_through_pyav(tmp_path):
     assert 0.9 < a.size / SAMPLE_RATE < 1.2
 
 
-@pytest.mark.parametrize("bad, msg", [
-    (b"", "empty"), (b"\x00\x01garbage" * 300, "not a readable audio"), (np.zeros(0, np.float32), "zero length"),
-    (np.full(4000, np.nan, np.float32), "NaN"), (np.zeros(10, np.float32), "too short"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        (b"", "empty"),
+        (b"\x00\x01garbage" * 300, "not a readable audio"),
+        (np.zeros(0, np.float32), "zero length"),
+        (np.full(4000, np.nan, np.float32), "NaN"),
+        (np.zeros(10, np.float32), "too short"),
+    ],
+)
 def test_bad_audio_raises_one_error_type(bad, msg):
     with pytest.raises(AudioError, match=msg):
         load_audio(bad)
@@ -161,18 +166,25 @@ def test_prompt_ctc_model_decodes_and_round_trips(tiny_model_dir, en_clip, tmp_p
         r = m2.transcribe(a, language="en", method=method, vad=False, word_timestamps=False)
         s = m.transcribe(a, language="en", method=method, vad=False, word_timestamps=False)
         assert r.tokens == s.tokens  # the saved model decodes exactly as the one in memory
-    edited = m2.transcribe(a, steps=2, language="en", method="ctc-edit", edit_threshold=0.9, vad=False, word_timestamps=False)
+    edited = m2.transcribe(
+        a, steps=2, language="en", method="ctc-edit", edit_threshold=0.9, vad=False, word_timestamps=False
+    )
     assert edited.steps_run >= 1 and len(edited.tokens) <= m2.config.canvas_length
     # rescore: one decoder pass over CTC's n-best; with weight 0 the beam's best hypothesis wins
     from diffasr.decoding.ctc import ctc_prefix_beam
 
     lp = logits[0].float().log_softmax(-1).numpy()
     top = ctc_prefix_beam(lp, m2.tokenizer.pad, beam=16)[0][0]  # the method searches 2 x nbest (8) beams
-    plain = m2.transcribe(a, language="en", method="rescore", rescore_weight=0.0, restrict_script=False,
-                          vad=False, word_timestamps=False)
+    plain = m2.transcribe(
+        a, language="en", method="rescore", rescore_weight=0.0, restrict_script=False, vad=False, word_timestamps=False
+    )
     assert plain.tokens == top and plain.steps_run == 1
-    assert m2.transcribe(a, language="en", method="ctc-beam", restrict_script=False, vad=False,
-                         word_timestamps=False).tokens == ctc_prefix_beam(lp, m2.tokenizer.pad, beam=16)[0][0]
+    assert (
+        m2.transcribe(
+            a, language="en", method="ctc-beam", restrict_script=False, vad=False, word_timestamps=False
+        ).tokens
+        == ctc_prefix_beam(lp, m2.tokenizer.pad, beam=16)[0][0]
+    )
     both = m2.transcribe(a, language="en", method="rescore", nbest=4, vad=False, word_timestamps=False)
     assert len(both.confidences) == len(both.tokens) and all(0 <= c <= 1 for c in both.confidences)
     from diffasr.decoding.decode import nbest
@@ -216,12 +228,18 @@ def test_sampler_invariants(tiny_model):
         state = m.prefill(*m.project(feats), ["en", "en"])
     keys_before = [l.keys.clone() for l in state.cache.layers]
     opts = DecodeOptions(steps=8, seed=3, early_stop=False)
-    step_fn = lambda c, sc: m.denoise(state, c, sc)
+
+    def step_fn(c, sc):
+        return m.denoise(state, c, sc)
+
     outs = []
     for _ in range(2):
         g = torch.Generator().manual_seed(opts.seed)
-        outs.append(refine(step_fn, random_canvas(2, 24, m.tokenizer.vocab_size, g), m.tokenizer.vocab_size, opts, g,
-                           seeded=False))
+        outs.append(
+            refine(
+                step_fn, random_canvas(2, 24, m.tokenizer.vocab_size, g), m.tokenizer.vocab_size, opts, g, seeded=False
+            )
+        )
     assert torch.equal(outs[0].tokens, outs[1].tokens)  # same seed, same output
     assert outs[0].steps_run == 8
     assert outs[0].tokens.shape == (2, 24) and ((outs[0].confidence >= 0) & (outs[0].confidence <= 1)).all()
@@ -247,18 +265,34 @@ def test_refine_sampler_commits_everything_by_the_last_step(tiny_model):
 
 
 def test_decode_options_validated_once():
-    for bad in (dict(steps=0), dict(steps=100), dict(method="beam"), dict(temperature=-1),
-                dict(method="ctc-edit", edit_threshold=None), dict(method="rescore", nbest=0),
-                dict(method="rescore", rescore_weight=-1), dict(method="ctc-beam", beam=0),
-                dict(method="ctc-beam", ngram_weight=-0.1), dict(method="ctc-beam", length_bonus=-1)):
+    for bad in (
+        dict(steps=0),
+        dict(steps=100),
+        dict(method="beam"),
+        dict(temperature=-1),
+        dict(method="ctc-edit", edit_threshold=None),
+        dict(method="rescore", nbest=0),
+        dict(method="rescore", rescore_weight=-1),
+        dict(method="ctc-beam", beam=0),
+        dict(method="ctc-beam", ngram_weight=-0.1),
+        dict(method="ctc-beam", length_bonus=-1),
+    ):
         with pytest.raises(ConfigError):
             DecodeOptions(**bad)
 
 
-@pytest.mark.parametrize("method, option", [("ctc-greedy", dict(steps=4)), ("rescore", dict(steps=4)),
-                                            ("rescore", dict(temperature=0.5)), ("ctc-beam", dict(nbest=4)),
-                                            ("ctc-edit", dict(seed=1)), ("ctc-edit", dict(temperature=0.5)),
-                                            ("ctc-greedy", dict(ngram_weight=0.5))])
+@pytest.mark.parametrize(
+    "method, option",
+    [
+        ("ctc-greedy", dict(steps=4)),
+        ("rescore", dict(steps=4)),
+        ("rescore", dict(temperature=0.5)),
+        ("ctc-beam", dict(nbest=4)),
+        ("ctc-edit", dict(seed=1)),
+        ("ctc-edit", dict(temperature=0.5)),
+        ("ctc-greedy", dict(ngram_weight=0.5)),
+    ],
+)
 def test_an_option_the_method_does_not_read_is_an_error(method, option):
     """Whether set on DecodeOptions or given to `resolve` (even at its default value), one ConfigError
     line naming the method and the option."""
@@ -284,10 +318,14 @@ def test_model_defaults_merge_with_caller_options():
     d = {"method": "rescore", "nbest": 8, "rescore_weight": 1.0, "beam": 32, "ngram_weight": 0.7, "length_bonus": 4.0}
     assert resolve(d, {}) == DecodeOptions(**d)
     assert resolve(d, {"nbest": 4, "language": "en"}) == DecodeOptions(**{**d, "nbest": 4, "language": "en"})
-    assert resolve(d, {"method": "ctc-beam"}) == DecodeOptions(method="ctc-beam", beam=32, ngram_weight=0.7, length_bonus=4.0)
+    assert resolve(d, {"method": "ctc-beam"}) == DecodeOptions(
+        method="ctc-beam", beam=32, ngram_weight=0.7, length_bonus=4.0
+    )
     assert resolve(d, {"method": "ctc-greedy"}) == DecodeOptions(method="ctc-greedy")
     assert resolve(d, {"method": "diffusion", "steps": 4}) == DecodeOptions(steps=4)
-    assert resolve(d, {"method": "diffusion"}, beam_seeded=True) == DecodeOptions(beam=32, ngram_weight=0.7, length_bonus=4.0)
+    assert resolve(d, {"method": "diffusion"}, beam_seeded=True) == DecodeOptions(
+        beam=32, ngram_weight=0.7, length_bonus=4.0
+    )
     assert resolve({"method": "ctc-edit", "steps": 2}, {"steps": None}) == DecodeOptions(method="ctc-edit", steps=2)
     with pytest.raises(ConfigError, match="^method 'rescore' does not read steps"):
         resolve(d, {"steps": 8})  # the defaults' method, and the caller asks for what it ignores
@@ -392,7 +430,9 @@ def test_export_script_writes_fp16_model_with_defaults_and_history(tiny_model, t
     prev = tiny_model.save(tmp_path / "prev", training={"steps": 3})
     script = Path(__file__).parents[1] / "scripts" / "export_model.py"
     run = [sys.executable, str(script), str(ck), str(tmp_path / "out")]
-    r = subprocess.run(run + ["--decode-defaults", '{"method": "ctc-refine"}', "--previous", str(prev)], capture_output=True, text=True)
+    r = subprocess.run(
+        run + ["--decode-defaults", '{"method": "ctc-refine"}', "--previous", str(prev)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["decode_defaults"] == {"method": "ctc-refine"} and cfg["training"]["steps"] == 7
@@ -400,7 +440,9 @@ def test_export_script_writes_fp16_model_with_defaults_and_history(tiny_model, t
     m = DiffusionASR.load(tmp_path / "out")
     assert m.config.decode_defaults == {"method": "ctc-refine"}
     bad = subprocess.run(run + ["--decode-defaults", '{"method": "nope"}'], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("export_model.py: error: --decode-defaults")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "export_model.py: error: --decode-defaults"
+    )
 
 
 def test_transcribe_api_on_real_clips(tiny_model, en_clip):
@@ -433,9 +475,10 @@ def test_known_language_restricts_output_to_its_script(tiny_model, en_clip, meth
 def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
     """Same structure as the published recipe (8x projector from 768-d whisper-small features, frozen
     backbone, one LoRA shared by encoder and decoder), on a tiny random DiffusionGemma."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
     from diffasr.backbone import make_config
     from diffasr.model import DIMS, DiffusionASR, token_ids
-    from transformers import DiffusionGemmaForBlockDiffusion
 
     def tiny_gemma():
         torch.manual_seed(1)
@@ -465,7 +508,9 @@ def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "diffasr", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "diffasr", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_transcribes_a_real_clip(tiny_model_dir, en_clip, tmp_path):
@@ -514,7 +559,7 @@ def test_shipped_default_model_transcribes_without_model_argument(en_clip):
     assert r.stdout.strip() and "Traceback" not in r.stderr
     # A weak model, but one that listens: most of JFK's words come out right (WER 0.15 when shipped:
     # "asked" for "ask" twice and "bell" for the applause; greedy CTC 0.41).
-    from diffasr.evaluate import error_rate
+    from diffasr.metrics import error_rate
 
     ref = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
     assert error_rate([ref], [r.stdout.strip()], "en")[0] < 0.6, r.stdout

@@ -24,5 +24,7 @@ def test_shipped_default_transcript_is_pinned(shipped_model, en_clip):
     language identified: the exact text main produced before decoding moved into diffasr/decoding/."""
     r = shipped_model.transcribe(str(en_clip))
     assert r.method == "rescore" and r.language == "en" and r.steps_run == 1
-    assert r.text == ("and so my fellow americans asked not what your country can do for you "
-                      "asked what you can do for your country bell")
+    assert r.text == (
+        "and so my fellow americans asked not what your country can do for you "
+        "asked what you can do for your country bell"
+    )

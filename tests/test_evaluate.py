@@ -8,27 +8,31 @@ import json
 import math
 
 import pytest
-
 from conftest import DATA, manifest_rows, real_clip
+
 from diffasr.cli import main
 from diffasr.errors import DataError
-from diffasr.evaluate import error_rate, load_manifest, metric_for, normalize
+from diffasr.evaluate import load_manifest
+from diffasr.metrics import error_rate, metric_for, normalize
 
 # ---------------------------------------------------------------------- metrics
 
 
-@pytest.mark.parametrize("refs, hyps, lang, expected", [
-    (["the cat sat down"], ["the cat sat up"], "en", (0.25, "wer")),  # 1 substitution / 4 words
-    (["the cat sat down"], ["the cat sat"], "en", (0.25, "wer")),  # 1 deletion
-    (["Hello, World!"], ["hello world"], "de", (0.0, "wer")),  # case and punctuation ignored
-    (["Mr. Smith is here."], ["mister smith is here"], "en", (0.0, "wer")),  # English normaliser
-    (["a b c d", "e f"], ["a b c d", ""], "fr", (2 / 6, "wer")),  # corpus level, not mean of clips
-    (["a b", "(noise)"], ["a b", "x"], "es", (0.5, "wer")),  # empty reference: hypothesis counts as insertions
-    (["广州市房地产"], ["廣州市房地產"], "zh", (0.0, "cer")),  # traditional vs simplified
-    (["换 一首歌"], ["換一首歌。"], "zh", (0.0, "cer")),  # whitespace and punctuation removed
-    (["换一首歌"], ["换一首哥"], "zh", (0.25, "cer")),  # 1 substitution / 4 characters
-    (["नमस्ते"], ["नमस्त"], "hi", (1 / 6, "cer")),  # the vowel sign is a character of its own
-])
+@pytest.mark.parametrize(
+    "refs, hyps, lang, expected",
+    [
+        (["the cat sat down"], ["the cat sat up"], "en", (0.25, "wer")),  # 1 substitution / 4 words
+        (["the cat sat down"], ["the cat sat"], "en", (0.25, "wer")),  # 1 deletion
+        (["Hello, World!"], ["hello world"], "de", (0.0, "wer")),  # case and punctuation ignored
+        (["Mr. Smith is here."], ["mister smith is here"], "en", (0.0, "wer")),  # English normaliser
+        (["a b c d", "e f"], ["a b c d", ""], "fr", (2 / 6, "wer")),  # corpus level, not mean of clips
+        (["a b", "(noise)"], ["a b", "x"], "es", (0.5, "wer")),  # empty reference: hypothesis counts as insertions
+        (["广州市房地产"], ["廣州市房地產"], "zh", (0.0, "cer")),  # traditional vs simplified
+        (["换 一首歌"], ["換一首歌。"], "zh", (0.0, "cer")),  # whitespace and punctuation removed
+        (["换一首歌"], ["换一首哥"], "zh", (0.25, "cer")),  # 1 substitution / 4 characters
+        (["नमस्ते"], ["नमस्त"], "hi", (1 / 6, "cer")),  # the vowel sign is a character of its own
+    ],
+)
 def test_error_rate(refs, hyps, lang, expected):
     rate, metric = error_rate(refs, hyps, lang)
     assert metric == expected[1]
@@ -73,14 +77,17 @@ def test_manifest_parses_relative_paths_subsets_and_blank_lines():
     assert any(c.subset for c in clips)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ('{"audio": "x.wav", "text": "hi", ', r"m\.jsonl:2: not valid JSON"),
-    ('["a list"]', r"m\.jsonl:2: expected a JSON object"),
-    ('{"text": "hallo", "lang": "de"}', r"m\.jsonl:2: missing or non-string 'audio'"),
-    ('{"audio": "a.wav", "lang": "de"}', r"m\.jsonl:2: missing or non-string 'text'"),
-    ('{"audio": "nope.wav", "text": "hallo", "lang": "de"}', r"m\.jsonl:2: audio file .*nope\.wav not found"),
-    (_row(lang="xx"), r"m\.jsonl:2: unsupported lang 'xx'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ('{"audio": "x.wav", "text": "hi", ', r"m\.jsonl:2: not valid JSON"),
+        ('["a list"]', r"m\.jsonl:2: expected a JSON object"),
+        ('{"text": "hallo", "lang": "de"}', r"m\.jsonl:2: missing or non-string 'audio'"),
+        ('{"audio": "a.wav", "lang": "de"}', r"m\.jsonl:2: missing or non-string 'text'"),
+        ('{"audio": "nope.wav", "text": "hallo", "lang": "de"}', r"m\.jsonl:2: audio file .*nope\.wav not found"),
+        (_row(lang="xx"), r"m\.jsonl:2: unsupported lang 'xx'"),
+    ],
+)
 def test_manifest_errors_name_the_line(tmp_path, bad, message):
     path = _manifest(tmp_path, [_row(), bad, _row()])
     with pytest.raises(DataError, match=message):
@@ -116,14 +123,32 @@ def _real_rows(*langs: str) -> list[str]:
 def test_eval_end_to_end(tmp_path, tiny_model_dir, capsys):
     manifest = _manifest(tmp_path, _real_rows("de", "en", "zh"))
     out = tmp_path / "out"
-    rc = main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--steps", "2,4",
-               "--json", str(out / "eval.json"), "--report", str(out / "eval.md"), "--plot", str(out / "eval.png")])
+    rc = main(
+        [
+            "eval",
+            "--manifest",
+            str(manifest),
+            "--model",
+            str(tiny_model_dir),
+            "--steps",
+            "2,4",
+            "--json",
+            str(out / "eval.json"),
+            "--report",
+            str(out / "eval.md"),
+            "--plot",
+            str(out / "eval.png"),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "Per language" in printed and "Steps sweep" in printed
     data = json.loads((out / "eval.json").read_text())
-    assert [r["name"] for r in data["results"]] == ["diffasr diffusion 2 steps", "diffasr diffusion 4 steps",
-                                                    "diffasr ctc-greedy"]
+    assert [r["name"] for r in data["results"]] == [
+        "diffasr diffusion 2 steps",
+        "diffasr diffusion 4 steps",
+        "diffasr ctc-greedy",
+    ]
     for r in data["results"]:
         assert set(r["languages"]) == {"de", "en", "zh", "en:digits"}  # the shortest en clip is a digit
         assert r["languages"]["zh"]["metric"] == "cer" and r["languages"]["en"]["metric"] == "wer"
@@ -140,9 +165,24 @@ def test_eval_end_to_end(tmp_path, tiny_model_dir, capsys):
 def test_eval_baseline_faster_whisper(tmp_path, tiny_model_dir):
     """The baseline is real Whisper-base: on a clear 2 s English clip it should be (nearly) right."""
     clip = real_clip("en", "coqui_LJ001-0002.wav")
-    manifest = _manifest(tmp_path, [json.dumps({"audio": str(clip), "text": "in being comparatively modern.", "lang": "en"})])
-    rc = main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--method", "ctc-greedy",
-               "--baseline", "faster-whisper", "--json", str(tmp_path / "e.json")])
+    manifest = _manifest(
+        tmp_path, [json.dumps({"audio": str(clip), "text": "in being comparatively modern.", "lang": "en"})]
+    )
+    rc = main(
+        [
+            "eval",
+            "--manifest",
+            str(manifest),
+            "--model",
+            str(tiny_model_dir),
+            "--method",
+            "ctc-greedy",
+            "--baseline",
+            "faster-whisper",
+            "--json",
+            str(tmp_path / "e.json"),
+        ]
+    )
     assert rc == 0
     data = json.loads((tmp_path / "e.json").read_text())
     base = next(r for r in data["results"] if r["method"] == "faster-whisper")
@@ -151,9 +191,28 @@ def test_eval_baseline_faster_whisper(tmp_path, tiny_model_dir):
 
 
 def test_bench_runs(tmp_path, tiny_model_dir, capsys):
-    rc = main(["bench", "--model", str(tiny_model_dir), "--clips", str(real_clip("en", "coqui_LJ001-0002.wav")),
-               "--language", "en", "--steps", "2", "--batch-sizes", "1,2", "--throughput-clips", "4", "--repeats", "1",
-               "--no-baseline", "--json", str(tmp_path / "b.json")])
+    rc = main(
+        [
+            "bench",
+            "--model",
+            str(tiny_model_dir),
+            "--clips",
+            str(real_clip("en", "coqui_LJ001-0002.wav")),
+            "--language",
+            "en",
+            "--steps",
+            "2",
+            "--batch-sizes",
+            "1,2",
+            "--throughput-clips",
+            "4",
+            "--repeats",
+            "1",
+            "--no-baseline",
+            "--json",
+            str(tmp_path / "b.json"),
+        ]
+    )
     assert rc == 0
     assert "Per-stage times" in capsys.readouterr().out
     data = json.loads((tmp_path / "b.json").read_text())
@@ -169,28 +228,77 @@ def test_eval_ngram_row_needs_and_uses_an_ngram(tmp_path, tiny_model_dir, capsys
     flag no listed method reads is an error too."""
     import shutil
 
-    from diffasr.ngram import NgramLM
     from diffasr.model import DiffusionASR
+    from diffasr.ngram import NgramLM
 
     manifest = _manifest(tmp_path, _real_rows("en"))
-    assert main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--method", "ctc-beam",
-                 "--ngram-weight", "0.5"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--manifest",
+                str(manifest),
+                "--model",
+                str(tiny_model_dir),
+                "--method",
+                "ctc-beam",
+                "--ngram-weight",
+                "0.5",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "needs the language's n-gram" in err and "Traceback" not in err
-    assert main(["eval", "--manifest", str(manifest), "--model", str(tiny_model_dir), "--method", "ctc-greedy,rescore",
-                 "--steps", "2"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--manifest",
+                str(manifest),
+                "--model",
+                str(tiny_model_dir),
+                "--method",
+                "ctc-greedy,rescore",
+                "--steps",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "no method of ctc-greedy, rescore reads steps" in capsys.readouterr().err
     model_dir = tmp_path / "with_lm"
     shutil.copytree(tiny_model_dir, model_dir)
     tok = DiffusionASR.load(model_dir).tokenizer
-    NgramLM.train([tok.encode(s) for s in ("one two three", "ask not what your country can do")],
-                  tok.vocab_size, tok.eos, order=3).save(model_dir / "lm" / "en.npz")
-    rc = main(["eval", "--manifest", str(manifest), "--model", str(model_dir), "--method", "ctc-greedy,ctc-beam",
-               "--ngram-weight", "0.5", "--length-bonus", "1", "--json", str(tmp_path / "e.json")])
+    NgramLM.train(
+        [tok.encode(s) for s in ("one two three", "ask not what your country can do")], tok.vocab_size, tok.eos, order=3
+    ).save(model_dir / "lm" / "en.npz")
+    rc = main(
+        [
+            "eval",
+            "--manifest",
+            str(manifest),
+            "--model",
+            str(model_dir),
+            "--method",
+            "ctc-greedy,ctc-beam",
+            "--ngram-weight",
+            "0.5",
+            "--length-bonus",
+            "1",
+            "--json",
+            str(tmp_path / "e.json"),
+        ]
+    )
     assert rc == 0
     data = json.loads((tmp_path / "e.json").read_text())
     assert [r["name"] for r in data["results"]] == ["diffasr ctc-greedy", "diffasr ctc-beam"]
     rows = data["settings"]["rows"]
-    assert rows["diffasr ctc-beam"] == {"method": "ctc-beam", "beam": 16, "ngram_weight": 0.5, "length_bonus": 1.0,
-                                        "restrict_script": True}
+    assert rows["diffasr ctc-beam"] == {
+        "method": "ctc-beam",
+        "beam": 16,
+        "ngram_weight": 0.5,
+        "length_bonus": 1.0,
+        "restrict_script": True,
+    }
     assert rows["diffasr ctc-greedy"] == {"method": "ctc-greedy", "restrict_script": True}

@@ -14,9 +14,7 @@ import pytest
 import diffasr
 
 # __main__ runs the CLI on import, by design.
-MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(diffasr.__path__, "diffasr.") if m.name != "diffasr.__main__"
-)
+MODULES = sorted(m.name for m in pkgutil.walk_packages(diffasr.__path__, "diffasr.") if m.name != "diffasr.__main__")
 
 
 def test_walk_finds_the_package():

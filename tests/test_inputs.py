@@ -22,8 +22,20 @@ def _write(path, samples, rate=SAMPLE_RATE):
 def test_cli_errors_name_the_file_among_several(tmp_path, tiny_model_dir, en_clip, capsys):
     short = _write(tmp_path / "short.wav", np.zeros(100, np.float32))
     nan = _write(tmp_path / "nan.wav", np.full(8000, np.nan, np.float32))
-    code = cli(["transcribe", "--model", str(tiny_model_dir), "--method", "ctc-greedy", "--language", "en",
-                str(en_clip), str(short), str(nan)])
+    code = cli(
+        [
+            "transcribe",
+            "--model",
+            str(tiny_model_dir),
+            "--method",
+            "ctc-greedy",
+            "--language",
+            "en",
+            str(en_clip),
+            str(short),
+            str(nan),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 2, err
     assert err[0] == f"diffasr transcribe: error: {short}: audio is too short (6 ms)"

@@ -13,8 +13,8 @@ import re
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import DATA, manifest_rows, real_clip
+
 from diffasr import vad
 from diffasr.align import ctc_align, words_from_tokens
 from diffasr.audio import SAMPLE_RATE, load_audio
@@ -101,7 +101,7 @@ def test_streamed_file_matches_in_memory(tiny_model, long_file, monkeypatch):
     streamed, n = vad.scan_file(path, block_seconds=7.0)  # blocks cut through speech
     assert streamed == chunks and n == audio.size
     for c, a in zip(chunks, vad.read_chunks(path, chunks, block_seconds=7.0)):
-        assert np.array_equal(a, audio[c.start: c.end])
+        assert np.array_equal(a, audio[c.start : c.end])
     import diffasr.transcribe as T
 
     monkeypatch.setattr(T, "STREAM_SECONDS", 60.0)
@@ -115,8 +115,25 @@ def test_cli_format_all_writes_every_format(tiny_model_dir, tmp_path):
     from diffasr.cli import main
 
     clip = real_clip("en", "coqui_LJ001-0002.wav")
-    assert main(["transcribe", str(clip), "--model", str(tiny_model_dir), "--format", "all",
-                 "--output-dir", str(tmp_path), "--language", "auto", "--steps", "2"]) == 0
+    assert (
+        main(
+            [
+                "transcribe",
+                str(clip),
+                "--model",
+                str(tiny_model_dir),
+                "--format",
+                "all",
+                "--output-dir",
+                str(tmp_path),
+                "--language",
+                "auto",
+                "--steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == [f"coqui_LJ001-0002.{ext}" for ext in ("json", "srt", "txt", "vtt")]
     data = json.loads((tmp_path / "coqui_LJ001-0002.json").read_text())

@@ -7,11 +7,11 @@ import random
 
 import numpy as np
 import pytest
-
 from conftest import DATA
+
+from diffasr.decoding.ctc import ctc_prefix_beam
 from diffasr.errors import ConfigError
 from diffasr.ngram import NgramLM, NgramModels
-from diffasr.decoding.ctc import ctc_prefix_beam
 
 
 def _random_lm(min_count: int = 1, order: int = 3) -> NgramLM:
@@ -74,7 +74,7 @@ def test_shipped_model_ngram_default_on_a_real_clip(en_clip):
     """The shipped n-grams load, and with them the default decoding spells JFK's words that greedy
     CTC misspells ("americics", "ctry", "couny" when recorded)."""
     import diffasr
-    from diffasr.evaluate import error_rate
+    from diffasr.metrics import error_rate
 
     model = diffasr.load()
     assert model.config.ngram and set(model.ngrams.languages()) == set(model.config.ngram["languages"])
@@ -103,13 +103,32 @@ def test_build_script_adds_domain_text(tiny_model_dir, tmp_path):
     notes.write_text("the quilter pipeline shards every tensor\n" * 5, encoding="utf-8")
     out = {}
     for name, extra in (("plain", []), ("domain", ["--text", f"en={notes}"])):
-        r = subprocess.run([sys.executable, str(repo / "scripts" / "build_lm.py"), str(tiny_model_dir), "--langs", "en",
-                            "--short", "0", "--exclude", str(DATA / "manifest.jsonl"), "--out", str(tmp_path / name),
-                            *extra], capture_output=True, text=True, env=env)
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(repo / "scripts" / "build_lm.py"),
+                str(tiny_model_dir),
+                "--langs",
+                "en",
+                "--short",
+                "0",
+                "--exclude",
+                str(DATA / "manifest.jsonl"),
+                "--out",
+                str(tmp_path / name),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert r.returncode == 0, r.stderr
         out[name] = NgramLM.load(tmp_path / name / "en.npz")
     ids = DiffusionASR.load(tiny_model_dir).tokenizer.encode("the quilter pipeline shards every tensor")
     assert out["domain"].score(ids) > out["plain"].score(ids) + 5
-    bad = subprocess.run([sys.executable, str(repo / "scripts" / "build_lm.py"), str(tiny_model_dir), "--text", "en"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, str(repo / "scripts" / "build_lm.py"), str(tiny_model_dir), "--text", "en"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "expected LANG=FILE" in bad.stderr and "Traceback" not in bad.stderr

@@ -15,12 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATA, REPO
 
 CLIPS = {  # corpus -> (language, [(tests/data clip, transcript)])
-    "librispeech": ("en", [("en/jfk.flac", "AND SO MY FELLOW AMERICANS ASK NOT WHAT YOUR COUNTRY CAN DO FOR YOU"),
-                           ("en/picovoice_cheetah_test_en.wav", "TODAY ONLY PLATFORMS ONE AND THREE ARE USED")]),
+    "librispeech": (
+        "en",
+        [
+            ("en/jfk.flac", "AND SO MY FELLOW AMERICANS ASK NOT WHAT YOUR COUNTRY CAN DO FOR YOU"),
+            ("en/picovoice_cheetah_test_en.wav", "TODAY ONLY PLATFORMS ONE AND THREE ARE USED"),
+        ],
+    ),
     "fleurs": ("de", [("de/picovoice_cheetah_test_de.wav", "die werbung vermittelt einen falschen eindruck")]),
     "voxpopuli": ("fr", [("fr/picovoice_cheetah_test_fr.wav", "les deux autres sont situés au bord de la mer jaune")]),
 }
@@ -39,8 +43,14 @@ def _tokenizer(d: Path):
         lines += (DATA / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[:400]
     lines += [t.lower() for _, rows in CLIPS.values() for _, t in rows]
     tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, limit_alphabet=120))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-                                 unk_token="<unk>", additional_special_tokens=specials[4:])
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+        additional_special_tokens=specials[4:],
+    )
     hf.save_pretrained(d)
     return hf
 
@@ -53,16 +63,36 @@ def _corpus(d: Path, corpus: str) -> Path:
     audio = [{"bytes": (DATA / a).read_bytes(), "path": Path(a).name} for a, _ in rows]
     n = len(rows)
     if corpus == "librispeech":
-        cols = dict(file=[Path(a).name for a, _ in rows], text=[t for _, t in rows], speaker_id=[1] * n,
-                    chapter_id=[2] * n, id=[f"1-2-{i}" for i in range(n)])
+        cols = dict(
+            file=[Path(a).name for a, _ in rows],
+            text=[t for _, t in rows],
+            speaker_id=[1] * n,
+            chapter_id=[2] * n,
+            id=[f"1-2-{i}" for i in range(n)],
+        )
     elif corpus == "fleurs":
-        cols = dict(id=list(range(n)), num_samples=[0] * n, path=[Path(a).name for a, _ in rows],
-                    transcription=[t for _, t in rows], raw_transcription=[t.capitalize() + "." for _, t in rows],
-                    gender=[0] * n, lang_id=[0] * n, language=["German"] * n, lang_group_id=[0] * n)
+        cols = dict(
+            id=list(range(n)),
+            num_samples=[0] * n,
+            path=[Path(a).name for a, _ in rows],
+            transcription=[t for _, t in rows],
+            raw_transcription=[t.capitalize() + "." for _, t in rows],
+            gender=[0] * n,
+            lang_id=[0] * n,
+            language=["German"] * n,
+            lang_group_id=[0] * n,
+        )
     else:
-        cols = dict(audio_id=[str(i) for i in range(n)], language=[2] * n, raw_text=[t for _, t in rows],
-                    normalized_text=[t for _, t in rows], gender=["female"] * n, speaker_id=["s"] * n,
-                    is_gold_transcript=[True] * n, accent=["None"] * n)
+        cols = dict(
+            audio_id=[str(i) for i in range(n)],
+            language=[2] * n,
+            raw_text=[t for _, t in rows],
+            normalized_text=[t for _, t in rows],
+            gender=["female"] * n,
+            speaker_id=["s"] * n,
+            is_gold_transcript=[True] * n,
+            accent=["None"] * n,
+        )
     ds = datasets.Dataset.from_dict({"audio": audio, **cols})
     ds = ds.cast_column("audio", datasets.Audio(sampling_rate=16000, decode=False))
     ds.save_to_disk(str(d / corpus))
@@ -85,22 +115,50 @@ def recipe_run(tmp_path_factory):
     lm = DiffusionGemmaForBlockDiffusion(make_config(DIMS["tiny"], 64, ids))
     lm.save_pretrained(d / "backbone")
     # whisper-small's encoder shape where it meets the projector (768-d, 80 mels, 1500 frames), 1 layer
-    wcfg = WhisperConfig(d_model=768, encoder_layers=1, encoder_attention_heads=4, encoder_ffn_dim=256,
-                         decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=256, vocab_size=64,
-                         num_mel_bins=80, max_source_positions=1500, max_target_positions=32,
-                         pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    wcfg = WhisperConfig(
+        d_model=768,
+        encoder_layers=1,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=256,
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=256,
+        vocab_size=64,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     WhisperModel(wcfg).save_pretrained(d / "whisper")
     WhisperFeatureExtractor(feature_size=80).save_pretrained(d / "whisper")
 
-    cfg = load_config(REPO / "configs" / "gemma-26b.toml", [
-        f'out="{d / "run"}"', f'data.cache="{d / "features"}"', 'optim.max_steps=3', 'optim.warmup_steps=1',
-        'optim.bf16=false', 'loss.ctc_warmup_steps=1', 'eval.save_every=3', 'eval.log_every=1',
-        'data.max_frames=2000', 'data.max_batch=2', 'model.dtype="float32"'])
-    hf = [dict(src, path=str(_corpus(d, src["corpus"])))
-          for src in [s for s in cfg.data.hf if s["corpus"] == "librispeech"][:1]
-          + [{"corpus": "fleurs", "lang": "de"}, {"corpus": "voxpopuli", "lang": "fr"}]]
-    cfg = cfg.replace(model={"backbone": str(d / "backbone"), "encoder": str(d / "whisper")},
-                      data={"hf": hf, "hf_dev": []})
+    cfg = load_config(
+        REPO / "configs" / "gemma-26b.toml",
+        [
+            f'out="{d / "run"}"',
+            f'data.cache="{d / "features"}"',
+            "optim.max_steps=3",
+            "optim.warmup_steps=1",
+            "optim.bf16=false",
+            "loss.ctc_warmup_steps=1",
+            "eval.save_every=3",
+            "eval.log_every=1",
+            "data.max_frames=2000",
+            "data.max_batch=2",
+            'model.dtype="float32"',
+        ],
+    )
+    hf = [
+        dict(src, path=str(_corpus(d, src["corpus"])))
+        for src in [s for s in cfg.data.hf if s["corpus"] == "librispeech"][:1]
+        + [{"corpus": "fleurs", "lang": "de"}, {"corpus": "voxpopuli", "lang": "fr"}]
+    ]
+    cfg = cfg.replace(
+        model={"backbone": str(d / "backbone"), "encoder": str(d / "whisper")}, data={"hf": hf, "hf_dev": []}
+    )
     ckpt = train(cfg)
     return d, cfg, ckpt
 
@@ -152,8 +210,8 @@ def test_recipe_trains_saves_adapter_only_and_reloads(recipe_run, en_clip):
 def test_recipe_data_reads_the_corpora_columns(recipe_run, monkeypatch):
     import hashlib
 
-    from diffasr.training import pretrained as recipe
     from diffasr.model import DiffusionASR
+    from diffasr.training import pretrained as recipe
 
     d, cfg, ckpt = recipe_run
     feats = list((d / "features").rglob("*.npy"))
@@ -164,12 +222,17 @@ def test_recipe_data_reads_the_corpora_columns(recipe_run, monkeypatch):
 
     # A second pass (a resumed run, another GPU's process) reads the indexes and streams nothing.
     monkeypatch.setattr(recipe, "_rows", lambda *a: pytest.fail("streamed a source again"))
-    model = DiffusionASR.load(ckpt, gemma=__import__("transformers").DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.model.backbone))
+    model = DiffusionASR.load(
+        ckpt, gemma=__import__("transformers").DiffusionGemmaForBlockDiffusion.from_pretrained(cfg.model.backbone)
+    )
     ex = recipe.hf_examples(model, list(cfg.data.hf), d / "features", cfg.data.max_seconds)
     # The 3.5-s German clip is cached but not trained on: in this 400-token BPE its transcript is 24
     # tokens, more than its 22 audio tokens at 8x, which CTC cannot align.
     assert sorted(e.lang for e in ex) == ["en", "en", "fr"]
-    assert all(isinstance(e.feats, recipe.CachedFeatures) and np.asarray(e.feats, np.float32).shape == e.feats.shape for e in ex)
+    assert all(
+        isinstance(e.feats, recipe.CachedFeatures) and np.asarray(e.feats, np.float32).shape == e.feats.shape
+        for e in ex
+    )
 
 
 def test_full_size_parameter_count():
@@ -184,8 +247,8 @@ def test_full_size_parameter_count():
 
 def test_recipe_bad_source_is_one_clear_error(tmp_path, recipe_run):
     from diffasr.errors import ConfigError, DataError
-    from diffasr.training.pretrained import hf_examples
     from diffasr.model import DiffusionASR
+    from diffasr.training.pretrained import hf_examples
 
     d, cfg, ckpt = recipe_run
     model = DiffusionASR.load(ckpt)

@@ -36,7 +36,10 @@ def test_plan_chains_the_shipped_stages_inside_the_run_dir(tmp_path):
     assert kinds[-1] == "run" and "build_lm.py" in steps[-1].commands[0][1]
     assert steps[-1].commands[0][2] == f"{run}/export/small11"  # the n-grams go into the last export
     assert stages[-1].commands[1][-2:] == ("--previous", f"{run}/export/small5")  # the record keeps every stage
-    assert json.loads(stages[-1].commands[1][stages[-1].commands[1].index("--decode-defaults") + 1]) == SHIPPED["decode_defaults"]
+    assert (
+        json.loads(stages[-1].commands[1][stages[-1].commands[1].index("--decode-defaults") + 1])
+        == SHIPPED["decode_defaults"]
+    )
     assert all(s.source in ("measured", "estimate") and s.minutes >= 0 for s in steps)
 
 
@@ -45,8 +48,13 @@ def test_dry_run_prints_every_command_and_the_total(capsys):
     out = capsys.readouterr().out
     trains = [l for l in out.splitlines() if " train --config " in l]
     assert [l.split("--config ")[1].split()[0] for l in trains] == [
-        "configs/small.toml", "configs/small-stage2.toml", "configs/small-stage3.toml", "configs/small-stage4.toml",
-        "configs/small-stage5.toml", "configs/small-stage11.toml"]
+        "configs/small.toml",
+        "configs/small-stage2.toml",
+        "configs/small-stage3.toml",
+        "configs/small-stage4.toml",
+        "configs/small-stage5.toml",
+        "configs/small-stage11.toml",
+    ]
     assert all("--resume" in l for l in trains)
     assert "init_from" not in trains[0] and "runs/rebuild-small/small5/checkpoint" in trains[-1]
     assert out.rstrip().splitlines()[-1].startswith("# total: ")

@@ -55,8 +55,12 @@ def server(tiny_model):
 
 def post(url: str, clip, timeout: float = 60, **fields) -> httpx.Response:
     data = clip.read_bytes() if hasattr(clip, "read_bytes") else clip
-    return httpx.post(url + TRANSCRIPTIONS, files={"file": ("clip.flac", data)},
-                      data={k: str(v) for k, v in fields.items()}, timeout=timeout)
+    return httpx.post(
+        url + TRANSCRIPTIONS,
+        files={"file": ("clip.flac", data)},
+        data={k: str(v) for k, v in fields.items()},
+        timeout=timeout,
+    )
 
 
 def test_json_and_text_formats(server, en_clip):
@@ -101,8 +105,9 @@ def test_openai_client(server, en_clip):
         text = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="text")
     assert isinstance(text, str) and text.strip() == tr.text
     with open(en_clip, "rb") as f:
-        verbose = client.audio.transcriptions.create(model=model, file=f, response_format="verbose_json",
-                                                     language="en", extra_body={"steps": 2})
+        verbose = client.audio.transcriptions.create(
+            model=model, file=f, response_format="verbose_json", language="en", extra_body={"steps": 2}
+        )
     assert verbose.language == "en" and verbose.duration == pytest.approx(11.0, abs=0.1)
     with open(en_clip, "rb") as f, pytest.raises(openai.BadRequestError) as e:
         client.audio.transcriptions.create(model=model, file=f, language="xx")
@@ -155,11 +160,16 @@ def test_openai_default_temperature_is_accepted_by_every_method(server, en_clip)
 
 
 def test_requests_without_a_file_or_form(server):
-    for r in [httpx.post(server + TRANSCRIPTIONS, data={"model": "diffasr-tiny"}),
-              httpx.post(server + TRANSCRIPTIONS, json={"file": "x"}),
-              httpx.post(server + TRANSCRIPTIONS, content=b"--x\r\ngarbage",
-                         headers={"content-type": "multipart/form-data; boundary=x"}),
-              httpx.get(server + "/no/such/route")]:
+    for r in [
+        httpx.post(server + TRANSCRIPTIONS, data={"model": "diffasr-tiny"}),
+        httpx.post(server + TRANSCRIPTIONS, json={"file": "x"}),
+        httpx.post(
+            server + TRANSCRIPTIONS,
+            content=b"--x\r\ngarbage",
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        ),
+        httpx.get(server + "/no/such/route"),
+    ]:
         assert 400 <= r.status_code < 500 and "message" in r.json()["error"]
 
 

@@ -22,11 +22,11 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from test_serve import TRANSCRIPTIONS, serving
 
 from diffasr.audio import load_audio
 from diffasr.serve import create_app
 from diffasr.serve_limits import LOOPBACK_HOSTS, Limits, default_hosts, host_name, parse_hosts
-from test_serve import TRANSCRIPTIONS, serving
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,9 +52,11 @@ def _serving(model, limits: Limits, **app_kwargs):
         yield url
 
 
-SLOW_HEAD = (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-             b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n"
-             b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n')
+SLOW_HEAD = (
+    b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n"
+    b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+)
 
 
 def _raw(url: str) -> socket.socket:
@@ -91,8 +93,14 @@ def test_flood_is_refused_with_retry_after_and_health_answers(tiny_model, en_cli
         poller.start()
         try:
             with ThreadPoolExecutor(12) as pool:
-                rs = list(pool.map(lambda _: httpx.post(url + TRANSCRIPTIONS, files={"file": ("a.wav", data)},
-                                                        data={"steps": "2"}, timeout=120), range(12)))
+                rs = list(
+                    pool.map(
+                        lambda _: httpx.post(
+                            url + TRANSCRIPTIONS, files={"file": ("a.wav", data)}, data={"steps": "2"}, timeout=120
+                        ),
+                        range(12),
+                    )
+                )
         finally:
             stop.set()
             poller.join()
@@ -106,8 +114,12 @@ def test_flood_is_refused_with_retry_after_and_health_answers(tiny_model, en_cli
         metrics = httpx.get(url + "/metrics").json()
         assert metrics["receiving"] == 0 and metrics["working"] == 0  # every slot was given back
         assert metrics["refused_busy"] == sum(c in (429, 503) for c in codes)
-        assert httpx.post(url + TRANSCRIPTIONS, files={"file": ("a.wav", data)}, data={"steps": "2"},
-                          timeout=120).status_code == 200  # and it still serves
+        assert (
+            httpx.post(
+                url + TRANSCRIPTIONS, files={"file": ("a.wav", data)}, data={"steps": "2"}, timeout=120
+            ).status_code
+            == 200
+        )  # and it still serves
 
 
 def test_slow_body_is_cut_off(tiny_model):
@@ -192,8 +204,16 @@ def test_serve_flags_are_documented():
 
     help_text = build_parser(only="serve")._subparsers._group_actions[0].choices["serve"].format_help()
     readme = (REPO / "README.md").read_text()
-    for flag in ("--max-uploads", "--max-queue", "--body-timeout-s", "--request-timeout-s", "--header-timeout-s",
-                 "--max-header-kb", "--allowed-hosts", "--max-connections"):
+    for flag in (
+        "--max-uploads",
+        "--max-queue",
+        "--body-timeout-s",
+        "--request-timeout-s",
+        "--header-timeout-s",
+        "--max-header-kb",
+        "--allowed-hosts",
+        "--max-connections",
+    ):
         assert flag in help_text and flag in readme, flag
 
 
@@ -235,9 +255,25 @@ def test_flood_of_64_maximum_size_uploads(tiny_model_dir, en_clip, tmp_path):
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     body_timeout = 30
-    proc = subprocess.Popen([sys.executable, "-m", "diffasr", "serve", "--model", str(tiny_model_dir), "--port", str(port),
-                             "--max-duration-s", "900", "--body-timeout-s", str(body_timeout)],
-                            stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "diffasr",
+            "serve",
+            "--model",
+            str(tiny_model_dir),
+            "--port",
+            str(port),
+            "--max-duration-s",
+            "900",
+            "--body-timeout-s",
+            str(body_timeout),
+        ],
+        stdout=open(tmp_path / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     probe = None
     try:
         deadline = time.monotonic() + 180
@@ -249,7 +285,10 @@ def test_flood_of_64_maximum_size_uploads(tiny_model_dir, en_clip, tmp_path):
             except httpx.HTTPError:
                 time.sleep(0.3)
         data = _wav_of_size(en_clip, 25 * (1 << 20) - 70_000, speech_s=22)  # 25 MB with the form around it
-        post = lambda _: httpx.post(url + TRANSCRIPTIONS, files={"file": ("a.wav", data)}, data={"steps": "2"}, timeout=600)
+
+        def post(_):
+            return httpx.post(url + TRANSCRIPTIONS, files={"file": ("a.wav", data)}, data={"steps": "2"}, timeout=600)
+
         server = psutil.Process(proc.pid)
         assert post(0).status_code == 200
         time.sleep(1)
@@ -293,15 +332,19 @@ def test_flood_of_64_maximum_size_uploads(tiny_model_dir, en_clip, tmp_path):
         health = [json.loads(line) for line in health_log.read_text().splitlines() if line.strip()]
         codes = [r.status_code for r in rs]
         summary = {c: codes.count(c) for c in sorted(set(codes))}
-        print(f"\nflood: {summary}; RSS after 1 request {idle_one / 2**20:.0f} MB, after a batch of 8 (idle) "
-              f"{idle / 2**20:.0f} MB, peak {max(peak) / 2**20:.0f} MB, after {settled / 2**20:.0f} MB; slow client "
-              f"cut off after {slow_seconds:.1f} s; /health worst {max(s for _, s in health):.2f} s over {len(health)} probes")
+        print(
+            f"\nflood: {summary}; RSS after 1 request {idle_one / 2**20:.0f} MB, after a batch of 8 (idle) "
+            f"{idle / 2**20:.0f} MB, peak {max(peak) / 2**20:.0f} MB, after {settled / 2**20:.0f} MB; slow client "
+            f"cut off after {slow_seconds:.1f} s; /health worst {max(s for _, s in health):.2f} s over {len(health)} probes"
+        )
         assert set(codes) <= {200, 429, 503} and summary.get(200, 0) >= 1 and summary.get(200) < 64, summary
         assert all(r.headers.get("retry-after") for r in rs if r.status_code != 200)
         assert max(peak) < 2 * 2**30
         assert settled < idle * 1.10
         assert slow_seconds < body_timeout + 10
-        assert health and all(code == 200 and s < 5 for code, s in health), [h for h in health if h[0] != 200 or h[1] >= 5][:5]
+        assert health and all(code == 200 and s < 5 for code, s in health), [
+            h for h in health if h[0] != 200 or h[1] >= 5
+        ][:5]
     finally:
         if probe is not None:
             probe.kill()
@@ -315,8 +358,12 @@ def _ws_handshake(url: str, host: str) -> str:
 
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall((f"GET /v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"GET /v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         return s.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
 
 

@@ -11,14 +11,14 @@ import pytest
 
 from diffasr.audio import SAMPLE_RATE, load_audio
 from diffasr.errors import AudioError, ConfigError
-from diffasr.evaluate import error_rate
+from diffasr.metrics import error_rate
 from diffasr.stream import StreamSession, play
 
 
 def _feed(session, audio, chunk):
     events = []
     for i in range(0, audio.size, chunk):
-        events += session.feed(audio[i:i + chunk])
+        events += session.feed(audio[i : i + chunk])
     return events + session.close()
 
 
@@ -88,7 +88,7 @@ def test_other_sample_rate(shipped_model, en_clip):
     s = shipped_model.stream(language="en")
     events = []
     for i in range(0, a44.size, 4410):
-        events += s.feed((a44[i:i + 4410], 44100))
+        events += s.feed((a44[i : i + 4410], 44100))
     events += s.close()
     finals = [e.text for e in events if e.type == "final"]
     assert finals and "fellow americans" in " ".join(finals)
@@ -129,7 +129,7 @@ def test_long_speech_is_cut(tiny_model):
     s = StreamSession(tiny_model, "en", max_utterance_s=3.0, pause_s=2.0)
     events, held = [], 0
     for i in range(0, a.size, 3200):
-        events += s.feed(a[i:i + 3200])
+        events += s.feed(a[i : i + 3200])
         held = max(held, s.buf.size)
     events += s.close()
     _check_order(events)

@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 import soxr
+from test_serve import serving
 
 from diffasr.audio import SAMPLE_RATE, load_audio
 from diffasr.serve import create_app
-from test_serve import serving
 
 websockets = pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
@@ -55,7 +55,7 @@ def _stream(ws, pcm: bytes, frame: int = 9600) -> list[dict]:
     """Send PCM in frames (default 100 ms at 48 kHz), then stop; the events up to done."""
     assert json.loads(ws.recv(timeout=30))["type"] == "ready"
     for i in range(0, len(pcm), frame):
-        ws.send(pcm[i:i + frame])
+        ws.send(pcm[i : i + frame])
     ws.send(json.dumps({"type": "stop"}))
     return _events(ws)
 
@@ -94,7 +94,7 @@ def test_garbage_frames_get_errors_and_the_stream_goes_on(base, pcm48):
         ws.send(b"\x00" * (2 << 20))  # over the frame limit
         assert json.loads(ws.recv(timeout=10))["code"] == "bad_frame"
         for i in range(0, len(pcm48), 9600):
-            ws.send(pcm48[i:i + 9600])
+            ws.send(pcm48[i : i + 9600])
         ws.send(json.dumps({"type": "stop"}))
         _check_normal(_events(ws))
 
@@ -110,8 +110,9 @@ def _error_then_close(ws, code: str, close_code: int = 1008) -> dict:
     return ev
 
 
-@pytest.mark.parametrize("query, word", [("language=xx", "language"), ("sample_rate=abc", "sample_rate"),
-                                         ("rate=1", "unknown")])
+@pytest.mark.parametrize(
+    "query, word", [("language=xx", "language"), ("sample_rate=abc", "sample_rate"), ("rate=1", "unknown")]
+)
 def test_bad_parameters(base, query, word):
     with connect(f"{base}/v1/stream?{query}") as ws:
         assert word in _error_then_close(ws, "invalid_parameter")["message"]
@@ -139,7 +140,7 @@ def test_disconnects_and_the_cap_then_still_serving(base, pcm48):
         with connect(base + "/v1/stream?sample_rate=48000") as ws:
             assert json.loads(ws.recv(timeout=30))["type"] == "ready"
             for i in range(0, len(pcm48) // 2, 9600):
-                ws.send(pcm48[i:i + 9600])
+                ws.send(pcm48[i : i + 9600])
             ws.socket.shutdown(socket.SHUT_RDWR)  # the TCP connection drops: no stop, no close frame
     time.sleep(1.0)
     # the cap: two streams at once, a third is told to come back later
@@ -165,7 +166,7 @@ def _webm(audio: np.ndarray) -> bytes:
         s.layout = "mono"
         x = soxr.resample(audio, SAMPLE_RATE, 48000).astype(np.float32)
         for i in range(0, x.size, 960):
-            frame = av.AudioFrame.from_ndarray(x[None, i:i + 960], format="flt", layout="mono")
+            frame = av.AudioFrame.from_ndarray(x[None, i : i + 960], format="flt", layout="mono")
             frame.sample_rate = 48000
             for packet in s.encode(frame):
                 c.mux(packet)

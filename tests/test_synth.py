@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -11,29 +10,32 @@ import pytest
 import soundfile as sf
 
 from diffasr.cli import main
-from diffasr.training.corpus import augment as aug
-from diffasr.training.corpus import synth
-from diffasr.training.corpus.text import LANGS, TEXT_DIR, load_sentences, normalize_label
 from diffasr.errors import DataError
+from diffasr.training.corpus import augment as aug
+from diffasr.training.corpus import engines, synth
+from diffasr.training.corpus.text import LANGS, TEXT_DIR, load_sentences, normalize_label
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 needs_text = pytest.mark.skipif(not (TEXT_DIR / "en.txt").exists(), reason=f"no sentence files in {TEXT_DIR}")
 
 
-@pytest.mark.parametrize("text,lang,want", [
-    ("  Hello   world. ", "en", "Hello world."),
-    ("I have 3 cats.", "en", None),
-    ("मेरे पास ३ किताबें हैं।", "hi", None),            # Devanagari digit
-    ("Ich habe ３ Katzen.", "de", None),               # full-width digit
-    ("Visit www.example.com today.", "en", None),
-    ("Salt & pepper, please.", "en", None),
-    ("Es cuesta mucho €, amigo.", "es", None),
-    ("Bonjour", "fr", None),                          # one word: too short
-    (" ".join(["mot"] * 31), "fr", None),             # too many words
-    ("ＡＢＣ sind Buchstaben.", "de", "ABC sind Buchstaben."),  # NFKC
-    ("我們在電腦前學習漢語。", "zh", "我们在电脑前学习汉语。"),  # traditional -> simplified
-    ("你好", "zh", None),                             # too short for zh
-])
+@pytest.mark.parametrize(
+    "text,lang,want",
+    [
+        ("  Hello   world. ", "en", "Hello world."),
+        ("I have 3 cats.", "en", None),
+        ("मेरे पास ३ किताबें हैं।", "hi", None),  # Devanagari digit
+        ("Ich habe ３ Katzen.", "de", None),  # full-width digit
+        ("Visit www.example.com today.", "en", None),
+        ("Salt & pepper, please.", "en", None),
+        ("Es cuesta mucho €, amigo.", "es", None),
+        ("Bonjour", "fr", None),  # one word: too short
+        (" ".join(["mot"] * 31), "fr", None),  # too many words
+        ("ＡＢＣ sind Buchstaben.", "de", "ABC sind Buchstaben."),  # NFKC
+        ("我們在電腦前學習漢語。", "zh", "我们在电脑前学习汉语。"),  # traditional -> simplified
+        ("你好", "zh", None),  # too short for zh
+    ],
+)
 def test_normalize_label(text, lang, want):
     assert normalize_label(text, lang) == want
 
@@ -101,8 +103,20 @@ def _check_corpus(out, langs, min_s=synth.MIN_S):
 @needs_text
 def test_end_to_end_espeak_resume_and_determinism(tmp_path, capsys):
     out = tmp_path / "c"
-    args = ["corpus", "synth", "--langs", "en,zh", "--hours", "0.003", "--out", str(out), "--workers", "1",
-            "--engines", "espeak"]
+    args = [
+        "corpus",
+        "synth",
+        "--langs",
+        "en,zh",
+        "--hours",
+        "0.003",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--engines",
+        "espeak",
+    ]
     assert main(args) == 0
     rows = _check_corpus(out, ["en", "zh"])
     assert "audio-s per CPU-s" in capsys.readouterr().out
@@ -126,8 +140,22 @@ def test_end_to_end_espeak_resume_and_determinism(tmp_path, capsys):
 @needs_text
 def test_interrupted_partial_manifest_is_recovered(tmp_path):
     out = tmp_path / "c"
-    args = ["corpus", "synth", "--langs", "de", "--hours", "0.002", "--out", str(out), "--workers", "1",
-            "--engines", "espeak", "--split", "test"]
+    args = [
+        "corpus",
+        "synth",
+        "--langs",
+        "de",
+        "--hours",
+        "0.002",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--engines",
+        "espeak",
+        "--split",
+        "test",
+    ]
     assert main(args) == 0
     rows = _check_corpus(out, ["de"])
     assert all(r["split"] == "test" and r["augment"] == "clean" for r in rows)
@@ -145,8 +173,22 @@ def test_short_utterances(tmp_path):
     """--kind short: 1-4 word clips (numbers, digit strings, fragments) with their own ids; a sentence
     corpus directory refuses to be resumed as a short one."""
     out = tmp_path / "s"
-    args = ["corpus", "synth", "--langs", "en,es", "--hours", "0.003", "--out", str(out), "--workers", "1",
-            "--engines", "espeak", "--kind", "short"]
+    args = [
+        "corpus",
+        "synth",
+        "--langs",
+        "en,es",
+        "--hours",
+        "0.003",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--engines",
+        "espeak",
+        "--kind",
+        "short",
+    ]
     assert main(args) == 0
     rows = _check_corpus(out, ["en", "es"], min_s=synth.MIN_S_SHORT)
     assert all("_s" in r["id"] and 1 <= len(r["text"].split()) <= 4 for r in rows)
@@ -175,11 +217,29 @@ def test_bad_arguments(tmp_path, capsys):
 
 
 @needs_text
-@pytest.mark.skipif(not synth.KokoroEngine().available(), reason="kokoro not installed")
+@pytest.mark.skipif(not engines.KokoroEngine().available(), reason="kokoro not installed")
 def test_kokoro_one_utterance(tmp_path):
     out = tmp_path / "k"
-    assert main(["corpus", "synth", "--langs", "es", "--hours", "0.0002", "--out", str(out), "--workers", "1",
-                 "--engines", "kokoro", "--no-augment"]) == 0
+    assert (
+        main(
+            [
+                "corpus",
+                "synth",
+                "--langs",
+                "es",
+                "--hours",
+                "0.0002",
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--engines",
+                "kokoro",
+                "--no-augment",
+            ]
+        )
+        == 0
+    )
     rows = _check_corpus(out, ["es"])
     assert len(rows) == 1 and rows[0]["engine"] == "kokoro" and rows[0]["augment"] == "clean"
 
@@ -200,8 +260,9 @@ def test_perturb_makes_deterministic_resumable_copies(tmp_path):
     (src / "audio").mkdir(parents=True)
     t = np.arange(32000) / 16000
     sf.write(src / "audio" / "a.flac", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
-    (src / "manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "audio/a.flac", "text": "hi there", "lang": "en",
-                                                    "duration_s": 2.0}) + "\n")
+    (src / "manifest.jsonl").write_text(
+        json.dumps({"id": "a", "audio": "audio/a.flac", "text": "hi there", "lang": "en", "duration_s": 2.0}) + "\n"
+    )
     args = ["corpus", "perturb", "--manifest", str(src / "manifest.jsonl"), "--copies", "3", "--workers", "1"]
     assert cli(args + ["--out", str(tmp_path / "p1")]) == 0
     assert cli(args + ["--out", str(tmp_path / "p1")]) == 0  # resume: nothing new

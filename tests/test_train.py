@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import shared_text
+
 from diffasr.cli import main as cli
 
 
@@ -23,8 +23,26 @@ from diffasr.cli import main as cli
 def corpus(tmp_path_factory) -> Path:
     shared_text()
     out = tmp_path_factory.mktemp("corpus")
-    assert cli(["corpus", "synth", "--langs", "en", "--engines", "espeak", "--hours", "0.03", "--workers", "1",
-                "--no-augment", "--out", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "corpus",
+                "synth",
+                "--langs",
+                "en",
+                "--engines",
+                "espeak",
+                "--hours",
+                "0.03",
+                "--workers",
+                "1",
+                "--no-augment",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out / "manifest.jsonl"
 
 
@@ -32,8 +50,8 @@ def corpus(tmp_path_factory) -> Path:
 def tokenizer_file(tmp_path_factory) -> Path:
     """Train the BPE once: `tokenizers`' BPE trainer breaks frequency ties differently in different
     processes, so recipes pin a tokenizer file for exact reproducibility."""
-    from diffasr.training.corpus.text import load_sentences
     from diffasr.tokenizer import BPETokenizer
+    from diffasr.training.corpus.text import load_sentences
 
     shared_text()
     tok = BPETokenizer.train(load_sentences("en", "train")[:400], vocab_size=400, limit_alphabet=100)
@@ -43,29 +61,31 @@ def tokenizer_file(tmp_path_factory) -> Path:
 
 
 def _config(tmp: Path, corpus: Path, tokenizer: Path | None = None, **over) -> Path:
-    opt = dict(max_steps=over.pop("max_steps", 120), warmup_steps=10, lr=3e-3, bf16=False, stop_at=over.pop("stop_at", 0))
+    opt = dict(
+        max_steps=over.pop("max_steps", 120), warmup_steps=10, lr=3e-3, bf16=False, stop_at=over.pop("stop_at", 0)
+    )
     text = f"""
 preset = "tiny"
-out = "{tmp / 'run'}"
+out = "{tmp / "run"}"
 [tokenizer]
-path = "{tokenizer or ''}"
+path = "{tokenizer or ""}"
 vocab_size = 400
 limit_alphabet = 100
 sentences_per_lang = 400
 [data]
 train = ["{corpus}"]
 dev = "{corpus}"
-cache = "{tmp.parent / 'feats'}"
+cache = "{tmp.parent / "feats"}"
 max_frames = 3000
 max_batch = 12
 dev_limit = 24
 [optim]
-{chr(10).join(f'{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}' for k, v in opt.items())}
+{chr(10).join(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}" for k, v in opt.items())}
 [loss]
 ctc_warmup_steps = 10
 lang_drop = 0.0
 [eval]
-every = {over.pop('every', 1000)}
+every = {over.pop("every", 1000)}
 save_every = 1000
 log_every = 5
 decode = {{ method = "rescore", nbest = 4, beam = 8 }}   # the shipped method, no n-gram
@@ -131,8 +151,12 @@ def test_non_finite_steps_are_skipped_then_stop_training(tmp_path, corpus, token
 
 def _train_cli(cfg: Path, *extra: str) -> None:
     """Train in a fresh process, as a user resuming after a kill would."""
-    r = subprocess.run([sys.executable, "-m", "diffasr", "train", "--config", str(cfg), *extra],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "diffasr", "train", "--config", str(cfg), *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -183,19 +207,27 @@ def test_aligned_seed_targets_follow_the_edit_alignment():
     assert got[0].tolist() == [5, 6, 7, pad, 8, eos, pad, pad]
 
 
-@pytest.mark.parametrize("ctc_canvas_prob,ctc_from,seed_targets", [(0.0, "projector", "position"), (1.0, "projector", "position"),
-                                                                    (1.0, "prompt", "aligned"), (1.0, "prompt", "edit")])
+@pytest.mark.parametrize(
+    "ctc_canvas_prob,ctc_from,seed_targets",
+    [
+        (0.0, "projector", "position"),
+        (1.0, "projector", "position"),
+        (1.0, "prompt", "aligned"),
+        (1.0, "prompt", "edit"),
+    ],
+)
 def test_loss_module_returns_finite_losses(tiny_model, ctc_canvas_prob, ctc_from, seed_targets):
     import numpy as np
 
-    from diffasr.training.data import Example
-    from diffasr.training.loss import LossModule
     from diffasr.training.config import LossConfig
-    from diffasr.training.data import collate
+    from diffasr.training.data import Example, collate
+    from diffasr.training.loss import LossModule
 
     tok = tiny_model.tokenizer
-    ex = [Example(np.random.randn(120, 512).astype(np.float16), tok.encode("hello world"), "en"),
-          Example(np.random.randn(80, 512).astype(np.float16), tok.encode("guten tag"), "de")]
+    ex = [
+        Example(np.random.randn(120, 512).astype(np.float16), tok.encode("hello world"), "en"),
+        Example(np.random.randn(80, 512).astype(np.float16), tok.encode("guten tag"), "de"),
+    ]
     feats, lens, x0, targets, langs = collate(ex, tok, 3, 0.0, np.random.default_rng(0))
     assert x0.shape[1] % 8 == 0 and (x0[0, len(targets[0])] == tok.eos)
     weights = {"ctc": 1, "diffusion": 1, "ar": 1} | ({"ctc_prompt": 1} if ctc_from == "prompt" else {})
@@ -205,7 +237,8 @@ def test_loss_module_returns_finite_losses(tiny_model, ctc_canvas_prob, ctc_from
     try:
         loss_cfg = LossConfig(ctc_canvas_prob=ctc_canvas_prob, seed_targets=seed_targets)
         out = LossModule(tiny_model.train(), loss_cfg)(
-            feats, lens, x0, targets, langs, weights, torch.Generator().manual_seed(0), text)
+            feats, lens, x0, targets, langs, weights, torch.Generator().manual_seed(0), text
+        )
         if text:
             out["text"].backward()  # the correction loss trains the decoder
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.backbone.parameters())
@@ -254,8 +287,30 @@ def test_text_corrections_leave_out_excluded_transcripts(tmp_path, corpus, tiny_
 def test_two_process_ddp(tmp_path, corpus):
     cfg = _config(tmp_path, corpus, max_steps=4)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                        "-m", "diffasr", "train", "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "diffasr",
+            "train",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()

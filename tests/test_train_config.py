@@ -13,7 +13,14 @@ from diffasr.training.config import RETIRED, TrainConfig, from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = json.loads((REPO / "diffasr" / "assets" / "diffasr-small" / "config.json").read_text())
-CHAIN = ["small.toml", "small-stage2.toml", "small-stage3.toml", "small-stage4.toml", "small-stage5.toml", "small-stage11.toml"]
+CHAIN = [
+    "small.toml",
+    "small-stage2.toml",
+    "small-stage3.toml",
+    "small-stage4.toml",
+    "small-stage5.toml",
+    "small-stage11.toml",
+]
 
 
 def test_every_config_in_configs_loads():
@@ -41,7 +48,14 @@ def test_the_shipped_chain_loads_to_the_configs_its_training_record_holds():
     """diffasr-small's config.json records each stage's config as it ran; the files must still say that,
     except the wall-clock budgets given on the command line then (the rebuild recipe stops by step)."""
     records = SHIPPED["training"]["previous_stages"] + [SHIPPED["training"]]
-    assert [Path(r["config"]["out"]).name for r in records] == ["small", "small2", "small3", "small4", "small5", "small11"]
+    assert [Path(r["config"]["out"]).name for r in records] == [
+        "small",
+        "small2",
+        "small3",
+        "small4",
+        "small5",
+        "small11",
+    ]
 
     def same(rec: dict, new: dict, where: str):
         for k, v in rec.items():
@@ -79,7 +93,11 @@ def _write(tmp: Path, name: str, text: str) -> Path:
 
 
 def test_inheritance_merges_tables_and_replaces_values(tmp_path):
-    _write(tmp_path, "a.toml", 'out = "runs/a"\n[optim]\nlr = 1e-3\nmax_steps = 10\n[data]\ntrain = ["x.jsonl", "y.jsonl"]\n')
+    _write(
+        tmp_path,
+        "a.toml",
+        'out = "runs/a"\n[optim]\nlr = 1e-3\nmax_steps = 10\n[data]\ntrain = ["x.jsonl", "y.jsonl"]\n',
+    )
     _write(tmp_path, "b.toml", 'base = "a.toml"\nseed = 3\n[optim]\nlr = 5e-4\n[data]\ntrain = ["z.jsonl"]\n')
     c = _write(tmp_path, "sub/c.toml", 'base = "../b.toml"\n[optim]\nwarmup_steps = 7\n')
     cfg = load_config(c, ["optim.max_steps=12", "init_from=runs/a/checkpoint"])
@@ -90,21 +108,24 @@ def test_inheritance_merges_tables_and_replaces_values(tmp_path):
     assert cfg.replace(optim={"lr": 1e-4}).optim == cfg.optim.__class__(**{**vars(cfg.optim), "lr": 1e-4})
 
 
-@pytest.mark.parametrize("text,message", [
-    ('[optim]\nlr = "fast"\n', "optim.lr = 'fast' is not a valid float"),
-    ('[optim]\nlrr = 1.0\n', "unknown key 'optim.lrr'"),
-    ('colour = "red"\n', "unknown key 'colour'"),
-    ('[loss]\nseed_targets = "nearest"\n', "loss.seed_targets = 'nearest': one of position, aligned, edit"),
-    ('[loss]\nschedule = "cosine"\n', "loss.schedule = 'cosine': one of linear"),
-    ('[optim]\nbetas = [0.9]\n', "optim.betas = [0.9] is not a valid"),
-    ('[loss]\nseed_misspell = 0.3\n', "loss.seed_misspell was removed with stage 6"),
-    ('[text]\nlangs = ["xx"]\n', "text.langs"),
-    ('[eval]\ndecode = { method = "nope" }\n', "method"),
-    ('preset = "huge"\n', "preset = 'huge'"),
-    ('base = "self.toml"\n', "loops back"),
-    ('base = "missing.toml"\n', "config file not found"),
-    ('[optim\n', "c.toml"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('[optim]\nlr = "fast"\n', "optim.lr = 'fast' is not a valid float"),
+        ("[optim]\nlrr = 1.0\n", "unknown key 'optim.lrr'"),
+        ('colour = "red"\n', "unknown key 'colour'"),
+        ('[loss]\nseed_targets = "nearest"\n', "loss.seed_targets = 'nearest': one of position, aligned, edit"),
+        ('[loss]\nschedule = "cosine"\n', "loss.schedule = 'cosine': one of linear"),
+        ("[optim]\nbetas = [0.9]\n", "optim.betas = [0.9] is not a valid"),
+        ("[loss]\nseed_misspell = 0.3\n", "loss.seed_misspell was removed with stage 6"),
+        ('[text]\nlangs = ["xx"]\n', "text.langs"),
+        ('[eval]\ndecode = { method = "nope" }\n', "method"),
+        ('preset = "huge"\n', "preset = 'huge'"),
+        ('base = "self.toml"\n', "loops back"),
+        ('base = "missing.toml"\n', "config file not found"),
+        ("[optim\n", "c.toml"),
+    ],
+)
 def test_a_bad_config_is_one_clear_error(tmp_path, text, message):
     _write(tmp_path, "self.toml", 'base = "c.toml"\n')
     path = _write(tmp_path, "c.toml", text)
@@ -146,5 +167,12 @@ print(sorted(k for k in sys.modules if k.startswith("diffasr.") and not k.starts
     assert out[0] == "[]"
     reached = set(eval(out[1]))
     assert "diffasr.model" in reached
-    assert not reached & {"diffasr.serve", "diffasr.cli", "diffasr.batch", "diffasr.listen", "diffasr.evaluate",
-                          "diffasr.bench", "diffasr.stream_server"}
+    assert not reached & {
+        "diffasr.serve",
+        "diffasr.cli",
+        "diffasr.batch",
+        "diffasr.listen",
+        "diffasr.evaluate",
+        "diffasr.bench",
+        "diffasr.stream_server",
+    }

@@ -32,8 +32,10 @@ def ctc_greedy(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[
 def ctc_token_confidence(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[float]]:
     """Per token of `ctc_greedy`'s output, the highest probability it had on the frames that emitted it."""
     probs, best = logits.float().softmax(-1).max(-1)
-    return [[max(p_row[a:b]) for _, a, b in ctc_runs(row[:n], blank)]
-            for p_row, row, n in zip(probs.tolist(), best.tolist(), lengths.tolist())]
+    return [
+        [max(p_row[a:b]) for _, a, b in ctc_runs(row[:n], blank)]
+        for p_row, row, n in zip(probs.tolist(), best.tolist(), lengths.tolist())
+    ]
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -43,8 +45,16 @@ def _logaddexp(a: float, b: float) -> float:
     return a if b == -math.inf else a + math.log1p(math.exp(b - a))
 
 
-def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int = 16, topk: int = 20, prune: float = -12.0,
-                    ngram=None, ngram_weight: float = 0.0, length_bonus: float = 0.0) -> list[tuple[list[int], float]]:
+def ctc_prefix_beam(
+    log_probs: np.ndarray,
+    blank: int,
+    beam: int = 16,
+    topk: int = 20,
+    prune: float = -12.0,
+    ngram=None,
+    ngram_weight: float = 0.0,
+    length_bonus: float = 0.0,
+) -> list[tuple[list[int], float]]:
     """CTC prefix beam search over log-probabilities (T, V): up to `beam` (token ids, score) pairs, best
     first. Per frame only the `topk` likeliest tokens above `prune` extend a prefix. Without `ngram` the
     score is log P(ids | audio). With an n-gram (lm.NgramLM) it is shallow fusion: log P(ids | audio)
@@ -65,7 +75,9 @@ def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int = 16, topk: int
             for c, p in cand:
                 ext = pre + (c,)
                 if ext not in extra:
-                    extra[ext] = extra[pre] + length_bonus + (ngram_weight * ngram.logprob(ctx, c) if ngram is not None else 0.0)
+                    extra[ext] = (
+                        extra[pre] + length_bonus + (ngram_weight * ngram.logprob(ctx, c) if ngram is not None else 0.0)
+                    )
                 b_, nb = nxt.get(ext, (ninf, ninf))
                 # a repeated token is a new token only after a blank; without one it extends `pre`
                 nxt[ext] = (b_, lse(nb, (pb if c == last else total) + p))
@@ -74,19 +86,28 @@ def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int = 16, topk: int
                     nxt[pre] = (b_, lse(nb, pnb + p))
         beams = dict(sorted(nxt.items(), key=lambda kv: -(lse(*kv[1]) + extra[kv[0]]))[:beam])
         extra = {pre: extra[pre] for pre in beams}
-    end = (lambda pre: ngram_weight * ngram.logprob(ngram.context(pre), ngram.eos)) if ngram is not None else (lambda pre: 0.0)
+    end = (
+        (lambda pre: ngram_weight * ngram.logprob(ngram.context(pre), ngram.eos))
+        if ngram is not None
+        else (lambda pre: 0.0)
+    )
     return sorted(((list(p), lse(*v) + extra[p] + end(p)) for p, v in beams.items()), key=lambda x: -x[1])
 
 
-def ctc_nbest(ctc: torch.Tensor, n_audio: torch.Tensor, blank: int, ngrams: list, options,
-              k: int) -> list[list[tuple[list[int], float]]]:
+def ctc_nbest(
+    ctc: torch.Tensor, n_audio: torch.Tensor, blank: int, ngrams: list, options, k: int
+) -> list[list[tuple[list[int], float]]]:
     """Per row, CTC prefix beam search's `k` best (token ids, score) over logits (B, T', V), fused with
     the row's n-gram (`ngrams[i]`, None for none) when options.ngram_weight > 0."""
     log_probs = ctc.float().log_softmax(-1).cpu().numpy()
     out = []
     for i, n in enumerate(n_audio.tolist()):
         ngram = ngrams[i] if options.ngram_weight > 0 else None
-        fuse = dict(ngram=ngram, ngram_weight=options.ngram_weight, length_bonus=options.length_bonus) if ngram is not None else {}
+        fuse = (
+            dict(ngram=ngram, ngram_weight=options.ngram_weight, length_bonus=options.length_bonus)
+            if ngram is not None
+            else {}
+        )
         out.append(ctc_prefix_beam(log_probs[i, :n], blank, beam=max(options.beam, k), **fuse)[:k])
     return out
 

@@ -47,8 +47,18 @@ def nbest(model, ctc, n_audio, languages: list, options: DecodeOptions, k: int) 
 
 
 @torch.no_grad()
-def decode(model, feats: list, audio_tokens, n_audio, ctc, prefilled, languages: list, allowed,
-           options: DecodeOptions, times: dict) -> list[Hypothesis]:
+def decode(
+    model,
+    feats: list,
+    audio_tokens,
+    n_audio,
+    ctc,
+    prefilled,
+    languages: list,
+    allowed,
+    options: DecodeOptions,
+    times: dict,
+) -> list[Hypothesis]:
     """Decode one batch by `options.method`. feats: encoder features (list of (F_i, d)); audio_tokens
     (B, T', h) with lengths n_audio (B,); ctc: CTC logits (B, T', V), script-masked; prefilled: the
     prompt state the CTC head computed (or None); allowed: (B, V) tokens each row may emit, or None."""
@@ -76,8 +86,17 @@ def decode(model, feats: list, audio_tokens, n_audio, ctc, prefilled, languages:
     return _sampled(model, audio_tokens, n_audio, ctc_rows, prefilled, languages, allowed, options, times)
 
 
-def _sampled(model, audio_tokens, n_audio, ctc_ids: list, prefilled, languages: list, allowed,
-             options: DecodeOptions, times: dict) -> list[Hypothesis]:
+def _sampled(
+    model,
+    audio_tokens,
+    n_audio,
+    ctc_ids: list,
+    prefilled,
+    languages: list,
+    allowed,
+    options: DecodeOptions,
+    times: dict,
+) -> list[Hypothesis]:
     """diffusion, ctc-refine and ctc-edit on the small preset. Rows are grouped by canvas length and
     each row draws its noise from its own generator seeded with options.seed, so a clip's transcript
     does not depend on its batch-mates."""
@@ -103,9 +122,15 @@ def _sampled(model, audio_tokens, n_audio, ctc_ids: list, prefilled, languages: 
         if options.method == "ctc-edit":
             res = edit(fn, init.to(model.device), options)
         else:
-            res = refine(fn, init.to(model.device), tok.vocab_size, options,
-                         torch.Generator(model.device).manual_seed(options.seed),
-                         seeded=options.method == "ctc-refine", row_generators=gens)
+            res = refine(
+                fn,
+                init.to(model.device),
+                tok.vocab_size,
+                options,
+                torch.Generator(model.device).manual_seed(options.seed),
+                seeded=options.method == "ctc-refine",
+                row_generators=gens,
+            )
         times["denoise"] += time.perf_counter() - t0
         for j, i in enumerate(rows):
             ids, conf = _until_eos(res.tokens[j].tolist(), res.confidence[j].tolist(), tok)

@@ -70,14 +70,25 @@ class DecodeOptions:
         if self.method not in READS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         checks = [
-            (isinstance(self.steps, int) and 1 <= self.steps <= 64, f"steps must be an integer in 1..64, not {self.steps!r}"),
-            (isinstance(self.nbest, int) and 1 <= self.nbest <= 32, f"nbest must be an integer in 1..32, not {self.nbest!r}"),
+            (
+                isinstance(self.steps, int) and 1 <= self.steps <= 64,
+                f"steps must be an integer in 1..64, not {self.steps!r}",
+            ),
+            (
+                isinstance(self.nbest, int) and 1 <= self.nbest <= 32,
+                f"nbest must be an integer in 1..32, not {self.nbest!r}",
+            ),
             (0.0 <= self.rescore_weight <= 10.0, f"rescore_weight must be in [0, 10], not {self.rescore_weight}"),
-            (isinstance(self.beam, int) and 1 <= self.beam <= 256, f"beam must be an integer in 1..256, not {self.beam!r}"),
+            (
+                isinstance(self.beam, int) and 1 <= self.beam <= 256,
+                f"beam must be an integer in 1..256, not {self.beam!r}",
+            ),
             (0.0 <= self.ngram_weight <= 5.0, f"ngram_weight must be in [0, 5], not {self.ngram_weight}"),
             (0.0 <= self.length_bonus <= 20.0, f"length_bonus must be in [0, 20], not {self.length_bonus}"),
-            (self.method != "ctc-edit" or (self.edit_threshold is not None and 0 < self.edit_threshold <= 1),
-             f"method 'ctc-edit' needs edit_threshold in (0, 1], not {self.edit_threshold}"),
+            (
+                self.method != "ctc-edit" or (self.edit_threshold is not None and 0 < self.edit_threshold <= 1),
+                f"method 'ctc-edit' needs edit_threshold in (0, 1], not {self.edit_threshold}",
+            ),
             (0.0 <= self.temperature <= 2.0, f"temperature must be in [0, 2], not {self.temperature}"),
             (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1], not {self.threshold}"),
             (self.canvas is None or 8 <= self.canvas <= 512, f"canvas must be in 8..512, not {self.canvas}"),
@@ -86,8 +97,11 @@ class DecodeOptions:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
-        unread = [f.name for f in fields(self) if f.name not in reads(self.method, beam_seeded=True)
-                  and getattr(self, f.name) != f.default]
+        unread = [
+            f.name
+            for f in fields(self)
+            if f.name not in reads(self.method, beam_seeded=True) and getattr(self, f.name) != f.default
+        ]
         if unread:
             raise _unread(self.method, unread)
 
@@ -121,7 +135,10 @@ def resolve(defaults: dict, given: dict, beam_seeded: bool = False) -> DecodeOpt
 def check_reads(options: DecodeOptions, beam_seeded: bool) -> None:
     """ConfigError when `options` sets a field its method does not read on this model (small's
     sampled methods do not read the beam's fields)."""
-    unread = [f.name for f in fields(options) if f.name not in reads(options.method, beam_seeded)
-              and getattr(options, f.name) != f.default]
+    unread = [
+        f.name
+        for f in fields(options)
+        if f.name not in reads(options.method, beam_seeded) and getattr(options, f.name) != f.default
+    ]
     if unread:
         raise _unread(options.method, unread)

@@ -8,8 +8,9 @@ from .canvas import canvas_length, clean_canvas
 from .sampler import canvas_scores, step_fn
 
 
-def rescore(model, audio_tokens, n_audio, beams: list, languages: list, allowed, options, prefilled=None,
-            chunk: int = 16) -> dict[int, tuple[list[int], list[float]]]:
+def rescore(
+    model, audio_tokens, n_audio, beams: list, languages: list, allowed, options, prefilled=None, chunk: int = 16
+) -> dict[int, tuple[list[int], list[float]]]:
     """Per row, the candidate of `beams` (row -> [(token ids, beam score)], from the CTC prefix beam
     search) with the best beam score + rescore_weight × denoiser log-likelihood (`canvas_scores`,
     audio prompt, script mask `allowed` (B, V) or None). Candidates of all rows share batches of
@@ -22,7 +23,7 @@ def rescore(model, audio_tokens, n_audio, beams: list, languages: list, allowed,
     L = canvas_length(max(len(c[1]) for c in cands), options, model.config.canvas_length)
     best: dict[int, tuple[float, list[int], list[float]]] = {}
     for b in range(0, len(cands), chunk):
-        part = cands[b: b + chunk]
+        part = cands[b : b + chunk]
         rows = torch.tensor([c[0] for c in part], device=model.device)
         if prefilled is not None:
             state = prefilled.rows(rows)  # row i's prompt state, once per candidate of row i

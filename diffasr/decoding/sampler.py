@@ -18,8 +18,8 @@ audio or models (`step_fn` below builds one from a model's `denoise`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -30,9 +30,11 @@ def step_fn(model, state, allowed: torch.Tensor | None) -> StepFn:
     """The samplers' view of a model: canvas (B, L) [+ self-conditioning logits] -> logits (B, L, V)
     over the prompt `state` (model.prefill), tokens outside each row's script (`allowed` (B, V), or
     None) ruled out."""
+
     def fn(canvas, sc):
         logits = model.denoise(state, canvas, sc)
         return logits if allowed is None else logits.masked_fill(~allowed[:, None, :], -1e4)
+
     return fn
 
 
@@ -44,8 +46,15 @@ class SampleOutput:
 
 
 @torch.no_grad()
-def refine(step_fn: StepFn, init: torch.Tensor, vocab_size: int, options, generator: torch.Generator, seeded: bool,
-           row_generators: list[torch.Generator] | None = None) -> SampleOutput:
+def refine(
+    step_fn: StepFn,
+    init: torch.Tensor,
+    vocab_size: int,
+    options,
+    generator: torch.Generator,
+    seeded: bool,
+    row_generators: list[torch.Generator] | None = None,
+) -> SampleOutput:
     """Denoise `init` (B, L) in `options.steps` steps. `seeded`: `init` is a CTC transcript (positions
     not yet committed return to it), else noise (they are re-drawn, per row from `row_generators`
     when given, so a row's result does not depend on which other rows share its batch)."""

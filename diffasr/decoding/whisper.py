@@ -40,6 +40,7 @@ def _index_canvas(rows: list[list[int]], L: int, eot_index: int) -> torch.Tensor
 def _step_fn(den, vocab: torch.Tensor, prompts, kv, fmask):
     def step_fn(canvas_idx: torch.Tensor, sc) -> torch.Tensor:  # (B, L) indices -> (B, L, |V|)
         return den.denoise(prompts, vocab[canvas_idx], kv, fmask, vocab)
+
     return step_fn
 
 
@@ -55,8 +56,14 @@ def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int)
 
 
 @torch.no_grad()
-def denoise_batch(den, feats: list, languages: list[str], seeds: list[list[int]], options: DecodeOptions,
-                  nbest: list[list[tuple[list[int], float]]] | None = None) -> list[tuple[list[int], list[float], int]]:
+def denoise_batch(
+    den,
+    feats: list,
+    languages: list[str],
+    seeds: list[list[int]],
+    options: DecodeOptions,
+    nbest: list[list[tuple[list[int], float]]] | None = None,
+) -> list[tuple[list[int], list[float], int]]:
     """Per row: (Whisper text ids, confidence per id, steps run).
 
     feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
@@ -83,8 +90,15 @@ def denoise_batch(den, feats: list, languages: list[str], seeds: list[list[int]]
         if options.method == "ctc-edit":
             res = edit(step_fn, init, options)
         else:
-            res = refine(step_fn, init, len(vocab), options, torch.Generator().manual_seed(options.seed),
-                         seeded=options.method == "ctc-refine", row_generators=gens)
+            res = refine(
+                step_fn,
+                init,
+                len(vocab),
+                options,
+                torch.Generator().manual_seed(options.seed),
+                seeded=options.method == "ctc-refine",
+                row_generators=gens,
+            )
         for j, i in enumerate(rows):
             ids, conf = _until_eot(res.tokens[j].tolist(), res.confidence[j].tolist(), vocab, eot)
             out[i] = (ids, conf, res.steps_run)
@@ -128,7 +142,7 @@ def char_confidence(den, ids: list[int], conf: list[float]) -> tuple[str, np.nda
     chars = np.ones(len(text_so_far), np.float32)
     for (a, b), c in zip(spans, conf):
         chars[a:b] = c
-    return text_so_far.strip(), chars[lead: lead + len(text_so_far.strip())]
+    return text_so_far.strip(), chars[lead : lead + len(text_so_far.strip())]
 
 
 def word_confidences(words, text: str, chars: np.ndarray) -> None:
@@ -140,7 +154,7 @@ def word_confidences(words, text: str, chars: np.ndarray) -> None:
             continue
         n = len(w.text.strip())
         if n:
-            w.confidence = float(chars[k: k + n].min())
+            w.confidence = float(chars[k : k + n].min())
         pos = k + n
 
 
@@ -153,7 +167,9 @@ def decode(den, tok, feats: list, languages: list, options: DecodeOptions, ctc_r
 
     t0 = time.perf_counter()
     if options.method == "rescore":
-        nbest = [[(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(ctc_rows, languages)]
+        nbest = [
+            [(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(ctc_rows, languages)
+        ]
         seeds = [c[0][0] if c else [] for c in nbest]
     else:
         seeds = [den.tokens.encode(tok.decode(ids), lang) for ids, lang in zip(ctc_rows, languages)]
@@ -166,6 +182,13 @@ def decode(den, tok, feats: list, languages: list, options: DecodeOptions, ctc_r
     for ids, conf, steps_run in rows:
         text, chars = char_confidence(den, ids, conf)
         small_ids = tok.encode(text) if text else []
-        out.append(Hypothesis(small_ids, [float(np.mean(conf)) if conf else 1.0] * len(small_ids), steps_run,
-                              text=text, char_confidences=chars))
+        out.append(
+            Hypothesis(
+                small_ids,
+                [float(np.mean(conf)) if conf else 1.0] * len(small_ids),
+                steps_run,
+                text=text,
+                char_confidences=chars,
+            )
+        )
     return out

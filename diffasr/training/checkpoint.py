@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -69,7 +69,11 @@ def step_of(d: Path) -> int | None:
 
 def latest(out: Path) -> Path | None:
     """The newest complete checkpoint directory in run directory `out`, or None."""
-    found = [(s, -i, out / n) for i, n in enumerate(NAMES + LEGACY[:1]) if (out / n).is_dir() and (s := step_of(out / n)) is not None]
+    found = [
+        (s, -i, out / n)
+        for i, n in enumerate(NAMES + LEGACY[:1])
+        if (out / n).is_dir() and (s := step_of(out / n)) is not None
+    ]
     return max(found)[2] if found else None  # equal steps: prefer `checkpoint`, then .tmp
 
 
@@ -131,9 +135,12 @@ def save_dir(out: Path, step: int, write: Callable[[Path], None], verify: Callab
 
 def save(out: Path, model, state: dict, optimizer, provenance: dict | None = None) -> Path:
     """A DiffusionASR checkpoint: the model (`model.save`) + trainer state (state, optimizer, torch RNG)."""
+
     def write(d: Path) -> None:
         model.save(d, training=provenance)
-        torch.save({"state": state, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
-                   d / "trainer_state.pt")
+        torch.save(
+            {"state": state, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
+            d / "trainer_state.pt",
+        )
 
     return save_dir(out, int(state["step"]), write, _verify_model)

@@ -153,7 +153,7 @@ class TrainConfig:
         out.pop("root")
         return out
 
-    def replace(self, **sections) -> "TrainConfig":
+    def replace(self, **sections) -> TrainConfig:
         """A copy with `section={field: value}` changes (or top-level fields), validated again."""
         raw = self.to_dict()
         for k, v in sections.items():
@@ -294,6 +294,7 @@ def _check(hint, value, where: str, name: str):
 
 def _validate(cfg, where: str, prefix: str) -> None:
     """Range and choice checks, one clear error for the first bad field."""
+
     def need(ok: bool, key: str, what: str):
         if not ok:
             raise ConfigError(f"{where}: {prefix}{key} = {getattr(cfg, key)!r}: {what}")

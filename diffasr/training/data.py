@@ -23,6 +23,7 @@ from ..errors import DataError
 from ..manifest import Utterance, read_manifest
 from ..projector import conv_out_len
 
+
 class FeatureCache:
     """fp16 encoder features on disk, keyed by audio content hash and encoder settings."""
 
@@ -84,8 +85,9 @@ def bucket_batches(lengths: list[int], max_frames: int, max_batch: int, rng: np.
     return batches
 
 
-def build_examples(model, manifests: list, cache_dir: Path, max_seconds: float, limit: int | None = None,
-                   desc: str = "features") -> list[Example]:
+def build_examples(
+    model, manifests: list, cache_dir: Path, max_seconds: float, limit: int | None = None, desc: str = "features"
+) -> list[Example]:
     """Manifest rows -> Examples with cached features; drops what cannot be trained on (too long for
     the canvas, or fewer audio tokens than CTC needs)."""
     utts = [u for m in manifests for u in read_manifest(m)]
@@ -106,7 +108,9 @@ def build_examples(model, manifests: list, cache_dir: Path, max_seconds: float, 
         out.append(Example(f, ids, u.lang))
     if not out:
         raise DataError(f"no usable examples in {', '.join(map(str, manifests))}")
-    print(f"{desc}: {len(out)} examples ({dropped} dropped), {sum(e.feats.shape[0] for e in out) / FRAMES_PER_SECOND / 3600:.2f} h")
+    print(
+        f"{desc}: {len(out)} examples ({dropped} dropped), {sum(e.feats.shape[0] for e in out) / FRAMES_PER_SECOND / 3600:.2f} h"
+    )
     return out
 
 
@@ -133,8 +137,8 @@ def spec_augment(feats: torch.Tensor, lens: torch.Tensor, gen: torch.Generator) 
         for _ in range(2):
             w = int(torch.randint(0, max(1, n // 20) + 1, (1,), generator=gen))
             s = int(torch.randint(0, max(1, n - w), (1,), generator=gen))
-            feats[i, s: s + w] = 0
+            feats[i, s : s + w] = 0
             c = int(torch.randint(0, D // 16 + 1, (1,), generator=gen))
             cs = int(torch.randint(0, D - c, (1,), generator=gen))
-            feats[i, :, cs: cs + c] = 0
+            feats[i, :, cs : cs + c] = 0
     return feats

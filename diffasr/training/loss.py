@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..decoding.canvas import clean_canvas, round_up
-from ..model import DiffusionASR
 from ..decoding.ctc import ctc_greedy
+from ..model import DiffusionASR
 from .config import LossConfig
 
 
@@ -60,8 +60,9 @@ class LinearSchedule:
 SCHEDULES = {"linear": LinearSchedule}
 
 
-def aligned_targets(seeds: list[list[int]], truths: list[list[int]], L: int, eos: int, pad: int,
-                    unmatched: int = -100) -> torch.Tensor:
+def aligned_targets(
+    seeds: list[list[int]], truths: list[list[int]], L: int, eos: int, pad: int, unmatched: int = -100
+) -> torch.Tensor:
     """Targets (B, L) for seed canvases: each seed position gets the transcript token it aligns to
     (Levenshtein opcodes; a replace block pairs positions in order), `unmatched` where it has none
     (-100: ignored; pad: deleted, since a pad inside the canvas is dropped from the text), EOS right
@@ -74,9 +75,11 @@ def aligned_targets(seeds: list[list[int]], truths: list[list[int]], L: int, eos
         for op in Levenshtein.opcodes(s, y):
             if op.tag in ("equal", "replace"):
                 k = min(op.src_end - op.src_start, op.dest_end - op.dest_start)
-                out[b, op.src_start: op.src_start + k] = torch.tensor(y[op.dest_start: op.dest_start + k], dtype=torch.long)
+                out[b, op.src_start : op.src_start + k] = torch.tensor(
+                    y[op.dest_start : op.dest_start + k], dtype=torch.long
+                )
         out[b, len(s)] = eos
-        out[b, len(s) + 1:] = pad
+        out[b, len(s) + 1 :] = pad
     return out
 
 
@@ -168,7 +171,9 @@ class LossModule(nn.Module):
             out["ar"] = F.cross_entropy(ar_logits.reshape(-1, V), tgt.reshape(-1), ignore_index=-100)
         return out
 
-    def text_loss(self, seeds: list[list[int]], truths: list[list[int]], langs: list, gen: torch.Generator) -> torch.Tensor:
+    def text_loss(
+        self, seeds: list[list[int]], truths: list[list[int]], langs: list, gen: torch.Generator
+    ) -> torch.Tensor:
         """Text-only correction: the decoder sees a misspelled seed canvas (a few positions also
         re-randomised) after a prompt with no audio, and is scored against the edit-aligned sentence,
         seed tokens with no counterpart to be deleted (pad). Cheap: no audio, a three-token prompt."""

@@ -21,27 +21,30 @@ from ..decoding import DecodeOptions, resolve
 from ..decoding.canvas import clean_canvas, random_canvas
 from ..decoding.options import reads
 from ..encoder import FRAMES_PER_SECOND
-from ..ngram import NgramModels
 from ..model import DiffusionASR
+from ..ngram import NgramModels
 from ..tokenizer import spoken_form
 from .config import EvalConfig
 from .data import Example
 
 
 @torch.no_grad()
-def decode_examples(model: DiffusionASR, examples: list[Example], settings: dict[str, DecodeOptions],
-                    batch: int = 16) -> tuple[list[str], dict[str, list[str]]]:
+def decode_examples(
+    model: DiffusionASR, examples: list[Example], settings: dict[str, DecodeOptions], batch: int = 16
+) -> tuple[list[str], dict[str, list[str]]]:
     """Spoken-form references (N,) and, for each named DecodeOptions in `settings`, the hypotheses
     (N,) of cached-feature examples, decoded exactly as `transcribe` decodes (each row in its language)."""
     from ..transcribe import decode_features
 
     refs, hyps = [], {name: [] for name in settings}
     for b in range(0, len(examples), batch):
-        ex = examples[b: b + batch]
+        ex = examples[b : b + batch]
         feats, langs = [np.asarray(e.feats) for e in ex], [e.lang for e in ex]
         durations = [e.feats.shape[0] / FRAMES_PER_SECOND for e in ex]
         for name, options in settings.items():
-            hyps[name] += [r.text for r in decode_features(model, feats, durations, options, langs, word_timestamps=False)]
+            hyps[name] += [
+                r.text for r in decode_features(model, feats, durations, options, langs, word_timestamps=False)
+            ]
         refs += [spoken_form(model.tokenizer.decode(e.ids)) for e in ex]
     return refs, hyps
 
@@ -54,7 +57,9 @@ def cer_by_language(refs: list[str], hyps: list[str], langs: list[str]) -> tuple
         pairs = [(refs[i], hyps[i]) for i in idx if refs[i].strip()]
         return 100 * jiwer.cer([r for r, _ in pairs], [h for _, h in pairs]) if pairs else float("nan")
 
-    return cer(range(len(refs))), {lang: cer([i for i, l in enumerate(langs) if l == lang]) for lang in sorted(set(langs))}
+    return cer(range(len(refs))), {
+        lang: cer([i for i, l in enumerate(langs) if l == lang]) for lang in sorted(set(langs))
+    }
 
 
 def eval_options(model: DiffusionASR, ev: EvalConfig, seed: int = 123) -> DecodeOptions:
@@ -73,7 +78,7 @@ def audio_ce(model: DiffusionASR, examples: list[Example], batch: int = 16, seed
     tok, g = model.tokenizer, torch.Generator().manual_seed(seed)
     ce, n = {"right": 0.0, "wrong": 0.0}, 0
     for b in range(0, len(examples), batch):
-        ex = examples[b: b + batch]
+        ex = examples[b : b + batch]
         if len(ex) < 2:
             continue
         feats, lang = [np.asarray(e.feats) for e in ex], [e.lang for e in ex]
@@ -82,14 +87,17 @@ def audio_ce(model: DiffusionASR, examples: list[Example], batch: int = 16, seed
         for roll, which in ((0, "right"), (1, "wrong")):
             state = model.prefill(*model.project(feats[roll:] + feats[:roll]), lang)
             lg = model.denoise(state, noise.to(model.device))
-            ce[which] += F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1).to(model.device)).item() * len(ex)
+            ce[which] += F.cross_entropy(lg.reshape(-1, tok.vocab_size), x0.reshape(-1).to(model.device)).item() * len(
+                ex
+            )
         n += len(ex)
     return {"ce_t1_right": ce["right"] / max(1, n), "ce_t1_wrong": ce["wrong"] / max(1, n)}
 
 
 @torch.no_grad()
-def evaluate_examples(model: DiffusionASR, examples: list[Example], ev: EvalConfig, ngrams: Path | None = None,
-                      batch: int = 16) -> dict:
+def evaluate_examples(
+    model: DiffusionASR, examples: list[Example], ev: EvalConfig, ngrams: Path | None = None, batch: int = 16
+) -> dict:
     """`cer` (%) of the shipped decoding overall and per language (`per_lang`), the audio CE gap, and
     three example transcripts. `ngrams`: an lm/ folder the beam fuses for this evaluation only (the
     checkpoints do not carry it)."""
@@ -104,8 +112,11 @@ def evaluate_examples(model: DiffusionASR, examples: list[Example], ev: EvalConf
         model.ngrams = own
         model.train()
     overall, per_lang = cer_by_language(refs, hyps["default"], [e.lang for e in examples])
-    return res | {"cer": overall, "per_lang": {lang: {"cer": v} for lang, v in per_lang.items()},
-                  "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps["default"]))[:3]]}
+    return res | {
+        "cer": overall,
+        "per_lang": {lang: {"cer": v} for lang, v in per_lang.items()},
+        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps["default"]))[:3]],
+    }
 
 
 def plot_curves(out: Path, history: list[dict]) -> None:

@@ -37,9 +37,21 @@ import torch
 from ..errors import ConfigError, DataError, ModelError
 
 # google/diffusiongemma-26B-A4B-it's text config (docs: anchors §3; 25.25 B parameters with these).
-FULL_26B = dict(hidden_size=2816, intermediate_size=2112, num_hidden_layers=30, num_attention_heads=16,
-                num_key_value_heads=8, head_dim=256, global_head_dim=512, num_global_key_value_heads=2,
-                sliding_window=1024, num_experts=128, top_k_experts=8, moe_intermediate_size=704, vocab_size=262144)
+FULL_26B = dict(
+    hidden_size=2816,
+    intermediate_size=2112,
+    num_hidden_layers=30,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=256,
+    global_head_dim=512,
+    num_global_key_value_heads=2,
+    sliding_window=1024,
+    num_experts=128,
+    top_k_experts=8,
+    moe_intermediate_size=704,
+    vocab_size=262144,
+)
 # Gemma 4 special tokens, looked up by name in whatever tokenizer the backbone ships (the Hub ids of
 # the preset are then checked, not assumed): pad, eos, bos, begin-of-audio, audio slot, end-of-audio.
 GEMMA_TOKENS = dict(pad="<pad>", eos="<eos>", bos="<bos>", boa="<|audio>", audio="<|audio|>", eoa="<audio|>")
@@ -48,9 +60,17 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 # Published training mix (Hub ids; need network + `datasets`): name -> (hub id, config per lang, text column)
 HF_DATASETS = {
     "librispeech": ("openslr/librispeech_asr", {"en": "clean"}, "text"),
-    "fleurs": ("google/fleurs", {"en": "en_us", "de": "de_de", "fr": "fr_fr", "es": "es_419", "hi": "hi_in", "zh": "cmn_hans_cn"}, "transcription"),
+    "fleurs": (
+        "google/fleurs",
+        {"en": "en_us", "de": "de_de", "fr": "fr_fr", "es": "es_419", "hi": "hi_in", "zh": "cmn_hans_cn"},
+        "transcription",
+    ),
     "voxpopuli": ("facebook/voxpopuli", {"en": "en", "de": "de", "fr": "fr", "es": "es"}, "normalized_text"),
-    "common_voice": ("mozilla-foundation/common_voice_17_0", {"en": "en", "de": "de", "fr": "fr", "es": "es", "hi": "hi", "zh": "zh-CN"}, "sentence"),
+    "common_voice": (
+        "mozilla-foundation/common_voice_17_0",
+        {"en": "en", "de": "de", "fr": "fr", "es": "es", "hi": "hi", "zh": "zh-CN"},
+        "sentence",
+    ),
 }
 
 
@@ -67,8 +87,9 @@ def full_size_config(canvas_length: int = 256, **overrides):
     from ..backbone import TINY_VISION
 
     text = {**FULL_26B, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, **overrides}
-    return DiffusionGemmaConfig(text_config=text, vision_config=dict(TINY_VISION), canvas_length=canvas_length,
-                                image_token_id=258881)
+    return DiffusionGemmaConfig(
+        text_config=text, vision_config=dict(TINY_VISION), canvas_length=canvas_length, image_token_id=258881
+    )
 
 
 def gemma_ids(hf_tokenizer, vocab_size: int) -> dict:
@@ -146,14 +167,21 @@ def load_model(directory: str | Path, cfg: dict):
     model = build_model(cfg)
     tensors = load_file(str(Path(directory) / "model.safetensors"))
     params = dict(model.named_parameters(remove_duplicate=False))  # shared LoRA under decoder names too
-    names = {k: ("projector." + k[len("projector."):]) if k.startswith("projector.") else "backbone.lm." + k[len("lm."):]
-             for k in tensors}
-    missing = [n for n, q in params.items() if q.requires_grad and n not in names.values()
-               and not n.startswith("backbone.lm.model.encoder.")]  # the encoder's LoRA is the decoder's
+    names = {
+        k: ("projector." + k[len("projector.") :]) if k.startswith("projector.") else "backbone.lm." + k[len("lm.") :]
+        for k in tensors
+    }
+    missing = [
+        n
+        for n, q in params.items()
+        if q.requires_grad and n not in names.values() and not n.startswith("backbone.lm.model.encoder.")
+    ]  # the encoder's LoRA is the decoder's
     unknown = [k for k, n in names.items() if n not in params or not params[n].requires_grad]
     if missing or unknown:
-        raise ModelError(f"{directory}: checkpoint does not match the config's model "
-                         f"(missing {missing[:2]}, unexpected {unknown[:2]})")
+        raise ModelError(
+            f"{directory}: checkpoint does not match the config's model "
+            f"(missing {missing[:2]}, unexpected {unknown[:2]})"
+        )
     with torch.no_grad():
         for k, n in names.items():
             params[n].copy_(tensors[k])
@@ -177,11 +205,17 @@ def count_parameters(cfg: dict) -> dict:
 
     with torch.device("meta"):
         lm = DiffusionGemmaForBlockDiffusion(full_size_config())
-        model = DiffusionASR.from_preset(cfg.preset, tokenizer=_Ids(), gemma=lm, backbone=bb, encoder=EncoderSpec(**enc))
+        model = DiffusionASR.from_preset(
+            cfg.preset, tokenizer=_Ids(), gemma=lm, backbone=bb, encoder=EncoderSpec(**enc)
+        )
     trainable = {n: q.numel() for n, q in model.named_parameters() if q.requires_grad}
     proj = sum(v for k, v in trainable.items() if k.startswith("projector."))
-    return {"trainable": sum(trainable.values()), "projector": proj, "lora": sum(trainable.values()) - proj,
-            "total": sum(q.numel() for q in model.parameters())}
+    return {
+        "trainable": sum(trainable.values()),
+        "projector": proj,
+        "lora": sum(trainable.values()) - proj,
+        "total": sum(q.numel() for q in model.parameters()),
+    }
 
 
 # ---------------------------------------------------------------------------- data
@@ -213,8 +247,15 @@ def _rows(source: dict, streaming: bool):
     return ds.cast_column("audio", datasets.Audio(decode=False)), col
 
 
-def hf_examples(model, sources: list[dict], cache_dir: Path, max_seconds: float, streaming: bool = True,
-                encode_batch: int = 8, desc: str = "hf features") -> list:
+def hf_examples(
+    model,
+    sources: list[dict],
+    cache_dir: Path,
+    max_seconds: float,
+    streaming: bool = True,
+    encode_batch: int = 8,
+    desc: str = "hf features",
+) -> list:
     """Sources -> Examples (features (frames, d) fp16 on disk, token ids, language).
 
     The first time, each source is streamed until its `max_hours` and every clip of at most
@@ -222,9 +263,9 @@ def hf_examples(model, sources: list[dict], cache_dir: Path, max_seconds: float,
     source is written last (atomically). Later calls, and the other processes of a multi-GPU run,
     read the index and stream nothing. Rows the model cannot train on (transcript too long for the
     canvas, or for CTC over the clip's audio tokens) are skipped here, per tokenizer."""
-    from .data import Example, FeatureCache
     from ..encoder import FRAMES_PER_SECOND
     from ..projector import conv_out_len
+    from .data import Example, FeatureCache
 
     cache = FeatureCache(cache_dir, model.encoder)
     tok, strides, L = model.tokenizer, model.config.projector["strides"], model.config.canvas_length
@@ -255,7 +296,9 @@ def hf_examples(model, sources: list[dict], cache_dir: Path, max_seconds: float,
     return out
 
 
-def _stream_source(model, cache, src: dict, max_seconds: float, streaming: bool, encode_batch: int, desc: str) -> list[dict]:
+def _stream_source(
+    model, cache, src: dict, max_seconds: float, streaming: bool, encode_batch: int, desc: str
+) -> list[dict]:
     """Stream one source, encode what is not cached yet (in batches), return [{key, text}]."""
     from tqdm import tqdm
 
@@ -267,7 +310,7 @@ def _stream_source(model, cache, src: dict, max_seconds: float, streaming: bool,
 
     def flush():
         for i in range(0, len(pending), encode_batch):  # batched: the HF encoder pads every clip to 30 s anyway
-            chunk = pending[i: i + encode_batch]
+            chunk = pending[i : i + encode_batch]
             for (k, _), f in zip(chunk, model.encode([a for _, a in chunk])):
                 _store(cache.path(k), f)
         pending.clear()

@@ -81,7 +81,9 @@ def plan(name: str, run_dir: str | None = None) -> list[Step]:
         kinds = [k for k in ("run", "check", "train") if k in s]
         unknown = set(s) - {"name", "run", "check", "train", "set", "minutes", "source"}
         if len(kinds) != 1 or unknown or not isinstance(s.get("name"), str):
-            raise ConfigError(f"{where}: needs a name and exactly one of run, check, train (unknown: {sorted(unknown)})")
+            raise ConfigError(
+                f"{where}: needs a name and exactly one of run, check, train (unknown: {sorted(unknown)})"
+            )
         if not isinstance(s.get("minutes"), (int, float)) or s.get("source") not in SOURCES:
             raise ConfigError(f"{where}: needs minutes (a number) and source ({' or '.join(SOURCES)})")
         common = dict(name=s["name"], minutes=float(s["minutes"]), source=s["source"])
@@ -97,11 +99,26 @@ def plan(name: str, run_dir: str | None = None) -> list[Step]:
             cfg = load_config(REPO / s["train"], sets)
             if prev is None and cfg.init_from:
                 raise ConfigError(f"{where}: the first stage must start from scratch, not {cfg.init_from}")
-            train = (sys.executable, "-m", "diffasr", "train", "--config", s["train"], "--resume",
-                     *[a for kv in sets for a in ("--set", kv)])
+            train = (
+                sys.executable,
+                "-m",
+                "diffasr",
+                "train",
+                "--config",
+                s["train"],
+                "--resume",
+                *[a for kv in sets for a in ("--set", kv)],
+            )
             new_export = f"{run}/export/{stage}"
-            export_cmd = (sys.executable, "scripts/export_model.py", f"{out}/checkpoint", new_export,
-                          "--decode-defaults", json.dumps(cfg.eval.decode), *(("--previous", export) if export else ()))
+            export_cmd = (
+                sys.executable,
+                "scripts/export_model.py",
+                f"{out}/checkpoint",
+                new_export,
+                "--decode-defaults",
+                json.dumps(cfg.eval.decode),
+                *(("--previous", export) if export else ()),
+            )
             steps.append(Step(commands=(train, export_cmd), config=cfg, **common))
             prev, export = out, new_export
     return steps

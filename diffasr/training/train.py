@@ -31,10 +31,9 @@ from ..tokenizer import LANGUAGES, BPETokenizer, spoken_form
 from . import checkpoint, pretrained
 from .config import TrainConfig, load_config
 from .corpus.misspell import TextCorrections
-from .data import build_examples, bucket_batches, collate, spec_augment
+from .data import bucket_batches, build_examples, collate, spec_augment
 from .loss import LossModule
 from .monitor import evaluate_examples, plot_curves
-
 
 # ---------------------------------------------------------------------------- data
 
@@ -61,8 +60,13 @@ def loss_weights(cfg: TrainConfig, step: int) -> dict:
     """Loss weights at `step`: CTC from the start, the others ramped in over `ctc_warmup_steps`."""
     c = cfg.loss
     ramp = min(1.0, step / c.ctc_warmup_steps) if c.ctc_warmup_steps > 0 else 1.0
-    return {"ctc": c.ctc, "ctc_prompt": c.ctc_prompt, "diffusion": c.diffusion * ramp, "ar": c.ar * ramp,
-            "text": c.text * ramp}
+    return {
+        "ctc": c.ctc,
+        "ctc_prompt": c.ctc_prompt,
+        "diffusion": c.diffusion * ramp,
+        "ar": c.ar * ramp,
+        "text": c.text * ramp,
+    }
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -104,8 +108,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from tqdm import tqdm
 
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc = Accelerator(
+        cpu=not torch.cuda.is_available(), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+    )
     out = cfg.path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -116,17 +121,31 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         acc.print(f"no checkpoint in {out}; starting fresh")
     model = start_model(cfg, found)
     ts = torch.load(found / "trainer_state.pt", weights_only=False) if found is not None else None
-    state = ts["state"] if ts is not None else {"step": 0, "epoch": 0, "batch": 0, "history": [], "wall": 0.0, "utts": 0}
+    state = (
+        ts["state"] if ts is not None else {"step": 0, "epoch": 0, "batch": 0, "history": [], "wall": 0.0, "utts": 0}
+    )
     model.train()
     d, o, seed = cfg.data, cfg.optim, cfg.seed
     if not d.train and not d.hf:
         raise ConfigError("data.train lists no manifests and data.hf no Hugging Face sources")
     cache = cfg.path(d.cache)
     with acc.main_process_first():  # one process fills the feature cache, the others then read it
-        train_ex = build_examples(model, [cfg.path(m) for m in d.train], cache, d.max_seconds, desc="train features") if d.train else []
+        train_ex = (
+            build_examples(model, [cfg.path(m) for m in d.train], cache, d.max_seconds, desc="train features")
+            if d.train
+            else []
+        )
         train_ex += pretrained.hf_examples(model, list(d.hf), cache, d.max_seconds, d.streaming) if d.hf else []
-        dev_ex = build_examples(model, [cfg.path(d.dev)], cache, d.max_seconds, d.dev_limit, "dev features") if d.dev else []
-        dev_ex += pretrained.hf_examples(model, list(d.hf_dev), cache, d.max_seconds, d.streaming, desc="hf dev")[: d.dev_limit] if d.hf_dev else []
+        dev_ex = (
+            build_examples(model, [cfg.path(d.dev)], cache, d.max_seconds, d.dev_limit, "dev features") if d.dev else []
+        )
+        dev_ex += (
+            pretrained.hf_examples(model, list(d.hf_dev), cache, d.max_seconds, d.streaming, desc="hf dev")[
+                : d.dev_limit
+            ]
+            if d.hf_dev
+            else []
+        )
     lossmod = LossModule(model, cfg.loss)
     texts = text_corrections(cfg, model) if cfg.loss.text > 0 else None
     ngrams = cfg.path(cfg.eval.ngrams) if cfg.eval.ngrams else None
@@ -142,19 +161,28 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     ema: dict = {}
     bar = tqdm(total=o.max_steps, initial=state["step"], disable=not acc.is_main_process, unit="step", mininterval=5)
     hardware = torch.cuda.get_device_name(acc.device) if acc.device.type == "cuda" else f"{os.cpu_count()} CPU threads"
-    provenance = lambda: {"steps": state["step"], "utterances_seen": state["utts"], "wall_seconds": round(state["wall"]),
-                          "train_hours": round(sum(e.feats.shape[0] for e in train_ex) / FRAMES_PER_SECOND / 3600, 3),
-                          "config": cfg.to_dict(), "hardware": f"{hardware}, torch {torch.__version__}"}
+
+    def provenance() -> dict:
+        return {
+            "steps": state["step"],
+            "utterances_seen": state["utts"],
+            "wall_seconds": round(state["wall"]),
+            "train_hours": round(sum(e.feats.shape[0] for e in train_ex) / FRAMES_PER_SECOND / 3600, 3),
+            "config": cfg.to_dict(),
+            "hardware": f"{hardware}, torch {torch.__version__}",
+        }
+
     done, bad_run = False, 0
     while not done:
         rng = np.random.default_rng([seed, state["epoch"]])
         batches = bucket_batches([e.feats.shape[0] for e in train_ex], d.max_frames, d.max_batch, rng)
-        batches = batches[acc.process_index:: acc.num_processes]
+        batches = batches[acc.process_index :: acc.num_processes]
         while state["batch"] < len(batches):
             idx = batches[state["batch"]]
             brng = np.random.default_rng([seed, state["epoch"], state["batch"]])
-            feats, lens, x0, targets, langs = collate([train_ex[i] for i in idx], model.tokenizer,
-                                                      int(brng.integers(0, 9)), cfg.loss.lang_drop, brng)
+            feats, lens, x0, targets, langs = collate(
+                [train_ex[i] for i in idx], model.tokenizer, int(brng.integers(0, 9)), cfg.loss.lang_drop, brng
+            )
             # Re-seeded every step from (seed, step, rank): an interrupted and resumed run draws the same noise.
             gen.manual_seed(seed * 1_000_003 + state["step"] * 17 + acc.process_index)
             if cfg.loss.spec_augment:
@@ -179,8 +207,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                     state["skipped"] = state.get("skipped", 0) + 1
                     bad_run += 1
                     if bad_run >= MAX_BAD_STEPS:
-                        raise ConfigError(f"loss or gradient non-finite for {bad_run} steps in a row at step {state['step']}; "
-                                          f"the checkpoint in {out} holds the last finite weights (try optim.bf16=false or a lower optim.lr)")
+                        raise ConfigError(
+                            f"loss or gradient non-finite for {bad_run} steps in a row at step {state['step']}; "
+                            f"the checkpoint in {out} holds the last finite weights (try optim.bf16=false or a lower optim.lr)"
+                        )
                 opt.zero_grad(set_to_none=True)
             state["step"] += 1
             state["utts"] += len(idx) * acc.num_processes
@@ -190,18 +220,30 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 if math.isfinite(v):
                     ema[k] = 0.9 * ema.get(k, v) + 0.1 * v
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()} | {"utt/s": f"{state['utts'] / max(1e-9, state['wall']):.1f}"}
-                            | ({"skipped": state["skipped"]} if state.get("skipped") else {}))
+            bar.set_postfix(
+                {k: f"{v:.3f}" for k, v in ema.items()}
+                | {"utt/s": f"{state['utts'] / max(1e-9, state['wall']):.1f}"}
+                | ({"skipped": state["skipped"]} if state.get("skipped") else {})
+            )
             s = state["step"]
             if s % cfg.eval.log_every == 0:
-                state["history"].append({"kind": "train", "step": s, "wall": round(state["wall"], 1), **ema,
-                                         "lr": opt.param_groups[0]["lr"]})
+                state["history"].append(
+                    {
+                        "kind": "train",
+                        "step": s,
+                        "wall": round(state["wall"], 1),
+                        **ema,
+                        "lr": opt.param_groups[0]["lr"],
+                    }
+                )
             stop = s >= o.max_steps or (budget and time.time() - t_start > budget) or s == o.stop_at
             if acc.is_main_process and dev_ex and (s % cfg.eval.every == 0 or stop):
                 ev = evaluate_examples(acc.unwrap_model(lossmod).model, dev_ex, cfg.eval, ngrams)
                 state["history"].append({"kind": "eval", "step": s, "wall": round(state["wall"], 1), **ev})
-                acc.print(f"\nstep {s}: CER {ev['cer']:.1f}  CE(t=1) right/wrong {ev['ce_t1_right']:.2f}/{ev['ce_t1_wrong']:.2f}  "
-                          + " ".join(f"{l}:{v['cer']:.0f}" for l, v in ev["per_lang"].items()))
+                acc.print(
+                    f"\nstep {s}: CER {ev['cer']:.1f}  CE(t=1) right/wrong {ev['ce_t1_right']:.2f}/{ev['ce_t1_wrong']:.2f}  "
+                    + " ".join(f"{l}:{v['cer']:.0f}" for l, v in ev["per_lang"].items())
+                )
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps({"step": s, **{k: v for k, v in ev.items() if k != "examples"}}) + "\n")
             if acc.is_main_process and (s % cfg.eval.save_every == 0 or stop):
@@ -223,7 +265,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
 def add_arguments(p) -> None:
     p.add_argument("--config", required=True, help="TOML training config (see configs/)")
-    p.add_argument("--resume", action="store_true", help="continue exactly from the newest complete checkpoint in <out>")
+    p.add_argument(
+        "--resume", action="store_true", help="continue exactly from the newest complete checkpoint in <out>"
+    )
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
 
 

@@ -46,8 +46,12 @@ from . import checkpoint
 def load_rows(manifests: list[str], max_seconds: float = 29.0) -> list[dict]:
     """Manifest rows {audio (absolute: the feature cache's key), text, lang}; clips longer than one
     encoder window dropped."""
-    return [{"audio": str(u.audio.resolve()), "text": u.text, "lang": u.lang}
-            for m in manifests for u in read_manifest(m) if not (u.duration and u.duration > max_seconds)]
+    return [
+        {"audio": str(u.audio.resolve()), "text": u.text, "lang": u.lang}
+        for m in manifests
+        for u in read_manifest(m)
+        if not (u.duration and u.duration > max_seconds)
+    ]
 
 
 def cache_features(rows: list[dict], cache: Path) -> list[Path]:
@@ -111,7 +115,9 @@ def make_batch(model: WhisperDenoiser, items: list[dict], rng: random.Random, ge
     xt = clean_canvas(noisy_ids, L, eot, eot)
     t = torch.rand(len(items), generator=gen)
     flip = torch.rand(xt.shape, generator=gen) < t[:, None]
-    noise = torch.stack([v[torch.randint(0, len(v), (L,), generator=gen)] for v in (model.vocab[it["lang"]] for it in items)])
+    noise = torch.stack(
+        [v[torch.randint(0, len(v), (L,), generator=gen)] for v in (model.vocab[it["lang"]] for it in items)]
+    )
     xt = torch.where(flip, noise, xt)
     lens = torch.tensor([len(ids) + 1 for ids in clean_ids])
     w = torch.where(torch.arange(L)[None] < lens[:, None], 1.0, 0.1)
@@ -137,6 +143,7 @@ def losses(model: WhisperDenoiser, batch, feats: list) -> tuple[torch.Tensor, to
 
 def save(out: Path, model: WhisperDenoiser, opt, step: int, meta: dict) -> Path:
     """The new `out/checkpoint` (checkpoint.py: a kill at any point leaves a complete one)."""
+
     def write(d: Path) -> None:
         model.save_trained(d)
         torch.save({"opt": opt.state_dict(), "step": step}, d / "optimizer.pt")
@@ -186,8 +193,11 @@ def main(argv=None) -> int:
         model.load_vocab(resume / "vocab.safetensors")
     else:
         model.vocab = build_vocab(model, Path(args.text_dir), rows)
-    items = [{"ids": model.tokens.encode(r["text"], r["lang"])[:200], "lang": r["lang"], "feat": p}
-             for r, p in zip(rows, paths) if r["lang"] in model.vocab]
+    items = [
+        {"ids": model.tokens.encode(r["text"], r["lang"])[:200], "lang": r["lang"], "feat": p}
+        for r, p in zip(rows, paths)
+        if r["lang"] in model.vocab
+    ]
     known = {lang: set(v.tolist()) for lang, v in model.vocab.items()}
     for it in items:  # a token the vocabulary lacks (a resumed run on new text) cannot be a target
         it["ids"] = [i for i in it["ids"] if i in known[it["lang"]]]
@@ -218,7 +228,7 @@ def main(argv=None) -> int:
         # Clips of similar length share a batch: cross-attention keys/values are computed over the
         # longest clip's frames for every row, so mixing 2-s and 25-s clips costs 10x.
         start = rng.randrange(max(1, len(items) - args.batch + 1))
-        batch_items = items[start: start + args.batch]
+        batch_items = items[start : start + args.batch]
         feats = [torch.from_numpy(np.load(it["feat"])) for it in batch_items]
         t0 = time.time()
         diff, ar = losses(model, make_batch(model, batch_items, rng, gen), feats)
@@ -228,8 +238,18 @@ def main(argv=None) -> int:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        log.write(json.dumps({"step": step, "diff": round(diff.item(), 4), "ar": round(ar.item(), 4),
-                              "lr": lr, "s": round(time.time() - t0, 2)}) + "\n")
+        log.write(
+            json.dumps(
+                {
+                    "step": step,
+                    "diff": round(diff.item(), 4),
+                    "ar": round(ar.item(), 4),
+                    "lr": lr,
+                    "s": round(time.time() - t0, 2),
+                }
+            )
+            + "\n"
+        )
         if step % 10 == 0:
             log.flush()
             print(f"step {step} diff {diff.item():.3f} ar {ar.item():.3f} {time.time() - t0:.2f}s/step", flush=True)

@@ -31,8 +31,9 @@ def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
     return (white / (_rms(white))).astype(np.float32)
 
 
-def add_noise(x: np.ndarray, rng: np.random.Generator, snr_db: float | None = None,
-              color: str | None = None) -> np.ndarray:
+def add_noise(
+    x: np.ndarray, rng: np.random.Generator, snr_db: float | None = None, color: str | None = None
+) -> np.ndarray:
     """Add white/pink/brown noise at an SNR of 5-30 dB (relative to the signal RMS). Shape (n,)->(n,)."""
     snr_db = rng.uniform(5.0, 30.0) if snr_db is None else snr_db
     color = color or str(rng.choice(["white", "pink", "brown"]))
@@ -40,8 +41,7 @@ def add_noise(x: np.ndarray, rng: np.random.Generator, snr_db: float | None = No
     return (x + noise).astype(np.float32)
 
 
-def reverb(x: np.ndarray, rng: np.random.Generator, rt60: float | None = None,
-           wet: float | None = None) -> np.ndarray:
+def reverb(x: np.ndarray, rng: np.random.Generator, rt60: float | None = None, wet: float | None = None) -> np.ndarray:
     """Synthetic room: convolve with exponentially decaying noise (RT60 0.1-0.6 s), mix wet/dry.
 
     The impulse response is Gaussian noise times exp(-6.91 t / RT60) (-60 dB at RT60), with a unit
@@ -52,7 +52,7 @@ def reverb(x: np.ndarray, rng: np.random.Generator, rt60: float | None = None,
     t = np.arange(int(rt60 * SR)) / SR
     ir = rng.standard_normal(len(t)) * np.exp(-6.91 * t / rt60)
     ir[0] = 0.0
-    ir /= np.sqrt(np.sum(ir ** 2)) + 1e-12  # unit-energy tail: wet part has roughly the dry level
+    ir /= np.sqrt(np.sum(ir**2)) + 1e-12  # unit-energy tail: wet part has roughly the dry level
     y = signal.fftconvolve(x, ir)[: len(x)]
     return ((1 - wet) * x + wet * y).astype(np.float32)
 
@@ -73,7 +73,7 @@ def mulaw(x: np.ndarray, rng: np.random.Generator | None = None, bits: int = 8) 
     The signal is peak-normalised first so quantisation noise is relative to speech, then restored.
     """
     peak = float(np.max(np.abs(x))) + 1e-9
-    mu = 2 ** bits - 1
+    mu = 2**bits - 1
     y = np.sign(x / peak) * np.log1p(mu * np.abs(x / peak)) / np.log1p(mu)
     y = np.round((y + 1) / 2 * mu) / mu * 2 - 1
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu * peak).astype(np.float32)
@@ -114,11 +114,10 @@ def trim_silence(x: np.ndarray, sr: int = SR, margin_s: float = 0.1) -> np.ndarr
     if not len(on):
         return x
     m = int(margin_s * sr)
-    return x[max(0, on[0] * hop - m): min(len(x), (on[-1] + 1) * hop + m)]
+    return x[max(0, on[0] * hop - m) : min(len(x), (on[-1] + 1) * hop + m)]
 
 
-def augment_described(x: np.ndarray, rng: np.random.Generator,
-                      p_any: float = P_ANY) -> tuple[np.ndarray, str]:
+def augment_described(x: np.ndarray, rng: np.random.Generator, p_any: float = P_ANY) -> tuple[np.ndarray, str]:
     """`augment` that also returns a description of the effects, e.g. "reverb0.31+noise-pink18".
 
     x: float32 (n,) at 16 kHz -> (float32 (n,), str); "clean" when nothing but levelling was applied.
@@ -130,8 +129,10 @@ def augment_described(x: np.ndarray, rng: np.random.Generator,
     do: dict[str, bool] = {}
     if len(x) and rng.random() < p_any:
         # Independent coin flips; if all come up tails fall back to noise so "augmented" means something.
-        do = {k: bool(rng.random() < p) for k, p in
-              (("reverb", 0.4), ("band", 0.3), ("codec", 0.2), ("noise", 0.6), ("gain", 0.4))}
+        do = {
+            k: bool(rng.random() < p)
+            for k, p in (("reverb", 0.4), ("band", 0.3), ("codec", 0.2), ("noise", 0.6), ("gain", 0.4))
+        }
         if not any(do.values()):
             do["noise"] = True
         if do["reverb"]:

@@ -27,8 +27,24 @@ _SIMILAR: dict[str, str] = defaultdict(str)
 for _g in _GROUPS:
     for _c in _g:
         _SIMILAR[_c] += "".join(x for x in _g if x != _c and x not in _SIMILAR[_c])
-_SIMILAR.update({"ä": "ae", "ö": "oe", "ü": "ui", "ß": "s", "é": "e", "è": "e", "ê": "e", "à": "a", "á": "a",
-                 "í": "i", "ó": "o", "ú": "u", "ñ": "n", "ç": "cs"})
+_SIMILAR.update(
+    {
+        "ä": "ae",
+        "ö": "oe",
+        "ü": "ui",
+        "ß": "s",
+        "é": "e",
+        "è": "e",
+        "ê": "e",
+        "à": "a",
+        "á": "a",
+        "í": "i",
+        "ó": "o",
+        "ú": "u",
+        "ñ": "n",
+        "ç": "cs",
+    }
+)
 
 
 WORD_OPS = ("drop_letter", "swap_letter", "clip_end", "repeat_tail", "merge", "split", "drop_word")
@@ -41,14 +57,14 @@ def _word_error(word: str, op: str, rng: random.Random) -> str:
         return word
     if op == "drop_letter":
         i = rng.randrange(n)
-        return word[:i] + word[i + 1:]
+        return word[:i] + word[i + 1 :]
     if op == "swap_letter":
         spots = [i for i, c in enumerate(word) if _SIMILAR.get(c)]
         if not spots:
             i = rng.randrange(n)
-            return word[:i] + word[i + 1:]
+            return word[:i] + word[i + 1 :]
         i = rng.choice(spots)
-        return word[:i] + rng.choice(_SIMILAR[word[i]]) + word[i + 1:]
+        return word[:i] + rng.choice(_SIMILAR[word[i]]) + word[i + 1 :]
     if op == "clip_end":
         return word[: max(1, n - rng.randint(1, max(1, n // 2)))]
     if op == "repeat_tail":
@@ -151,8 +167,10 @@ class TextCorrections:
         from .text import load_sentences, without_transcripts
 
         self.tok, self.langs, self.max_rate, self.max_tokens = tokenizer, list(langs), max_rate, max_tokens
-        self.sentences = {lang: [f for _, f in without_transcripts(load_sentences(lang, "train"), exclude) if f]
-                          for lang in self.langs}
+        self.sentences = {
+            lang: [f for _, f in without_transcripts(load_sentences(lang, "train"), exclude) if f]
+            for lang in self.langs
+        }
         if "zh" in self.sentences:
             HOMOPHONES.build(self.sentences["zh"])
 

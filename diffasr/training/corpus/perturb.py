@@ -45,14 +45,23 @@ def perturb_clip(args) -> dict | None:
     tmp = dest.with_suffix(".tmp.flac")
     sf.write(tmp, x, SR, subtype="PCM_16")
     os.replace(tmp, dest)
-    return {**{k: v for k, v in row.items() if k not in ("audio", "id", "augment", "duration_s")},
-            "id": new_id, "audio": str(dest.relative_to(out)), "voice": f"{row.get('voice', '')} speed{speed:.2f}",
-            "augment": desc, "duration_s": round(len(x) / SR, 3), "source_id": row["id"]}
+    return {
+        **{k: v for k, v in row.items() if k not in ("audio", "id", "augment", "duration_s")},
+        "id": new_id,
+        "audio": str(dest.relative_to(out)),
+        "voice": f"{row.get('voice', '')} speed{speed:.2f}",
+        "augment": desc,
+        "duration_s": round(len(x) / SR, 3),
+        "source_id": row["id"],
+    }
 
 
 def add_arguments(sub) -> None:
-    p = sub.add_parser("perturb", help="add speed-perturbed, re-augmented copies of a corpus",
-                       description="Add K speed-perturbed, re-augmented copies of every clip of a corpus.")
+    p = sub.add_parser(
+        "perturb",
+        help="add speed-perturbed, re-augmented copies of a corpus",
+        description="Add K speed-perturbed, re-augmented copies of every clip of a corpus.",
+    )
     p.add_argument("--manifest", required=True, help="source manifest.jsonl")
     p.add_argument("--out", required=True, help="output directory (resumable)")
     p.add_argument("--copies", type=int, default=2)
@@ -77,9 +86,15 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
-    done = {json.loads(l)["id"] for l in manifest.read_text().splitlines() if l.strip()} if manifest.is_file() else set()
-    jobs = [(r, src.parent, out, c, args.seed, (lo, hi)) for r in rows for c in range(args.copies)
-            if f"{r['id']}_p{c}" not in done]
+    done = (
+        {json.loads(l)["id"] for l in manifest.read_text().splitlines() if l.strip()} if manifest.is_file() else set()
+    )
+    jobs = [
+        (r, src.parent, out, c, args.seed, (lo, hi))
+        for r in rows
+        for c in range(args.copies)
+        if f"{r['id']}_p{c}" not in done
+    ]
     made = 0
     with open(manifest, "a", encoding="utf-8") as f, Pool(max(1, args.workers)) as pool:
         for row in tqdm(pool.imap(perturb_clip, jobs, chunksize=8), total=len(jobs), unit="clip", mininterval=2):

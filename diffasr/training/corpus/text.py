@@ -89,8 +89,7 @@ def _split_lists(lang: str, text_dir: str, n_test: int) -> dict[str, tuple[str, 
     return {"test": tuple(out[:n_test]), "train": tuple(out[n_test:])}
 
 
-def load_sentences(lang: str, split: str, text_dir: str | os.PathLike | None = None,
-                   n_test: int = 300) -> list[str]:
+def load_sentences(lang: str, split: str, text_dir: str | os.PathLike | None = None, n_test: int = 300) -> list[str]:
     """Sentences of `lang` for `split` ("train" or "test"), deterministic.
 
     The first `n_test` sentences after a `random.Random(0)` shuffle are the test split, the rest train,
@@ -159,9 +158,9 @@ def short_utterance(lang: str, sentences: list[str], rng) -> str:
         chars = [c for c in s if unicodedata.category(c)[0] in "LN"]
         n = int(rng.integers(2, 7))
         i = int(rng.integers(0, max(1, len(chars) - n + 1)))
-        return "".join(chars[i: i + n])
+        return "".join(chars[i : i + n])
     words = [w.strip(".,;:!?¿¡\"'«»()।") for w in s.split()]
     words = [w for w in words if w]
     n = int(rng.integers(1, 5))
     i = int(rng.integers(0, max(1, len(words) - n + 1)))
-    return " ".join(words[i: i + n])
+    return " ".join(words[i : i + n])
