@@ -1,0 +1,33 @@
+"""English WER and RTF against steps for base's three sampled methods, from the sweep reports here.
+
+python docs/results/base/plot_sweeps.py   # writes docs/results/base/sweeps_en.png
+"""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).parent
+RUNS = {"from noise (diffusion)": "sweep_noise", "CTC-seeded refine": "sweep_seed", "CTC-seeded edit": "sweep_edit"}
+fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
+for label, name in RUNS.items():
+    rows = json.loads((HERE / f"{name}.json").read_text())["results"]
+    steps = [r["steps"] for r in rows]
+    ax_e.plot(steps, [r["languages"]["en"]["error_rate"] for r in rows], "o-", label=label)
+    ax_s.plot(steps, [r["overall"]["rtf"] for r in rows], "o-", label=label)
+ref = json.loads((HERE / "real_dev.json").read_text())["results"]
+for i, (r, style) in enumerate(zip(ref, ("--", ":", "-.", "-"))):  # reference rows, labels alternate sides
+    ax_e.axhline(r["languages"]["en"]["error_rate"], linestyle=style, color="grey", linewidth=0.8)
+    x, ha = (16, "right") if i % 2 else (1, "left")
+    ax_e.annotate(r["name"], (x, r["languages"]["en"]["error_rate"]), fontsize=7, ha=ha, va="bottom")
+ax_e.set(xlabel="denoising steps", ylabel="English WER (real_dev, 33 clips)", xticks=[1, 2, 4, 8, 16], ylim=(0, 0.9))
+ax_s.set(xlabel="denoising steps", ylabel="real-time factor (1 thread)", xticks=[1, 2, 4, 8, 16])
+ax_e.legend(fontsize=8)
+ax_s.legend(fontsize=8)
+fig.suptitle("diffasr-base (step 1,500): steps sweep from noise and from the CTC seed")
+fig.tight_layout()
+fig.savefig(HERE / "sweeps_en.png", dpi=110)
