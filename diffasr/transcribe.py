@@ -25,11 +25,10 @@ from .align import Word, ctc_align, words_from_tokens
 from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
 from .decoding import DecodeOptions, resolve
 from .decoding.ctc import speech_evidence
-from .decoding.decode import decode, is_base
+from .decoding.decode import decode, decode_front, is_base
 from .decoding.whisper import word_confidences
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
-from .tokenizer import SCRIPTS
 from .vad import Chunk, file_duration, fixed_chunks, read_chunks, scan_file, speech_chunks
 
 STREAM_SECONDS = 600.0  # files longer than this are streamed (two block-wise passes) instead of loaded
@@ -95,17 +94,6 @@ def guard_evidence(model, audio_tokens, n_audio, durations: list[float]) -> list
     return speech_evidence(logits, n_audio, durations, model.tokenizer.pad)
 
 
-def _allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torch.Tensor | None:
-    """(B, V) bool: the tokens each row may emit given its language (all for rows without one), or
-    None when nothing is restricted. Without it, a weak acoustic model spells unclear Spanish with
-    Devanagari pieces: every language shares one vocabulary, and the projector CTC head never sees
-    the prompt (the prompt head does, but knowing the language is not the same as obeying it)."""
-    if not options.restrict_script or not any(lang in SCRIPTS for lang in languages):
-        return None
-    every = torch.ones(tok.vocab_size, dtype=torch.bool)
-    return torch.stack([tok.script_mask(lang) if lang in SCRIPTS else every for lang in languages]).to(device)
-
-
 def _align_words(model, ids: list[int], conf: list[float], log_probs: torch.Tensor, duration: float) -> list[Word]:
     """Words of one piece, times relative to its start. log_probs: CTC log-probabilities (T, V)."""
     if not ids:
@@ -164,15 +152,12 @@ def decode_features(
     `decode_batch` after the encoder, shared with evaluation on cached features during training."""
     tok = model.tokenizer
     times = {} if times is None else times
-    t0 = time.perf_counter()
-    audio_tokens, n_audio = model.project(feats)
-    ctc, prefilled = model.ctc(audio_tokens, n_audio, languages)
-    allowed = _allowed_tokens(tok, languages, options, ctc.device)
-    if allowed is not None:  # a known language rules out the other scripts' tokens, in CTC and decoder alike
-        ctc = ctc.masked_fill(~allowed[:, None, :], -1e4)
-    times["projector_ctc"] = time.perf_counter() - t0
-    evidence = guard_evidence(model, audio_tokens, n_audio, durations) if speech_guard else [{} for _ in durations]
-    hyps = decode(model, feats, audio_tokens, n_audio, ctc, prefilled, languages, allowed, options, times)
+    front = decode_front(model, feats, languages, options, times)
+    evidence = (
+        guard_evidence(model, front.audio_tokens, front.n_audio, durations) if speech_guard else [{}] * len(durations)
+    )
+    hyps = decode(model, feats, *front[:4], languages, front.allowed, options, times)
+    ctc, n_audio = front.ctc, front.n_audio
     results = []
     for h, d, lang, ev in zip(hyps, durations, languages, evidence):
         if speech_guard and not is_speech(ev):  # no VAD upstream: the guard stands in for it

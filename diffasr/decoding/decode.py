@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from ..tokenizer import SCRIPTS
 from .canvas import canvas_length, clean_canvas, random_canvas
 from .ctc import ctc_greedy, ctc_nbest
 from .options import DecodeOptions, check_reads
@@ -32,6 +34,50 @@ class Hypothesis:
     steps_run: int = 0
     text: str | None = None  # set when the method writes text itself (base: Whisper's detokenised output)
     char_confidences: np.ndarray | None = None  # with `text`: per character
+
+
+def allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torch.Tensor | None:
+    """(B, V) bool: the tokens each row may emit given its language (all for rows without one), or
+    None when nothing is restricted. Without it, a weak acoustic model spells unclear Spanish with
+    Devanagari pieces: every language shares one vocabulary, and the projector CTC head never sees
+    the prompt (the prompt head does, but knowing the language is not the same as obeying it)."""
+    if not options.restrict_script or not any(lang in SCRIPTS for lang in languages):
+        return None
+    every = torch.ones(tok.vocab_size, dtype=torch.bool)
+    return torch.stack([tok.script_mask(lang) if lang in SCRIPTS else every for lang in languages]).to(device)
+
+
+class Front(NamedTuple):
+    """What every method starts from: audio tokens (B, T', h) with lengths n_audio (B,), CTC logits
+    (B, T', V) script-masked, the prompt state the CTC head computed (or None), and the tokens each
+    row may emit (B, V) (or None); the first four are `decode`'s arguments after `feats`."""
+
+    audio_tokens: torch.Tensor
+    n_audio: torch.Tensor
+    ctc: torch.Tensor
+    prefilled: object
+    allowed: torch.Tensor | None
+
+
+def decode_front(model, feats: list, languages: list, options: DecodeOptions, times: dict | None = None) -> Front:
+    """Frozen-encoder features (list of (F_i, d)) -> projector, CTC head, script mask (`Front`)."""
+    t0 = time.perf_counter()
+    audio_tokens, n_audio = model.project(feats)
+    ctc, prefilled = model.ctc(audio_tokens, n_audio, languages)
+    allowed = allowed_tokens(model.tokenizer, languages, options, ctc.device)
+    if allowed is not None:  # a known language rules out the other scripts' tokens, in CTC and decoder alike
+        ctc = ctc.masked_fill(~allowed[:, None, :], -1e4)
+    if times is not None:
+        times["projector_ctc"] = time.perf_counter() - t0
+    return Front(audio_tokens, n_audio, ctc, prefilled, allowed)
+
+
+def decode_texts(model, feats: list, languages: list, options: DecodeOptions) -> list[str]:
+    """Transcripts of a batch of encoder features, decoded by `options.method` (no word times, no
+    speech guard): what training's dev evaluation reads."""
+    front = decode_front(model, feats, languages, options)
+    hyps = decode(model, feats, *front[:4], languages, front.allowed, options, {})
+    return [model.tokenizer.decode(h.tokens) if h.text is None else h.text for h in hyps]
 
 
 def is_base(model) -> bool:

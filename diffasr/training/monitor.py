@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from ..decoding import DecodeOptions, resolve
 from ..decoding.canvas import clean_canvas, random_canvas
+from ..decoding.decode import decode_texts
 from ..decoding.options import reads
-from ..encoder import FRAMES_PER_SECOND
 from ..model import DiffusionASR
 from ..ngram import NgramModels
 from ..tokenizer import spoken_form
@@ -33,18 +33,13 @@ def decode_examples(
     model: DiffusionASR, examples: list[Example], settings: dict[str, DecodeOptions], batch: int = 16
 ) -> tuple[list[str], dict[str, list[str]]]:
     """Spoken-form references (N,) and, for each named DecodeOptions in `settings`, the hypotheses
-    (N,) of cached-feature examples, decoded exactly as `transcribe` decodes (each row in its language)."""
-    from ..transcribe import decode_features
-
+    (N,) of cached-feature examples, decoded exactly as `transcribe` decodes them (each row in its language)."""
     refs, hyps = [], {name: [] for name in settings}
     for b in range(0, len(examples), batch):
         ex = examples[b : b + batch]
         feats, langs = [np.asarray(e.feats) for e in ex], [e.lang for e in ex]
-        durations = [e.feats.shape[0] / FRAMES_PER_SECOND for e in ex]
         for name, options in settings.items():
-            hyps[name] += [
-                r.text for r in decode_features(model, feats, durations, options, langs, word_timestamps=False)
-            ]
+            hyps[name] += decode_texts(model, feats, langs, options)
         refs += [spoken_form(model.tokenizer.decode(e.ids)) for e in ex]
     return refs, hyps
 
