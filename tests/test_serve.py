@@ -225,17 +225,17 @@ def test_shutdown_finishes_in_flight_requests(tiny_model, en_clip):
 
 
 def test_a_failing_request_does_not_fail_its_batch(tiny_model, en_clip, monkeypatch):
-    import diffasr.serve
+    import diffasr.serve_batcher
     from diffasr.errors import AudioError
 
-    real = diffasr.serve.transcribe
+    real = diffasr.serve_batcher.transcribe
 
     def transcribe(model, audios, **kwargs):  # silence stands for audio the pipeline rejects late
         if any(not a.any() for a in audios):
             raise AudioError("nothing to transcribe")
         return real(model, audios, **kwargs)
 
-    monkeypatch.setattr(diffasr.serve, "transcribe", transcribe)
+    monkeypatch.setattr(diffasr.serve_batcher, "transcribe", transcribe)
     silence = _wav(np.zeros(16000))
     with serving(create_app(tiny_model, max_batch=2, max_wait_ms=20_000)) as (url, _):
         with ThreadPoolExecutor(2) as pool:
