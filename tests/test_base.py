@@ -64,8 +64,14 @@ def _fw_greedy_and_ours(fw, decoder, tokens, path, lang):
     import ctranslate2
 
     audio = load_audio(str(path))
-    segments, _ = fw.transcribe(
-        audio, language=lang, beam_size=1, temperature=0.0, vad_filter=False, without_timestamps=True
+    segments, _ = fw.transcribe(  # no_speech_threshold=None: compare the decoding, not fw's no-speech skip
+        audio,
+        language=lang,
+        beam_size=1,
+        temperature=0.0,
+        vad_filter=False,
+        without_timestamps=True,
+        no_speech_threshold=None,
     )
     ref = " ".join(s.text.strip() for s in segments).strip()
     mel = fw_mel(fw, audio)
