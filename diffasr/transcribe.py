@@ -156,7 +156,7 @@ def decode_features(
     evidence = (
         guard_evidence(model, front.audio_tokens, front.n_audio, durations) if speech_guard else [{}] * len(durations)
     )
-    hyps = decode(model, feats, *front[:4], languages, front.allowed, options, times)
+    hyps = decode(model, feats, front, languages, options, times)
     ctc, n_audio = front.ctc, front.n_audio
     results = []
     for h, d, lang, ev in zip(hyps, durations, languages, evidence):

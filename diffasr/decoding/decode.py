@@ -50,7 +50,7 @@ def allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torc
 class Front(NamedTuple):
     """What every method starts from: audio tokens (B, T', h) with lengths n_audio (B,), CTC logits
     (B, T', V) script-masked, the prompt state the CTC head computed (or None), and the tokens each
-    row may emit (B, V) (or None); the first four are `decode`'s arguments after `feats`."""
+    row may emit (B, V) (or None)."""
 
     audio_tokens: torch.Tensor
     n_audio: torch.Tensor
@@ -75,8 +75,7 @@ def decode_front(model, feats: list, languages: list, options: DecodeOptions, ti
 def decode_texts(model, feats: list, languages: list, options: DecodeOptions) -> list[str]:
     """Transcripts of a batch of encoder features, decoded by `options.method` (no word times, no
     speech guard): what training's dev evaluation reads."""
-    front = decode_front(model, feats, languages, options)
-    hyps = decode(model, feats, *front[:4], languages, front.allowed, options, {})
+    hyps = decode(model, feats, decode_front(model, feats, languages, options), languages, options, {})
     return [model.tokenizer.decode(h.tokens) if h.text is None else h.text for h in hyps]
 
 
@@ -93,21 +92,10 @@ def nbest(model, ctc, n_audio, languages: list, options: DecodeOptions, k: int) 
 
 
 @torch.no_grad()
-def decode(
-    model,
-    feats: list,
-    audio_tokens,
-    n_audio,
-    ctc,
-    prefilled,
-    languages: list,
-    allowed,
-    options: DecodeOptions,
-    times: dict,
-) -> list[Hypothesis]:
-    """Decode one batch by `options.method`. feats: encoder features (list of (F_i, d)); audio_tokens
-    (B, T', h) with lengths n_audio (B,); ctc: CTC logits (B, T', V), script-masked; prefilled: the
-    prompt state the CTC head computed (or None); allowed: (B, V) tokens each row may emit, or None."""
+def decode(model, feats: list, front: Front, languages: list, options: DecodeOptions, times: dict) -> list[Hypothesis]:
+    """Decode one batch by `options.method`. feats: encoder features (list of (F_i, d)); front: what
+    `decode_front` made of them (audio tokens, CTC logits script-masked, prompt state, allowed tokens)."""
+    audio_tokens, n_audio, ctc, prefilled, allowed = front
     base = is_base(model)
     check_reads(options, beam_seeded=base)
     tok, method = model.tokenizer, options.method
