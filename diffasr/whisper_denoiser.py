@@ -106,6 +106,10 @@ class WhisperDenoiser(nn.Module):
         with torch.no_grad():  # frozen projections of frozen features: no gradient, computed once per clip
             return self.decoder.cross_kv(mem), mask
 
+    def eot_index(self, language: str) -> int:
+        """Where end-of-text sits in `language`'s vocabulary: its id in the canvas index space."""
+        return int(torch.searchsorted(self.vocab[language], torch.tensor(self.tokens.eot)))
+
     def prompts(self, languages: list[str]) -> torch.Tensor:
         return torch.tensor([self.tokens.prompt(lang) for lang in languages])
 

@@ -79,7 +79,7 @@ def denoise_batch(
         lang, L = key
         rows = [i for i in range(len(feats)) if (languages[i], lengths[i]) == key]
         vocab = den.vocab[lang]
-        eot_index = int(torch.searchsorted(vocab, torch.tensor(eot)))
+        eot_index = den.eot_index(lang)
         kv, fmask = den.memory([feats[i] for i in rows])
         step_fn = _step_fn(den, vocab, den.prompts([lang] * len(rows)), kv, fmask)
         gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
@@ -116,7 +116,7 @@ def _rescore(den, feats, languages, nbest, options: DecodeOptions):
             continue
         lang = languages[i]
         vocab = den.vocab[lang]
-        eot_index = int(torch.searchsorted(vocab, torch.tensor(eot)))
+        eot_index = den.eot_index(lang)
         idx = [_to_index(vocab, ids) for ids, _ in cands]
         L = canvas_length(max(len(r) for r in idx), options, MAX_CANVAS)
         canvas = _index_canvas(idx, L, eot_index)

@@ -40,7 +40,7 @@ def candidates(m, audio, lang):
     vocab = den.vocab[lang]
     idx = [_to_index(vocab, den.tokens.encode(t, lang)) for t in texts]
     L = canvas_length(max(len(x) for x in idx), opt, MAX_CANVAS)
-    canvas = _index_canvas(idx, L, int(torch.searchsorted(vocab, torch.tensor(den.tokens.eot))))
+    canvas = _index_canvas(idx, L, den.eot_index(lang))
     kv, fm = den.memory([feats[0]] * len(idx))
     prompts = den.prompts([lang] * len(idx))
     lens = torch.tensor([min(len(x) + 1, L) for x in idx])
