@@ -105,6 +105,19 @@ def denoise_batch(
     return [out[i] for i in range(len(feats))]
 
 
+def candidate_canvases(den, feat, lang: str, rows: list[list[int]], options: DecodeOptions):
+    """Clean canvases of one clip's candidate transcripts (Whisper ids) in `lang`'s index space:
+    (vocab, canvas (N, L) indices, lengths (N,) tokens + end-of-text, prompts (N, P), cross-attention
+    keys/values and frame mask of `feat` (F, D) repeated N times)."""
+    vocab = den.vocab[lang]
+    idx = [_to_index(vocab, ids) for ids in rows]
+    L = canvas_length(max(len(r) for r in idx), options, MAX_CANVAS)
+    canvas = _index_canvas(idx, L, den.eot_index(lang))
+    kv, fmask = den.memory([feat] * len(rows))
+    lens = torch.tensor([min(len(r) + 1, L) for r in idx])
+    return vocab, canvas, lens, den.prompts([lang] * len(rows)), kv, fmask
+
+
 def _rescore(den, feats, languages, nbest, options: DecodeOptions):
     """The decoder scores each row's CTC candidates in one pass (clean canvases); the best CTC beam
     score + rescore_weight × decoder log-likelihood wins."""
@@ -114,16 +127,10 @@ def _rescore(den, feats, languages, nbest, options: DecodeOptions):
         if not cands:
             out.append(([], [], 1))
             continue
-        lang = languages[i]
-        vocab = den.vocab[lang]
-        eot_index = den.eot_index(lang)
-        idx = [_to_index(vocab, ids) for ids, _ in cands]
-        L = canvas_length(max(len(r) for r in idx), options, MAX_CANVAS)
-        canvas = _index_canvas(idx, L, eot_index)
-        kv, fmask = den.memory([feats[i]] * len(cands))
-        step_fn = _step_fn(den, vocab, den.prompts([lang] * len(cands)), kv, fmask)
-        lens = torch.tensor([min(len(r) + 1, L) for r in idx])
-        ll, probs = canvas_scores(step_fn, canvas, lens)
+        vocab, canvas, lens, prompts, kv, fmask = candidate_canvases(
+            den, feats[i], languages[i], [ids for ids, _ in cands], options
+        )
+        ll, probs = canvas_scores(_step_fn(den, vocab, prompts, kv, fmask), canvas, lens)
         total = torch.tensor([s for _, s in cands]) + options.rescore_weight * ll
         b = int(total.argmax())
         ids, conf = _until_eot(canvas[b].tolist(), probs[b].tolist(), vocab, eot)

@@ -20,10 +20,9 @@ import torch
 import diffasr
 from diffasr.audio import load_audio
 from diffasr.decoding import DecodeOptions
-from diffasr.decoding.canvas import canvas_length
 from diffasr.decoding.decode import decode_front, nbest
 from diffasr.decoding.sampler import canvas_scores
-from diffasr.decoding.whisper import MAX_CANVAS, _index_canvas, _step_fn, _to_index
+from diffasr.decoding.whisper import _step_fn, candidate_canvases
 from diffasr.metrics import error_rate, normalize
 
 K = 32
@@ -37,13 +36,9 @@ def candidates(m, audio, lang):
     front = decode_front(m, feats, [lang], opt)
     beam = nbest(m, front.ctc, front.n_audio, [lang], opt, K)[0]
     texts = [tok.decode(ids) for ids, _ in beam]
-    vocab = den.vocab[lang]
-    idx = [_to_index(vocab, den.tokens.encode(t, lang)) for t in texts]
-    L = canvas_length(max(len(x) for x in idx), opt, MAX_CANVAS)
-    canvas = _index_canvas(idx, L, den.eot_index(lang))
-    kv, fm = den.memory([feats[0]] * len(idx))
-    prompts = den.prompts([lang] * len(idx))
-    lens = torch.tensor([min(len(x) + 1, L) for x in idx])
+    rows = [den.tokens.encode(t, lang) for t in texts]
+    vocab, canvas, lens, prompts, kv, fm = candidate_canvases(den, feats[0], lang, rows, opt)
+    L = canvas.shape[1]
     diffusion, _ = canvas_scores(_step_fn(den, vocab, prompts, kv, fm), canvas, lens)
     lp = den.autoregressive(prompts, vocab[canvas], kv, fm, vocab).float().log_softmax(-1)
     valid = torch.arange(L)[None] < lens[:, None]
