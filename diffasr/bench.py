@@ -65,14 +65,17 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
     """Seconds per stage for `batch` copies of `clip` decoded as one batch with DecodeOptions
     `options` (medians over repeats).
 
-    `one_step` times a single `model.denoise` call on the batch's own prompt state and canvas length,
-    with self-conditioning logits as every step after the first sees them.
+    `one_step` times a single denoiser pass on the batch's own canvas length: `model.denoise` on its
+    prompt state with self-conditioning logits as every step after the first sees them, or for `base`
+    the Whisper decoder's pass over a canvas of the language's vocabulary.
     """
     import torch
 
     from .audio import load_audio
     from .decoding.canvas import canvas_length
     from .decoding.ctc import ctc_greedy
+    from .decoding.decode import is_base
+    from .decoding.whisper import MAX_CANVAS
     from .evaluate import transcribe_plain as transcribe
 
     files = [str(clip)] * batch
@@ -91,13 +94,21 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
         audio_tokens, n_audio = model.project(model.encode(audios))
         logits, prefilled = model.ctc(audio_tokens, n_audio, [language] * batch)
         ctc = ctc_greedy(logits, n_audio, blank=tok.pad)
-        state = prefilled or model.prefill(audio_tokens, n_audio, [language] * batch)
-        L = max(canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc)
-        canvas = torch.randint(0, tok.vocab_size, (batch, L), generator=torch.Generator().manual_seed(0)).to(
-            model.device
-        )
-        sc = model.denoise(state, canvas)
-        out["one_step"], _ = timed(lambda: model.denoise(state, canvas, sc), repeats)
+        gen = torch.Generator().manual_seed(0)
+        if is_base(model):  # the Whisper decoder's pass over a canvas of the language's vocabulary
+            den, lang = model.denoiser, language or "en"
+            L = max(canvas_length(len(ids), options, MAX_CANVAS) for ids in ctc)
+            vocab = den.vocab[lang]
+            canvas = vocab[torch.randint(0, len(vocab), (batch, L), generator=gen)]
+            kv, fmask = den.memory(model.encode(audios))
+            prompts = den.prompts([lang] * batch)
+            out["one_step"], _ = timed(lambda: den.denoise(prompts, canvas, kv, fmask, vocab), repeats)
+        else:
+            state = prefilled or model.prefill(audio_tokens, n_audio, [language] * batch)
+            L = max(canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc)
+            canvas = torch.randint(0, tok.vocab_size, (batch, L), generator=gen).to(model.device)
+            sc = model.denoise(state, canvas)
+            out["one_step"], _ = timed(lambda: model.denoise(state, canvas, sc), repeats)
     steps_run = out.get("steps_run", 0)
     out.update(batch=batch, canvas=L, steps=steps_run, per_step=out.get("denoise", 0.0) / max(1, steps_run))
     return out
