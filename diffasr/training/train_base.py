@@ -7,7 +7,8 @@ Losses per batch (the published three, minus CTC: see below):
 - diffusion: the clean canvas x0 (transcript, end-of-text, end-of-text padding) is corrupted, each
   position replaced by a uniformly random token with probability t ~ U(0, 1); half the rows first
   get token insertions/deletions, the errors a CTC seed makes, so the denoiser learns to re-align;
-  cross-entropy against x0 on every canvas position (padding beyond the first end-of-text at 0.1).
+  cross-entropy against x0 on every canvas position (padding beyond the first end-of-text at
+  `--pad-weight`); canvases are as long as the sampler will make them (CTC estimate + margin).
 - autoregressive: the same weights, causal, teacher-forced on x0 (weight `--ar-weight`).
 The CTC head is the shipped diffasr-small's (same frozen encoder, trained already); Whisper's
 cross-attention already listens, so the unlock the CTC loss gives a from-scratch decoder is not
@@ -36,11 +37,15 @@ import torch
 import torch.nn.functional as F
 
 from ..audio import load_audio
-from ..decoding.canvas import clean_canvas, round_up
+from ..decoding.canvas import canvas_length, clean_canvas, round_up
+from ..decoding.options import DecodeOptions
+from ..decoding.whisper import MAX_CANVAS
 from ..encoder import CT2WhisperEncoder, EncoderSpec
 from ..manifest import read_manifest
 from ..whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
 from . import checkpoint
+
+_MARGIN = DecodeOptions()  # the decoding defaults' length_margin sizes the training canvases
 
 
 def load_rows(manifests: list[str], max_seconds: float = 29.0) -> list[dict]:
@@ -102,7 +107,9 @@ def build_vocab(model: WhisperDenoiser, text_dir: Path, extra: list[dict]) -> di
     return out
 
 
-def make_batch(model: WhisperDenoiser, items: list[dict], rng: random.Random, gen: torch.Generator):
+def make_batch(
+    model: WhisperDenoiser, items: list[dict], rng: random.Random, gen: torch.Generator, pad_weight: float = 0.3
+):
     """One batch in the output space of the union of its languages' vocabularies `vocab` (V',):
     (prompts (B, P), noisy token ids (B, L), x0 as indices into vocab (B, L), weights (B, L),
     ar_len (B,), vocab)."""
@@ -110,7 +117,10 @@ def make_batch(model: WhisperDenoiser, items: list[dict], rng: random.Random, ge
     clean_ids = [it["ids"] for it in items]
     noisy_ids = [edit_noise(ids, 0.15 * rng.random(), eot, rng) if rng.random() < 0.5 else ids for ids in clean_ids]
     n = max(max(len(a), len(b)) for a, b in zip(clean_ids, noisy_ids))
-    L = round_up(n + 1 + rng.randint(0, 4))
+    # As long as the sampler's canvas will be: the CTC estimate of the length (off by up to 20 %) plus
+    # the decoding margin, so every position the sampler fills has been trained, padding included.
+    est = max(len(ids) for ids in clean_ids) * (0.8 + 0.4 * rng.random())
+    L = max(round_up(n + 1), canvas_length(round(est), _MARGIN, MAX_CANVAS))
     x0 = clean_canvas(clean_ids, L, eot, eot)
     xt = clean_canvas(noisy_ids, L, eot, eot)
     t = torch.rand(len(items), generator=gen)
@@ -120,22 +130,21 @@ def make_batch(model: WhisperDenoiser, items: list[dict], rng: random.Random, ge
     )
     xt = torch.where(flip, noise, xt)
     lens = torch.tensor([len(ids) + 1 for ids in clean_ids])
-    w = torch.where(torch.arange(L)[None] < lens[:, None], 1.0, 0.1)
+    w = torch.where(torch.arange(L)[None] < lens[:, None], 1.0, pad_weight)
     vocab = torch.unique(torch.cat([model.vocab[lang] for lang in {it["lang"] for it in items}]))
     target = torch.searchsorted(vocab, x0)
     return model.prompts([it["lang"] for it in items]), xt, target, w, lens, vocab
 
 
 def losses(model: WhisperDenoiser, batch, feats: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """(diffusion loss, AR loss). The output layer runs only where a loss is taken (the transcript,
-    its end-of-text and 2 positions after it): it is most of a step's cost on a CPU."""
+    """(diffusion loss over every canvas position, AR loss over the transcript). The output layer
+    (most of a step's cost on a CPU) runs only over the language vocabularies of the batch."""
     prompts, xt, x0, w, lens, vocab = batch
     kv, fmask = model.memory(feats)
     pos = torch.arange(x0.shape[1])[None]
-    keep = pos < (lens[:, None] + 2)
-    h = model.denoise(prompts, xt, kv, fmask, hidden=True)[keep]
-    ce = F.cross_entropy(model.decoder.logits(h, vocab), x0[keep], reduction="none")
-    diff = (ce * w[keep]).sum() / w[keep].sum()
+    h = model.denoise(prompts, xt, kv, fmask, hidden=True)
+    ce = F.cross_entropy(model.decoder.logits(h, vocab).flatten(0, 1), x0.flatten(), reduction="none")
+    diff = (ce * w.flatten()).sum() / w.sum()
     text = pos < lens[:, None]
     h = model.autoregressive(prompts, vocab[x0], kv, fmask, hidden=True)[text]
     return diff, F.cross_entropy(model.decoder.logits(h, vocab), x0[text])
@@ -173,6 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rank", type=int, default=16, help="LoRA rank; 0 trains every decoder weight")
     ap.add_argument("--in-place", action="store_true", help="read canvas token i at its own position")
     ap.add_argument("--ar-weight", type=float, default=0.5)
+    ap.add_argument("--pad-weight", type=float, default=0.3, help="diffusion loss weight of the padding positions")
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
@@ -218,7 +228,13 @@ def main(argv=None) -> int:
     t_end = time.time() + 60 * args.minutes
     t_save = time.time() + 60 * args.save_every
     log = open(out / "log.jsonl", "a")
-    meta = {"manifests": args.manifest, "batch": args.batch, "lr": args.lr, "ar_weight": args.ar_weight}
+    meta = {
+        "manifests": args.manifest,
+        "batch": args.batch,
+        "lr": args.lr,
+        "ar_weight": args.ar_weight,
+        "pad_weight": args.pad_weight,
+    }
     model.train()
     while step < args.steps and time.time() < t_end:
         warm = min(1.0, (step + 1) / 50)
@@ -231,7 +247,7 @@ def main(argv=None) -> int:
         batch_items = items[start : start + args.batch]
         feats = [torch.from_numpy(np.load(it["feat"])) for it in batch_items]
         t0 = time.time()
-        diff, ar = losses(model, make_batch(model, batch_items, rng, gen), feats)
+        diff, ar = losses(model, make_batch(model, batch_items, rng, gen, args.pad_weight), feats)
         loss = diff + args.ar_weight * ar
         opt.zero_grad()
         loss.backward()
