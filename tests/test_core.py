@@ -13,7 +13,7 @@ import torch
 
 from diffasr.audio import SAMPLE_RATE, load_audio, log_mel
 from diffasr.decoding import DecodeOptions, resolve
-from diffasr.decoding.canvas import random_canvas
+from diffasr.decoding.canvas import collapse_repeats, random_canvas
 from diffasr.decoding.sampler import edit, refine
 from diffasr.errors import AudioError, ConfigError, ModelError
 from diffasr.projector import Projector, conv_out_len
@@ -290,6 +290,7 @@ def test_decode_options_validated_once():
         ("ctc-beam", dict(nbest=4)),
         ("ctc-edit", dict(seed=1)),
         ("ctc-edit", dict(temperature=0.5)),
+        ("ctc-edit", dict(collapse_repeats=False)),
         ("ctc-greedy", dict(ngram_weight=0.5)),
     ],
 )
@@ -366,6 +367,24 @@ def test_canvas_scores_sum_each_candidates_own_tokens():
     lp = logits.log_softmax(-1).gather(-1, canvases[..., None])[..., 0]
     assert torch.allclose(score, torch.stack([lp[0].sum(), lp[1, :2].sum(), torch.tensor(0.0)]))
     assert torch.allclose(probs, lp.exp())
+
+
+def test_collapse_repeats_writes_each_run_once_with_its_best_confidence():
+    ids, conf = collapse_repeats([5, 5, 5, 7, 5, 9, 9], [0.2, 0.9, 0.4, 0.8, 0.3, 0.5, 0.6])
+    assert ids == [5, 7, 5, 9] and conf == [0.9, 0.8, 0.3, 0.6]
+    assert collapse_repeats([], []) == ([], [])
+
+
+def test_from_noise_output_has_no_adjacent_repeats_unless_asked(shipped_model, en_clip):
+    """From noise the shipped model writes words at several adjacent positions: the default collapses
+    every run, the option keeps them."""
+    outs = [
+        shipped_model.transcribe(en_clip, method="diffusion", steps=2, language="en", word_timestamps=False, **kw)
+        for kw in ({}, {"collapse_repeats": False})
+    ]
+    ids, raw = outs[0].tokens, outs[1].tokens
+    assert ids and all(a != b for a, b in zip(ids, ids[1:]))
+    assert any(a == b for a, b in zip(raw, raw[1:])) and [a for a, b in zip(raw, [None] + raw) if a != b] == ids
 
 
 def test_edit_sampler_changes_only_confident_positions():

@@ -41,3 +41,20 @@ def random_canvas(batch: int, length: int, vocab_size: int, generator) -> torch.
     if isinstance(generator, list):
         return torch.stack([torch.randint(0, vocab_size, (length,), generator=g) for g in generator])
     return torch.randint(0, vocab_size, (batch, length), generator=generator)
+
+
+def collapse_repeats(ids: list[int], conf: list[float]) -> tuple[list[int], list[float]]:
+    """A run of one token at adjacent canvas positions written once, with the run's highest confidence.
+
+    A parallel decoder unsure where a word falls writes it at every position that could hold it
+    ("with with with"), the standard failure of non-autoregressive decoders; collapsing runs, as CTC
+    does, is the standard repair. A word really said twice in a row is lost: rarer than the repeats.
+    """
+    out, out_conf = [], []
+    for i, c in zip(ids, conf):
+        if out and out[-1] == i:
+            out_conf[-1] = max(out_conf[-1], c)
+            continue
+        out.append(i)
+        out_conf.append(c)
+    return out, out_conf

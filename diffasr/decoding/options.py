@@ -23,7 +23,7 @@ from ..errors import ConfigError
 _ALWAYS = frozenset({"method", "language", "restrict_script"})
 _CANVAS = frozenset({"canvas", "length_margin"})
 _STEPS = _CANVAS | {"steps", "self_condition", "early_stop"}
-_REFINE = _STEPS | {"temperature", "threshold", "edit_threshold", "seed"}
+_REFINE = _STEPS | {"temperature", "threshold", "edit_threshold", "seed", "collapse_repeats"}
 _BEAM = frozenset({"beam", "ngram_weight", "length_bonus"})
 READS = {  # method -> the fields it reads besides method, language and restrict_script
     "diffusion": _REFINE,
@@ -57,6 +57,7 @@ class DecodeOptions:
     canvas: int | None = None  # canvas length; None: estimated from the CTC length (+ margin)
     length_margin: float = 0.25  # estimated canvas = ceil(n_ctc * (1 + margin)) + 4, rounded up to 8
     early_stop: bool = True  # stop once predictions are stable
+    collapse_repeats: bool = True  # diffusion, ctc-refine: a token repeated at adjacent positions is written once
     nbest: int = 8  # rescore: CTC prefix-beam hypotheses the decoder scores
     rescore_weight: float = 2.0  # rescore: pick max of CTC log-score + weight · decoder log-likelihood
     beam: int = 16  # CTC prefix beam width, at least nbest
