@@ -28,6 +28,7 @@ ax_e.set(xlabel="denoising steps", ylabel="English WER (real_dev, 33 clips)", xt
 ax_s.set(xlabel="denoising steps", ylabel="real-time factor (1 thread)", xticks=[1, 2, 4, 8, 16])
 ax_e.legend(fontsize=8)
 ax_s.legend(fontsize=8)
-fig.suptitle("diffasr-base (step 1,500): steps sweep from noise and from the CTC seed")
+step = json.loads((HERE.parents[2] / "diffasr/assets/diffasr-base/config.json").read_text())["training"]["step"]
+fig.suptitle(f"diffasr-base (step {step:,}): steps sweep from noise and from the CTC seed")
 fig.tight_layout()
 fig.savefig(HERE / "sweeps_en.png", dpi=110)
