@@ -91,7 +91,8 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
     tok = model.tokenizer
     with torch.no_grad():
         audios = [load_audio(clip)] * batch
-        audio_tokens, n_audio = model.project(model.encode(audios))
+        feats = model.encode(audios)
+        audio_tokens, n_audio = model.project(feats)
         logits, prefilled = model.ctc(audio_tokens, n_audio, [language] * batch)
         ctc = ctc_greedy(logits, n_audio, blank=tok.pad)
         gen = torch.Generator().manual_seed(0)
@@ -100,7 +101,7 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
             L = max(canvas_length(len(ids), options, MAX_CANVAS) for ids in ctc)
             vocab = den.vocab[lang]
             canvas = vocab[torch.randint(0, len(vocab), (batch, L), generator=gen)]
-            kv, fmask = den.memory(model.encode(audios))
+            kv, fmask = den.memory(feats)
             prompts = den.prompts([lang] * batch)
             out["one_step"], _ = timed(lambda: den.denoise(prompts, canvas, kv, fmask, vocab), repeats)
         else:
