@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from .options import READS
+
 
 def round_up(n: int, multiple: int = 8) -> int:
     """The smallest multiple of `multiple` ≥ n."""
@@ -41,6 +43,14 @@ def random_canvas(batch: int, length: int, vocab_size: int, generator) -> torch.
     if isinstance(generator, list):
         return torch.stack([torch.randint(0, vocab_size, (length,), generator=g) for g in generator])
     return torch.randint(0, vocab_size, (batch, length), generator=generator)
+
+
+def written(ids: list[int], conf: list[float], options) -> tuple[list[int], list[float]]:
+    """A sampled transcript (ids before end-of-text, confidence each) as the method writes it: with
+    runs collapsed when the method reads `collapse_repeats` (options.READS) and it is set."""
+    if "collapse_repeats" in READS[options.method] and options.collapse_repeats:
+        return collapse_repeats(ids, conf)
+    return ids, conf
 
 
 def collapse_repeats(ids: list[int], conf: list[float]) -> tuple[list[int], list[float]]:

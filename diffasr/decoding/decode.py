@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..tokenizer import SCRIPTS
-from .canvas import canvas_length, clean_canvas, collapse_repeats, random_canvas
+from .canvas import canvas_length, clean_canvas, random_canvas, written
 from .ctc import ctc_greedy, ctc_nbest
 from .options import DecodeOptions, check_reads
 from .rescore import rescore
@@ -167,9 +167,7 @@ def _sampled(
             )
         times["denoise"] += time.perf_counter() - t0
         for j, i in enumerate(rows):
-            ids, conf = _until_eos(res.tokens[j].tolist(), res.confidence[j].tolist(), tok)
-            if options.method != "ctc-edit" and options.collapse_repeats:
-                ids, conf = collapse_repeats(ids, conf)
+            ids, conf = written(*_until_eos(res.tokens[j].tolist(), res.confidence[j].tolist(), tok), options)
             out[i] = Hypothesis(ids, conf, res.steps_run)
     times["steps_run"] = max(h.steps_run for h in out.values())
     return [out[i] for i in range(len(ctc_ids))]

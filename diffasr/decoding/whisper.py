@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .canvas import canvas_length, collapse_repeats, random_canvas
+from .canvas import canvas_length, random_canvas, written
 from .options import DecodeOptions
 from .sampler import canvas_scores, edit, refine
 
@@ -100,9 +100,7 @@ def denoise_batch(
                 row_generators=gens,
             )
         for j, i in enumerate(rows):
-            ids, conf = _until_eot(res.tokens[j].tolist(), res.confidence[j].tolist(), vocab, eot)
-            if options.method != "ctc-edit" and options.collapse_repeats:
-                ids, conf = collapse_repeats(ids, conf)
+            ids, conf = written(*_until_eot(res.tokens[j].tolist(), res.confidence[j].tolist(), vocab, eot), options)
             out[i] = (ids, conf, res.steps_run)
     return [out[i] for i in range(len(feats))]
 
