@@ -32,12 +32,16 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
             default=None,
             choices=METHODS,
             help="decoding method (default: the model's): diffusion (from noise), ctc-refine / ctc-edit "
-            "(the denoiser refines / edits the CTC transcript), rescore (the denoiser picks among "
-            "the CTC beam's n-best), ctc-beam, ctc-greedy",
+            "(the denoiser refines / edits the CTC transcript), diffusion-verify / ctc-verify (base: "
+            "denoiser drafts checked by the same decoder run causally, from noise / the CTC transcript), "
+            "rescore (the denoiser picks among the CTC beam's n-best), ctc-beam, ctc-greedy",
         )
     if steps:
         p.add_argument(
-            "--steps", type=int, default=None, help="diffusion, ctc-refine, ctc-edit: denoising steps (default 8)"
+            "--steps",
+            type=int,
+            default=None,
+            help="diffusion, ctc-refine, ctc-edit, *-verify: denoising steps (default 8)",
         )
     p.add_argument(
         "--edit-threshold",
@@ -72,7 +76,9 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
         default=None,
         help="with an n-gram: bonus per token (default: the model's, else 0)",
     )
-    p.add_argument("--seed", type=int, default=None, help="diffusion, ctc-refine: sampler seed (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="diffusion, ctc-refine, diffusion-verify: noise seed (default 0)"
+    )
 
 
 def decoding_overrides(args) -> dict:

@@ -242,7 +242,11 @@ class WhisperTokens:
         return self.tok.encode(lead + text.strip(), add_special_tokens=False).ids
 
     def decode(self, ids) -> str:
-        return self.tok.decode([int(i) for i in ids if int(i) < self.n_text]).strip()
+        """Text of token ids (specials dropped). Whisper's byte-level tokens can split a character; the
+        bytes of one left incomplete (a transcript cut before the token that ends it) are dropped, not
+        written as U+FFFD."""
+        text = self.tok.decode([int(i) for i in ids if int(i) < self.n_text])
+        return text.replace("\ufffd", "").strip()
 
 
 @torch.no_grad()

@@ -43,6 +43,13 @@ def test_reader_reads_the_whole_decoder(whisper_dir):
     assert not any(k.startswith("encoder/") for k in w)
 
 
+def test_decode_drops_a_character_cut_mid_bytes(whisper_dir):
+    tokens = WhisperTokens(whisper_dir)
+    ids = tokens.encode("广州市房地产中介协会分析", "zh")
+    assert tokens.decode(ids) == "广州市房地产中介协会分析"
+    assert tokens.decode(ids[:1]) == "" and tokens.decode(ids[:-1]) == "广州市房地产中介协会分"
+
+
 def test_reader_rejects_a_file_that_is_not_ct2(tmp_path):
     bad = tmp_path / "model.bin"
     bad.write_bytes(b"\x07\x00\x00\x00garbage")
@@ -175,6 +182,100 @@ def test_denoise_batch_from_noise_and_from_seed(denoiser):
         for ids, conf, steps in two:
             assert set(ids) <= vocab and len(ids) == len(conf) and 1 <= steps <= 2
             assert all(0.0 <= c <= 1.0 for c in conf)
+
+
+def test_realign_takes_the_seed_after_the_prefix():
+    from diffasr.decoding.sampler import realign
+
+    assert realign([], [1, 2, 3]) == [1, 2, 3]
+    assert realign([1, 2, 9], [1, 2, 3, 4]) == [4]  # 9 replaced the seed's 3
+    assert realign([1, 7, 2], [1, 2, 3]) == [3]  # 7 inserted
+    assert realign([1, 2], [1, 2]) == []
+
+
+def _toy_fns(target: list[int], V: int, draft_ok):
+    """A causal 'decoder' that knows `target` (it predicts target[i] after a correct prefix, token 0
+    after a wrong one) and a drafter right only where draft_ok(i)."""
+    t = torch.tensor(target)
+
+    def causal(canvas, rows):
+        out = torch.full((*canvas.shape, V), -10.0)
+        for r in range(canvas.shape[0]):
+            for i in range(canvas.shape[1]):
+                ok = torch.equal(canvas[r, :i], t[:i])
+                out[r, i, int(t[i]) if ok else 0] = 10.0
+        return out
+
+    def denoise(canvas, rows):
+        out = torch.full((*canvas.shape, V), -10.0)
+        for i in range(canvas.shape[1]):
+            out[:, i, int(t[i]) if draft_ok(i) else (int(t[i]) + 1) % (V - 1)] = 10.0
+        return out
+
+    return denoise, causal
+
+
+def test_verify_commits_the_agreeing_run_and_the_causal_correction():
+    """Each step the draft's agreeing run plus the causal pass's own token at the first disagreement
+    join the prefix; the result is the causal decoder's greedy transcript once end-of-text is reached."""
+    from diffasr.decoding import DecodeOptions
+    from diffasr.decoding.sampler import verify
+
+    V, eot = 6, 5
+    target = [1, 2, 3, 4, eot, eot, eot, eot]
+    denoise, causal = _toy_fns(target, V, lambda i: i % 2 == 0)  # drafts every other token right
+    gens = [torch.Generator().manual_seed(0)]
+    init = torch.randint(0, V, (1, 8), generator=torch.Generator().manual_seed(1))
+    full = verify(denoise, causal, init, V, eot, DecodeOptions(method="diffusion-verify", steps=8), row_generators=gens)
+    assert full.tokens[0].tolist() == target and full.steps_run == 3  # 2 tokens, 2 tokens, then the end
+    one = verify(denoise, causal, init, V, eot, DecodeOptions(method="diffusion-verify", steps=1), row_generators=gens)
+    assert one.tokens[0, :2].tolist() == [1, 2] and one.steps_run == 1
+    assert bool(((full.confidence >= 0) & (full.confidence <= 1)).all())
+    # a right seed is verified whole in one step, however wrong the drafts
+    denoise, causal = _toy_fns(target, V, lambda i: False)
+    seed = torch.tensor([target])
+    res = verify(denoise, causal, seed, V, eot, DecodeOptions(method="ctc-verify", steps=8), seeds=[target[:4]])
+    assert res.tokens[0].tolist() == target and res.steps_run == 1
+
+
+def test_verified_methods_need_the_base_preset(tiny_model, en_clip):
+    from diffasr.errors import ConfigError
+
+    for method in ("diffusion-verify", "ctc-verify"):
+        with pytest.raises(ConfigError, match="causally"):
+            tiny_model.transcribe(str(en_clip), language="en", method=method)
+
+
+def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(en_clip):
+    """Given steps enough, both verified methods write exactly what the trained decoder writes
+    autoregressively (greedy, one token at a time, over the language's vocabulary), from noise and
+    from the CTC seed alike; with 1 step the output still starts with that transcript's first token."""
+    import diffasr
+    from diffasr.audio import load_audio
+
+    model = diffasr.load("base")
+    den = model.denoiser
+    feat = model.encode([load_audio(str(en_clip))])[0]
+    vocab, eot_i = den.vocab["en"], den.eot_index("en")
+    kv, fmask = den.memory([feat])
+    prompts = den.prompts(["en"])
+    seq: list[int] = []
+    with torch.no_grad():
+        while len(seq) < 60:
+            logits = den.autoregressive(prompts, vocab[torch.tensor([seq + [eot_i]])], kv, fmask, vocab)[0, len(seq)]
+            if not seq:
+                logits[eot_i] = -torch.inf
+            nxt = int(logits.argmax())
+            if nxt == eot_i:
+                break
+            seq.append(nxt)
+    greedy_text = den.tokens.decode(vocab[torch.tensor(seq)].tolist())
+    assert "ask not what your country can do for you" in greedy_text.lower(), greedy_text
+    for method in ("diffusion-verify", "ctc-verify"):
+        r = model.transcribe(str(en_clip), language="en", method=method, steps=40, word_timestamps=False)
+        assert r.text == greedy_text and r.steps_run < 40, (method, r.text, r.steps_run)
+    one = model.transcribe(str(en_clip), language="en", method="diffusion-verify", steps=1, word_timestamps=False)
+    assert one.text.split()[0] == greedy_text.split()[0] and one.steps_run == 1
 
 
 def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from diffasr.decoding import METHODS
+from diffasr.decoding.options import VERIFIED
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in VERIFIED])  # those need base: test_base
 def test_every_method_runs_on_the_tiny_model(tiny_model, en_clip, method):
     r = tiny_model.transcribe(str(en_clip), language="en", method=method)
     assert r.method == method and r.text == tiny_model.tokenizer.decode(r.tokens)

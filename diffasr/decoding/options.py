@@ -8,6 +8,9 @@ it is an error, never silently ignored.
                 from the CTC transcript)
     ctc-refine  the same sampler started from the CTC transcript
     ctc-edit    the CTC transcript, edited only where the denoiser is ≥ edit_threshold sure
+    diffusion-verify  from uniform noise, `steps` steps of self-speculative decoding: the denoiser
+                drafts, the same decoder run causally verifies (base preset only; sampler.verify)
+    ctc-verify  the same from the CTC transcript, which also stands in for the unverified rest
     rescore     CTC prefix beam search (+ the language's n-gram) proposes `nbest` transcripts; one
                 denoiser pass scores them; best beam score + rescore_weight × denoiser log-likelihood
     ctc-beam    CTC prefix beam search (+ the language's n-gram when ngram_weight > 0)
@@ -29,12 +32,15 @@ READS = {  # method -> the fields it reads besides method, language and restrict
     "diffusion": _REFINE,
     "ctc-refine": _REFINE,
     "ctc-edit": _STEPS | {"edit_threshold"},
+    "diffusion-verify": _CANVAS | {"steps", "seed"},
+    "ctc-verify": _CANVAS | {"steps"},
     "rescore": _BEAM | _CANVAS | {"nbest", "rescore_weight"},
     "ctc-beam": _BEAM,
     "ctc-greedy": frozenset(),
 }
 METHODS = tuple(READS)
-SAMPLED = ("diffusion", "ctc-refine", "ctc-edit")  # the methods that run `steps` denoiser passes
+SAMPLED = ("diffusion", "ctc-refine", "ctc-edit", "diffusion-verify", "ctc-verify")  # run `steps` denoiser passes
+VERIFIED = ("diffusion-verify", "ctc-verify")  # need a denoiser that also runs causally: the base preset
 # The `base` preset seeds its sampled methods with the CTC beam's best (n-gram fused when
 # ngram_weight > 0) where `small` seeds them with greedy CTC: there they also read _BEAM.
 BEAM_SEEDED = {m: _BEAM for m in SAMPLED}
@@ -125,6 +131,7 @@ def resolve(defaults: dict, given: dict, beam_seeded: bool = False) -> DecodeOpt
     method = given.get("method", defaults.get("method", DecodeOptions.method))
     if method not in READS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    _check_causal(method, beam_seeded)
     allowed = reads(method, beam_seeded)
     unread = [k for k in given if k not in allowed]
     if unread:
@@ -136,6 +143,7 @@ def resolve(defaults: dict, given: dict, beam_seeded: bool = False) -> DecodeOpt
 def check_reads(options: DecodeOptions, beam_seeded: bool) -> None:
     """ConfigError when `options` sets a field its method does not read on this model (small's
     sampled methods do not read the beam's fields)."""
+    _check_causal(options.method, beam_seeded)
     unread = [
         f.name
         for f in fields(options)
@@ -143,3 +151,8 @@ def check_reads(options: DecodeOptions, beam_seeded: bool) -> None:
     ]
     if unread:
         raise _unread(options.method, unread)
+
+
+def _check_causal(method: str, base: bool) -> None:
+    if method in VERIFIED and not base:
+        raise ConfigError(f"method {method!r} needs a denoiser that also runs causally: use the base model")

@@ -12,6 +12,14 @@ positions fall back to the seed instead of noise.
 `edit` (method `ctc-edit`): keep the CTC seed, replace a token only when the denoiser is at least
 `edit_threshold` sure of another.
 
+`verify` (methods `diffusion-verify` and `ctc-verify`, on a decoder that also runs causally):
+self-speculative decoding. Each step the denoiser drafts every position past a verified prefix;
+one causal pass of the same decoder over the draft (and, seeded, over the CTC seed realigned after
+the prefix) checks it left to right; the agreeing run plus the causal pass's own token at the first
+disagreement join the prefix. The rest is re-randomised (from noise) or reset to the realigned seed,
+as the refine sampler does with uncommitted positions. A prefix that reaches end-of-text is exactly
+the causal decoder's greedy transcript; after `steps` the unverified rest is the last draft.
+
 The samplers see only a `step_fn(canvas, sc_logits) -> logits (B, L, V)`; they know nothing about
 audio or models (`step_fn` below builds one from a model's `denoise`).
 """
@@ -106,6 +114,89 @@ def edit(step_fn: StepFn, init: torch.Tensor, options) -> SampleOutput:
             break
     conf = probs.gather(-1, canvas[..., None])[..., 0]
     return SampleOutput(tokens=canvas, confidence=conf, steps_run=steps_run)
+
+
+def realign(prefix: list[int], seed: list[int]) -> list[int]:
+    """The part of `seed` that follows `prefix`: after the last stretch of tokens they share, as many
+    seed tokens are skipped as the prefix has past it (a corrected token replaces a wrong one)."""
+    import difflib
+
+    j = 0
+    for a, b, size in difflib.SequenceMatcher(None, prefix, seed, autojunk=False).get_matching_blocks():
+        if size:
+            j = b + size + len(prefix) - (a + size)
+    return seed[j:] if prefix else list(seed)
+
+
+RowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def verify(
+    denoise_fn: RowFn,
+    causal_fn: RowFn,
+    init: torch.Tensor,
+    vocab_size: int,
+    eot: int,
+    options,
+    seeds: list[list[int]] | None = None,
+    row_generators: list[torch.Generator] | None = None,
+) -> SampleOutput:
+    """Self-speculative decoding of `init` (B, L): noise, or (`seeds` given, each row's CTC tokens)
+    the seeds, end-of-text, padding. denoise_fn(canvas (N, L), rows (N,)) -> logits (N, L, V), the
+    bidirectional pass for batch rows `rows`; causal_fn, the same signature: position i's logits given
+    the canvas tokens before i. Stops when every row's prefix has reached end-of-text. Confidence:
+    the causal probability of a verified token, the denoiser's of an unverified one."""
+    B, L = init.shape
+    pos = torch.arange(L)
+    canvas, final = init.clone(), init.clone()
+    conf = torch.zeros(B, L)
+    n = [0] * B  # verified tokens per row; L once the row's end-of-text is verified
+    steps_run = 0
+    for _ in range(options.steps):
+        live = [b for b in range(B) if n[b] < L]
+        if not live:
+            break
+        steps_run += 1
+        rows = torch.tensor(live)
+        probs = denoise_fn(canvas[rows], rows).float().softmax(-1)
+        fixed = pos[None] < torch.tensor([n[b] for b in live])[:, None]
+        draft = torch.where(fixed, canvas[rows], probs.argmax(-1))
+        cands = [draft] if seeds is None else [draft, canvas[rows]]
+        X = torch.cat(cands)
+        causal = causal_fn(X, rows.repeat(len(cands))).float()
+        causal[:, 0, eot] = -torch.inf  # as Whisper: never an empty transcript
+        cprobs = causal.softmax(-1)
+        ar = cprobs.argmax(-1)
+        agree = (X == ar) | fixed.repeat(len(cands), 1)
+        first = torch.where(agree, L, pos[None]).min(-1).values.view(len(cands), len(live))
+        for j, b in enumerate(live):
+            c = int(first[:, j].argmax())
+            k, r = int(first[c, j]), c * len(live) + j
+            row = X[r].clone()
+            if k < L:
+                row[k] = ar[r, k]
+            nb = min(k + 1, L)
+            ends = (row[:nb] == eot).nonzero()
+            if len(ends):
+                nb = int(ends[0]) + 1
+                row[nb:] = eot
+                n[b] = L
+            else:
+                n[b] = nb
+            final[b] = row
+            if n[b] == L:
+                canvas[b] = row
+            elif seeds is not None:
+                rest = realign(row[:nb].tolist(), seeds[b])
+                canvas[b] = torch.tensor((row[:nb].tolist() + rest + [eot] * L)[:L])
+                final[b] = canvas[b]
+            else:
+                noise = torch.randint(0, vocab_size, (L,), generator=row_generators[b])
+                canvas[b] = torch.where(pos < nb, row, noise)
+            conf[b, :nb] = cprobs[r, pos[:nb], row[:nb]]
+            conf[b, nb:] = probs[j, pos[nb:], final[b, nb:]]
+    return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 
 from .canvas import canvas_length, random_canvas, written
 from .options import DecodeOptions
-from .sampler import canvas_scores, edit, refine
+from .sampler import canvas_scores, edit, refine, verify
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
 
@@ -44,6 +44,24 @@ def _step_fn(den, vocab: torch.Tensor, prompts, kv, fmask):
     return step_fn
 
 
+def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask):
+    """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch) -> logits
+    (N, L, |V|), bidirectional (denoise) and causal (autoregressive)."""
+
+    def pick(rows):
+        return prompts[rows], [(k[rows], v[rows]) for k, v in kv], fmask[rows]
+
+    def denoise(canvas_idx, rows):
+        p, k, m = pick(rows)
+        return den.denoise(p, vocab[canvas_idx], k, m, vocab)
+
+    def causal(canvas_idx, rows):
+        p, k, m = pick(rows)
+        return den.autoregressive(p, vocab[canvas_idx], k, m, vocab)
+
+    return denoise, causal
+
+
 def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int) -> tuple[list[int], list[float]]:
     ids, cs = [], []
     for i, c in zip(idx, conf):
@@ -67,7 +85,7 @@ def denoise_batch(
     """Per row: (Whisper text ids, confidence per id, steps run).
 
     feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
-    and, for ctc-refine and ctc-edit, the starting canvas); nbest (rescore): per row, CTC candidates as
+    and, for ctc-refine, ctc-edit and ctc-verify, the starting canvas); nbest (rescore): per row, CTC candidates as
     (Whisper ids, beam score). Rows are grouped by language and canvas length; each row draws its
     noise from its own generator, so its transcript does not depend on its batch-mates."""
     eot = den.tokens.eot
@@ -83,12 +101,24 @@ def denoise_batch(
         kv, fmask = den.memory([feats[i] for i in rows])
         step_fn = _step_fn(den, vocab, den.prompts([lang] * len(rows)), kv, fmask)
         gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
-        if options.method == "diffusion":
+        if options.method in ("diffusion", "diffusion-verify"):
             init = random_canvas(len(rows), L, len(vocab), gens)
         else:
             init = _index_canvas([_to_index(vocab, seeds[i]) for i in rows], L, eot_index)
         if options.method == "ctc-edit":
             res = edit(step_fn, init, options)
+        elif options.method in ("diffusion-verify", "ctc-verify"):
+            prompts = den.prompts([lang] * len(rows))
+            seeded = options.method == "ctc-verify"
+            res = verify(
+                *_row_fns(den, vocab, prompts, kv, fmask),
+                init,
+                len(vocab),
+                eot_index,
+                options,
+                seeds=[_to_index(vocab, seeds[i])[: L - 1] for i in rows] if seeded else None,
+                row_generators=gens,
+            )
         else:
             res = refine(
                 step_fn,
