@@ -9,6 +9,8 @@ Losses per batch (the published three, minus CTC: see below):
   get token insertions/deletions, the errors a CTC seed makes, so the denoiser learns to re-align;
   cross-entropy against x0 on every canvas position (padding beyond the first end-of-text at
   `--pad-weight`); canvases are as long as the sampler will make them (CTC estimate + margin).
+  A share of the rows (`--prefix-prob`) keeps a clean prefix of random length and corrupts only
+  the rest: the canvases the verified methods hand the denoiser (a checked prefix, noise after).
 - autoregressive: the same weights, causal, teacher-forced on x0 (weight `--ar-weight`).
 The CTC head is the shipped diffasr-small's (same frozen encoder, trained already); Whisper's
 cross-attention already listens, so the unlock the CTC loss gives a from-scratch decoder is not
@@ -108,14 +110,23 @@ def build_vocab(model: WhisperDenoiser, text_dir: Path, extra: list[dict]) -> di
 
 
 def make_batch(
-    model: WhisperDenoiser, items: list[dict], rng: random.Random, gen: torch.Generator, pad_weight: float = 0.3
+    model: WhisperDenoiser,
+    items: list[dict],
+    rng: random.Random,
+    gen: torch.Generator,
+    pad_weight: float = 0.3,
+    prefix_prob: float = 0.0,
 ):
     """One batch in the output space of the union of its languages' vocabularies `vocab` (V',):
     (prompts (B, P), noisy token ids (B, L), x0 as indices into vocab (B, L), weights (B, L),
     ar_len (B,), vocab)."""
     eot = model.tokens.eot
     clean_ids = [it["ids"] for it in items]
-    noisy_ids = [edit_noise(ids, 0.15 * rng.random(), eot, rng) if rng.random() < 0.5 else ids for ids in clean_ids]
+    prefix = [rng.randint(0, len(ids)) if rng.random() < prefix_prob else -1 for ids in clean_ids]
+    noisy_ids = [
+        edit_noise(ids, 0.15 * rng.random(), eot, rng) if p < 0 and rng.random() < 0.5 else ids
+        for ids, p in zip(clean_ids, prefix)
+    ]
     n = max(max(len(a), len(b)) for a, b in zip(clean_ids, noisy_ids))
     # As long as the sampler's canvas will be: the CTC estimate of the length (off by up to 20 %) plus
     # the decoding margin, so every position the sampler fills has been trained, padding included.
@@ -125,6 +136,7 @@ def make_batch(
     xt = clean_canvas(noisy_ids, L, eot, eot)
     t = torch.rand(len(items), generator=gen)
     flip = torch.rand(xt.shape, generator=gen) < t[:, None]
+    flip &= torch.arange(L)[None] >= torch.tensor(prefix).clamp(min=0)[:, None]
     noise = torch.stack(
         [v[torch.randint(0, len(v), (L,), generator=gen)] for v in (model.vocab[it["lang"]] for it in items)]
     )
@@ -183,6 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--in-place", action="store_true", help="read canvas token i at its own position")
     ap.add_argument("--ar-weight", type=float, default=0.5)
     ap.add_argument("--pad-weight", type=float, default=0.3, help="diffusion loss weight of the padding positions")
+    ap.add_argument("--prefix-prob", type=float, default=0.0, help="share of rows with a clean prefix")
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
@@ -234,6 +247,7 @@ def main(argv=None) -> int:
         "lr": args.lr,
         "ar_weight": args.ar_weight,
         "pad_weight": args.pad_weight,
+        "prefix_prob": args.prefix_prob,
     }
     model.train()
     while step < args.steps and time.time() < t_end:
@@ -247,7 +261,7 @@ def main(argv=None) -> int:
         batch_items = items[start : start + args.batch]
         feats = [torch.from_numpy(np.load(it["feat"])) for it in batch_items]
         t0 = time.time()
-        diff, ar = losses(model, make_batch(model, batch_items, rng, gen, args.pad_weight), feats)
+        diff, ar = losses(model, make_batch(model, batch_items, rng, gen, args.pad_weight, args.prefix_prob), feats)
         loss = diff + args.ar_weight * ar
         opt.zero_grad()
         loss.backward()
