@@ -1,7 +1,7 @@
 """diffasr: multilingual speech recognition with a discrete-diffusion decoder.
 
 import diffasr
-model = diffasr.load()                      # the embedded diffasr-small, offline
+model = diffasr.load()                      # the embedded diffasr-base, offline ("small": the fast one)
 print(model.transcribe("clip.wav").text)
 """
 
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL = "diffasr-small"
+DEFAULT_MODEL = "diffasr-base"
 ALIASES = {"small": "diffasr-small", "base": "diffasr-base"}  # preset names for the shipped models
 
 
@@ -37,7 +37,7 @@ def available_models() -> list[str]:
 
 
 def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
-    """Load a model by shipped name (default diffasr-small) or checkpoint directory.
+    """Load a model by shipped name (default diffasr-base, or $DIFFASR_MODEL) or checkpoint directory.
 
     The returned DiffusionASR has `.transcribe(audio, language=None, method=..., ...)` (DecodeOptions fields).
     """

@@ -407,7 +407,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="checkpoint directory or shipped model name, readable on every node (default: diffasr-small)",
+        help="checkpoint directory or shipped model name, readable on every node (default: diffasr-base)",
     )
     p.add_argument("--actors", type=int, default=1, help="model replicas in the actor pool (default 1)")
     p.add_argument(

@@ -260,7 +260,7 @@ def length_table(rows: list[dict], fw_rows: list[dict] | None) -> str:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
+    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-base)")
     p.add_argument("--clips", nargs="+", default=None, metavar="FILE", help="audio files (default: the real_dev clips)")
     p.add_argument("--language", default=None, help="language of --clips (default: auto; real_dev clips carry theirs)")
     p.add_argument("--method", default=None, choices=METHODS, help="decoding method (default: the model's)")

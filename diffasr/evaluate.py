@@ -292,7 +292,7 @@ def add_arguments(p) -> None:
     from .transcribe_cli import add_decoding_arguments
 
     p.add_argument("--manifest", required=True, help="JSON-lines manifest (audio, text, lang[, subset])")
-    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
+    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-base)")
     p.add_argument(
         "--method",
         default=None,

@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: identified once)"
     )
-    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
+    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-base)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
         "--input-device", default=None, help="microphone: sounddevice device name or index (default: the system's)"

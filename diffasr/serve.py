@@ -381,7 +381,7 @@ def create_app(
 def add_arguments(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
+    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-base)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--max-batch", type=int, default=8, help="most requests decoded together (default 8)")
     p.add_argument(

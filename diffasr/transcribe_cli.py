@@ -90,7 +90,7 @@ def add_arguments(p) -> None:
     from .writers import WRITERS
 
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
-    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-small)")
+    p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-base)")
     p.add_argument(
         "--language", default=None, choices=("auto",) + LANGUAGES, help="spoken language (default: auto, identified)"
     )

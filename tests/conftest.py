@@ -19,6 +19,9 @@ DATA = REPO / "tests" / "data"  # a few real_dev clips with their manifest rows,
 SHARED = Path(os.environ.get("DIFFASR_SHARED", REPO.parent / "shared"))  # the full data, for the few tests that need it
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The suite's mechanics (CLI, server, streaming, formats) run on the fast diffasr-small wherever no
+# model is named, in-process and in the subprocesses it starts; test_base checks the shipped default.
+os.environ.setdefault("DIFFASR_MODEL", "diffasr-small")
 
 
 def manifest_rows(folder: Path = DATA) -> list[dict]:
@@ -85,7 +88,7 @@ def tiny_model(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def shipped_model():
-    """The shipped default model (diffasr.load()): for tests that assert on real text."""
+    """The shipped diffasr-small: for tests that assert on real text."""
     import diffasr
 
-    return diffasr.load()
+    return diffasr.load("small")

@@ -279,8 +279,9 @@ def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(en_clip)
 
 
 def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
-    """The shipped preview: `diffasr.load("base")` with its default decoding (the n-gram beam's
-    8-best scored by the Whisper denoiser) on jfk.flac, against the reference words."""
+    """`diffasr.load("base")` with its default decoding (ctc-verify: the n-gram beam's best, drafted
+    over by the denoiser and verified by the same decoder run causally) on jfk.flac, against the
+    reference words."""
     import jiwer
 
     import diffasr
@@ -292,3 +293,14 @@ def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
     assert jiwer.wer(ref, r.text.lower()) < 0.25, r.text
     assert r.words and all(0 <= w.start <= w.end <= r.duration + 0.01 for w in r.words)
     assert all(0.0 <= w.confidence <= 1.0 for w in r.words)
+
+
+def test_the_shipped_default_is_base_with_verified_decoding(en_clip, monkeypatch):
+    """diffasr.load() with no name and no $DIFFASR_MODEL is diffasr-base, decoding ctc-verify; 10 s of
+    silence still gives no text (the no-speech guard reads the CTC head both presets share)."""
+    import diffasr
+
+    monkeypatch.delenv("DIFFASR_MODEL", raising=False)
+    model = diffasr.load()
+    assert model.config.preset == "base" and model.config.decode_defaults["method"] == "ctc-verify"
+    assert model.transcribe(np.zeros(160_000, np.float32), language="en", vad=False).text == ""

@@ -32,7 +32,7 @@ def test_shipped_default_transcript_is_pinned(en_clip):
     import sys
 
     code = (
-        "import json, sys, diffasr; r = diffasr.load().transcribe(sys.argv[1]); "
+        'import json, sys, diffasr; r = diffasr.load("small").transcribe(sys.argv[1]); '
         "print(json.dumps([r.method, r.language, r.steps_run, r.text]))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -76,7 +76,7 @@ def test_shipped_model_ngram_default_on_a_real_clip(en_clip):
     import diffasr
     from diffasr.metrics import error_rate
 
-    model = diffasr.load()
+    model = diffasr.load("small")
     assert model.config.ngram and set(model.ngrams.languages()) == set(model.config.ngram["languages"])
     assert model.config.decode_defaults["ngram_weight"] > 0
     ref = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

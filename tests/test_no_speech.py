@@ -15,7 +15,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def small():
-    return diffasr.load()
+    return diffasr.load("small")
 
 
 def _seconds(s: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""English WER and RTF against steps for base's three sampled methods, from the sweep reports here.
+"""English WER and RTF against steps for base's sampled methods, from the sweep reports here.
 
 python docs/results/base/plot_sweeps.py   # writes docs/results/base/sweeps_en.png
 """
@@ -12,7 +12,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
-RUNS = {"from noise (diffusion)": "sweep_noise", "CTC-seeded refine": "sweep_seed", "CTC-seeded edit": "sweep_edit"}
+RUNS = {
+    "from noise (diffusion)": "sweep_noise",
+    "from noise, verified (diffusion-verify)": "sweep_noise_verify",
+    "CTC-seeded refine": "sweep_seed",
+    "CTC-seeded edit": "sweep_edit",
+    "CTC-seeded, verified (ctc-verify)": "sweep_seed_verify",
+}
 fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
 for label, name in RUNS.items():
     rows = json.loads((HERE / f"{name}.json").read_text())["results"]
