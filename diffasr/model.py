@@ -455,7 +455,7 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
     den = WhisperDenoiser(DenoiserConfig.from_dict(settings))
     den.load_trained(d / WEIGHTS_FILE)
     den.load_vocab(d / VOCAB_FILE)
-    model.denoiser = den.to(device).eval()
+    model.denoiser = den.merge_adapters().to(device).eval()
     model.config = dataclasses.replace(
         model.config,
         preset="base",

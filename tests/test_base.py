@@ -145,6 +145,20 @@ def test_trained_part_is_small_and_round_trips(denoiser, tmp_path):
     assert torch.allclose(a, b, atol=1e-2)  # fp16 storage of the trained tensors
 
 
+def test_merged_adapters_give_the_same_logits_and_save_the_same_part(denoiser):
+    import copy
+
+    den = copy.deepcopy(denoiser)
+    kv, fmask = den.memory([torch.randn(30, 512)])
+    prompts, canvas = den.prompts(["en"]), den.vocab["en"][torch.tensor([[0, 1, 2, 1, 0, 2]])]
+    with torch.no_grad():
+        before = den.denoise(prompts, canvas, kv, fmask)
+        state = den.trained_state_dict()
+        after = den.merge_adapters().denoise(prompts, canvas, kv, fmask)
+    assert torch.allclose(before, after, atol=1e-3), (before - after).abs().max()
+    assert all(torch.equal(v, den.trained_state_dict()[k]) for k, v in state.items())
+
+
 def test_loading_weights_of_another_shape_is_a_model_error(denoiser, tmp_path):
     from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
