@@ -188,7 +188,7 @@ def test_denoise_batch_from_noise_and_from_seed(denoiser):
     feats = [torch.randn(80, 512), torch.randn(60, 512)]
     seed = denoiser.tokens.encode("ask not what your country can do for you", "en")
     vocab = set(denoiser.vocab["en"].tolist())
-    for method in ("diffusion", "ctc-refine", "ctc-edit"):
+    for method in ("diffusion", "ctc-refine", "ctc-edit", "diffusion-verify", "ctc-verify"):
         opts = DecodeOptions(method=method, steps=2)
         two = denoise_batch(denoiser, feats, ["en", "en"], [seed, seed[:3]], opts)
         one = denoise_batch(denoiser, feats[:1], ["en"], [seed], opts)
@@ -212,19 +212,19 @@ def _toy_fns(target: list[int], V: int, draft_ok):
     after a wrong one) and a drafter right only where draft_ok(i)."""
     t = torch.tensor(target)
 
-    def causal(canvas, rows):
+    def causal(canvas, rows, s):
         out = torch.full((*canvas.shape, V), -10.0)
         for r in range(canvas.shape[0]):
             for i in range(canvas.shape[1]):
                 ok = torch.equal(canvas[r, :i], t[:i])
                 out[r, i, int(t[i]) if ok else 0] = 10.0
-        return out
+        return out[:, s:]
 
-    def denoise(canvas, rows):
+    def denoise(canvas, rows, s):
         out = torch.full((*canvas.shape, V), -10.0)
         for i in range(canvas.shape[1]):
             out[:, i, int(t[i]) if draft_ok(i) else (int(t[i]) + 1) % (V - 1)] = 10.0
-        return out
+        return out[:, s:]
 
     return denoise, causal
 

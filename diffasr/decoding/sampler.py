@@ -128,7 +128,7 @@ def realign(prefix: list[int], seed: list[int]) -> list[int]:
     return seed[j:] if prefix else list(seed)
 
 
-RowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+RowFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 @torch.no_grad()
@@ -143,10 +143,12 @@ def verify(
     row_generators: list[torch.Generator] | None = None,
 ) -> SampleOutput:
     """Self-speculative decoding of `init` (B, L): noise, or (`seeds` given, each row's CTC tokens)
-    the seeds, end-of-text, padding. denoise_fn(canvas (N, L), rows (N,)) -> logits (N, L, V), the
-    bidirectional pass for batch rows `rows`; causal_fn, the same signature: position i's logits given
-    the canvas tokens before i. Stops when every row's prefix has reached end-of-text. Confidence:
-    the causal probability of a verified token, the denoiser's of an unverified one."""
+    the seeds, end-of-text, padding. denoise_fn(canvas (N, L), rows (N,), s) -> logits (N, L - s, V)
+    of canvas positions s.., the bidirectional pass for batch rows `rows`; causal_fn, the same
+    signature: position i's logits given the canvas tokens before i. No row needs logits inside its
+    verified prefix, so s is the shortest prefix of the step (the output layer is a third of a pass).
+    Stops when every row's prefix has reached end-of-text. Confidence: the causal probability of a
+    verified token, the denoiser's of an unverified one."""
     B, L = init.shape
     pos = torch.arange(L)
     canvas, final = init.clone(), init.clone()
@@ -158,24 +160,26 @@ def verify(
         if not live:
             break
         steps_run += 1
-        rows = torch.tensor(live)
-        probs = denoise_fn(canvas[rows], rows).float().softmax(-1)
+        rows, s = torch.tensor(live), min(n[b] for b in live)
+        probs = denoise_fn(canvas[rows], rows, s).float().softmax(-1)  # positions s..
         fixed = pos[None] < torch.tensor([n[b] for b in live])[:, None]
-        draft = torch.where(fixed, canvas[rows], probs.argmax(-1))
+        draft = canvas[rows].clone()
+        draft[:, s:] = torch.where(fixed[:, s:], draft[:, s:], probs.argmax(-1))
         cands = [draft] if seeds is None else [draft, canvas[rows]]
         X = torch.cat(cands)
-        causal = causal_fn(X, rows.repeat(len(cands))).float()
-        causal[:, 0, eot] = -torch.inf  # as Whisper: never an empty transcript
+        causal = causal_fn(X, rows.repeat(len(cands)), s).float()
+        if s == 0:
+            causal[:, 0, eot] = -torch.inf  # as Whisper: never an empty transcript
         cprobs = causal.softmax(-1)
         ar = cprobs.argmax(-1)
-        agree = (X == ar) | fixed.repeat(len(cands), 1)
-        first = torch.where(agree, L, pos[None]).min(-1).values.view(len(cands), len(live))
+        agree = (X[:, s:] == ar) | fixed[:, s:].repeat(len(cands), 1)
+        first = torch.where(agree, L, pos[None, s:]).min(-1).values.view(len(cands), len(live))
         for j, b in enumerate(live):
             c = int(first[:, j].argmax())
-            k, r = int(first[c, j]), c * len(live) + j
+            k, r, n0 = int(first[c, j]), c * len(live) + j, n[b]
             row = X[r].clone()
             if k < L:
-                row[k] = ar[r, k]
+                row[k] = ar[r, k - s]
             nb = min(k + 1, L)
             ends = (row[:nb] == eot).nonzero()
             if len(ends):
@@ -194,8 +198,8 @@ def verify(
             else:
                 noise = torch.randint(0, vocab_size, (L,), generator=row_generators[b])
                 canvas[b] = torch.where(pos < nb, row, noise)
-            conf[b, :nb] = cprobs[r, pos[:nb], row[:nb]]
-            conf[b, nb:] = probs[j, pos[nb:], final[b, nb:]]
+            conf[b, n0:nb] = cprobs[r, pos[n0:nb] - s, row[n0:nb]]  # earlier prefix positions: unchanged
+            conf[b, nb:] = probs[j, pos[nb:] - s, final[b, nb:]]
     return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
 
 

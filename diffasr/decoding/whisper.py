@@ -45,21 +45,18 @@ def _step_fn(den, vocab: torch.Tensor, prompts, kv, fmask):
 
 
 def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask):
-    """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch) -> logits
-    (N, L, |V|), bidirectional (denoise) and causal (autoregressive)."""
+    """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
+    -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive)."""
 
-    def pick(rows):
-        return prompts[rows], [(k[rows], v[rows]) for k, v in kv], fmask[rows]
+    def run(pass_fn):
+        def fn(canvas_idx, rows, s):
+            k = [(a[rows], b[rows]) for a, b in kv]
+            h = pass_fn(prompts[rows], vocab[canvas_idx], k, fmask[rows], hidden=True)
+            return den.decoder.logits(h[:, s:], vocab)
 
-    def denoise(canvas_idx, rows):
-        p, k, m = pick(rows)
-        return den.denoise(p, vocab[canvas_idx], k, m, vocab)
+        return fn
 
-    def causal(canvas_idx, rows):
-        p, k, m = pick(rows)
-        return den.autoregressive(p, vocab[canvas_idx], k, m, vocab)
-
-    return denoise, causal
+    return run(den.denoise), run(den.autoregressive)
 
 
 def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int) -> tuple[list[int], list[float]]:
