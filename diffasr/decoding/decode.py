@@ -4,6 +4,7 @@
     rescore                 CTC beam n-best, one denoiser pass (rescore.py; whisper.py for base)
     diffusion / ctc-refine  the refine sampler from noise / from the CTC transcript (sampler.py)
     ctc-edit                the edit sampler from the CTC transcript
+    diffusion-verify / ctc-verify  self-speculative decoding, base only (sampler.verify, via whisper.py)
 
 The model supplies `prefill` (prompt state), `denoise(state, canvas, sc)`, `tokenizer`, `ngrams`
 and `config`; a model with a Whisper `denoiser` (the base preset) runs the denoising methods in

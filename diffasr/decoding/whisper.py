@@ -1,13 +1,15 @@
 """The `base` preset's backend: Whisper-base's decoder as the denoiser over a Whisper-token canvas.
 
 The CTC head (and its n-gram beam) is diffasr-small's, over the same frozen encoder features: it
-gives the canvas length, the seed (`ctc-refine`, `ctc-edit`), the n-best (`rescore`) and word times.
+gives the canvas length, the seed (`ctc-refine`, `ctc-edit`, `ctc-verify`), the n-best (`rescore`)
+and word times.
 The sampled methods are seeded with the CTC beam's best (greedy CTC when ngram_weight is 0).
 The canvas lives in the index space of the row language's vocabulary (`WhisperDenoiser.vocab`):
 the sampler draws uniform noise over it and the output layer scores only it.
 
     rows of one batch ─► CTC text (small) ─► Whisper ids ─► canvas length L (+ seed)
     ─► sampler.refine / edit over step_fn(canvas) = denoiser logits (B, L, |V_lang|) ─► Whisper text
+       (sampler.verify: the same, plus the decoder's causal logits over candidate canvases)
 """
 
 from __future__ import annotations
