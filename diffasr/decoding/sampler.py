@@ -125,7 +125,7 @@ def realign(prefix: list[int], seed: list[int]) -> list[int]:
     for a, b, size in difflib.SequenceMatcher(None, prefix, seed, autojunk=False).get_matching_blocks():
         if size:
             j = b + size + len(prefix) - (a + size)
-    return seed[j:] if prefix else list(seed)
+    return seed[j:]
 
 
 RowFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -161,11 +161,12 @@ def verify(
             break
         steps_run += 1
         rows, s = torch.tensor(live), min(n[b] for b in live)
-        probs = denoise_fn(canvas[rows], rows, s).float().softmax(-1)  # positions s..
+        current = canvas[rows]
+        probs = denoise_fn(current, rows, s).float().softmax(-1)  # positions s..
         fixed = pos[None] < torch.tensor([n[b] for b in live])[:, None]
-        draft = canvas[rows].clone()
-        draft[:, s:] = torch.where(fixed[:, s:], draft[:, s:], probs.argmax(-1))
-        cands = [draft] if seeds is None else [draft, canvas[rows]]
+        draft = current.clone()
+        draft[:, s:] = torch.where(fixed[:, s:], current[:, s:], probs.argmax(-1))
+        cands = [draft] if seeds is None else [draft, current]
         X = torch.cat(cands)
         causal = causal_fn(X, rows.repeat(len(cands)), s).float()
         if s == 0:

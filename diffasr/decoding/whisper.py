@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .canvas import canvas_length, random_canvas, written
-from .options import DecodeOptions
+from .options import VERIFIED, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
@@ -98,24 +98,22 @@ def denoise_batch(
         vocab = den.vocab[lang]
         eot_index = den.eot_index(lang)
         kv, fmask = den.memory([feats[i] for i in rows])
-        step_fn = _step_fn(den, vocab, den.prompts([lang] * len(rows)), kv, fmask)
+        prompts = den.prompts([lang] * len(rows))
+        step_fn = _step_fn(den, vocab, prompts, kv, fmask)
         gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
-        if options.method in ("diffusion", "diffusion-verify"):
-            init = random_canvas(len(rows), L, len(vocab), gens)
-        else:
-            init = _index_canvas([_to_index(vocab, seeds[i]) for i in rows], L, eot_index)
+        from_noise = options.method in ("diffusion", "diffusion-verify")
+        seed_idx = None if from_noise else [_to_index(vocab, seeds[i])[: L - 1] for i in rows]
+        init = random_canvas(len(rows), L, len(vocab), gens) if from_noise else _index_canvas(seed_idx, L, eot_index)
         if options.method == "ctc-edit":
             res = edit(step_fn, init, options)
-        elif options.method in ("diffusion-verify", "ctc-verify"):
-            prompts = den.prompts([lang] * len(rows))
-            seeded = options.method == "ctc-verify"
+        elif options.method in VERIFIED:
             res = verify(
                 *_row_fns(den, vocab, prompts, kv, fmask),
                 init,
                 len(vocab),
                 eot_index,
                 options,
-                seeds=[_to_index(vocab, seeds[i])[: L - 1] for i in rows] if seeded else None,
+                seeds=seed_idx,
                 row_generators=gens,
             )
         else:
