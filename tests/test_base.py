@@ -244,12 +244,29 @@ def test_verify_commits_the_agreeing_run_and_the_causal_correction():
     assert full.tokens[0].tolist() == target and full.steps_run == 3  # 2 tokens, 2 tokens, then the end
     one = verify(denoise, causal, init, V, eot, DecodeOptions(method="diffusion-verify", steps=1), row_generators=gens)
     assert one.tokens[0, :2].tolist() == [1, 2] and one.steps_run == 1
+    assert one.tokens[0, 2:].tolist() == [0] * 6  # unverified rest: the causal predictions (after a wrong token: 0)
     assert bool(((full.confidence >= 0) & (full.confidence <= 1)).all())
     # a right seed is verified whole in one step, however wrong the drafts
     denoise, causal = _toy_fns(target, V, lambda i: False)
     seed = torch.tensor([target])
     res = verify(denoise, causal, seed, V, eot, DecodeOptions(method="ctc-verify", steps=8), seeds=[target[:4]])
     assert res.tokens[0].tolist() == target and res.steps_run == 1
+
+
+def test_a_draft_that_repeats_a_token_takes_the_second_choice_there():
+    """Drafted from noise, a word that spans two positions is drafted twice; the second choice is the
+    draft there (a verified token counts as the one before), so the whole transcript verifies at once."""
+    from diffasr.decoding.sampler import _draft
+
+    eot = 9
+    top = [[1, 2], [1, 3], [1, 4], [5, 1], [eot, 1], [eot, 2]]  # (first, second) choice per position
+    probs = torch.zeros(1, len(top), 10)
+    for i, (a, b) in enumerate(top):
+        probs[0, i, a], probs[0, i, b] = 0.6, 0.3
+    canvas, free = torch.zeros(1, len(top), dtype=torch.long), torch.zeros(1, len(top), dtype=torch.bool)
+    assert _draft(probs, canvas, free, 0, eot).tolist() == [[1, 3, 1, 5, eot, eot]]
+    canvas[0, 0], fixed = 1, torch.arange(len(top))[None] < 1  # position 0 verified as 1
+    assert _draft(probs[:, 1:], canvas, fixed, 1, eot).tolist() == [[3, 1, 5, eot, eot]]
 
 
 def test_verified_methods_need_the_base_preset(tiny_model, en_clip):

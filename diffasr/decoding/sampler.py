@@ -18,7 +18,11 @@ one causal pass of the same decoder over the draft (and, seeded, over the CTC se
 the prefix) checks it left to right; the agreeing run plus the causal pass's own token at the first
 disagreement join the prefix. The rest is re-randomised (from noise) or reset to the realigned seed,
 as the refine sampler does with uncommitted positions. A prefix that reaches end-of-text is exactly
-the causal decoder's greedy transcript; after `steps` the unverified rest is the last draft.
+the causal decoder's greedy transcript; after `steps` the unverified rest is the realigned seed, or
+(from noise) the causal pass's own predictions past the correction.
+A draft from noise is sure of the coming words but not of their positions, so it writes a word
+twice where it spans two positions ("with with with at at"); where a draft token repeats the one
+before it, the position's second choice is drafted instead.
 
 The samplers see only a `step_fn(canvas, sc_logits) -> logits (B, L, V)`; they know nothing about
 audio or models (`step_fn` below builds one from a model's `denoise`).
@@ -131,6 +135,26 @@ def realign(prefix: list[int], seed: list[int]) -> list[int]:
 RowFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
+def _draft(probs: torch.Tensor, canvas: torch.Tensor, fixed: torch.Tensor, s: int, eot: int) -> torch.Tensor:
+    """Draft tokens (N, L - s) for positions s.. of `canvas` (N, L) from the denoiser's probabilities
+    there (N, L - s, V): a verified (`fixed` (N, L)) position keeps its token, any other takes the
+    argmax, or the second choice where the argmax repeats the token just before it (end-of-text
+    may repeat: it pads the canvas)."""
+    top2 = probs.topk(2, -1).indices.tolist()
+    keep = fixed[:, s:].tolist()
+    tokens = canvas.tolist()
+    rows = []
+    for b, row in enumerate(top2):
+        p = tokens[b][s - 1] if s else None
+        out = []
+        for i, (first, second) in enumerate(row):
+            tok = tokens[b][s + i] if keep[b][i] else second if first == p and first != eot else first
+            out.append(tok)
+            p = tok
+        rows.append(out)
+    return torch.tensor(rows, dtype=torch.long).reshape(len(top2), -1)
+
+
 @torch.no_grad()
 def verify(
     denoise_fn: RowFn,
@@ -165,7 +189,7 @@ def verify(
         probs = denoise_fn(current, rows, s).float().softmax(-1)  # positions s..
         fixed = pos[None] < torch.tensor([n[b] for b in live])[:, None]
         draft = current.clone()
-        draft[:, s:] = torch.where(fixed[:, s:], current[:, s:], probs.argmax(-1))
+        draft[:, s:] = _draft(probs, current, fixed, s, eot)
         cands = [draft] if seeds is None else [draft, current]
         X = torch.cat(cands)
         causal = causal_fn(X, rows.repeat(len(cands)), s).float()
@@ -199,8 +223,12 @@ def verify(
             else:
                 noise = torch.randint(0, vocab_size, (L,), generator=row_generators[b])
                 canvas[b] = torch.where(pos < nb, row, noise)
+                # The draft past a correction was written for the wrong token; the causal predictions
+                # there at least follow the verified text (they are the output only if no step is left).
+                final[b, nb:] = ar[r, nb - s :]
             conf[b, n0:nb] = cprobs[r, pos[n0:nb] - s, row[n0:nb]]  # earlier prefix positions: unchanged
-            conf[b, nb:] = probs[j, pos[nb:] - s, final[b, nb:]]
+            src = probs[j] if seeds is not None else cprobs[r]
+            conf[b, nb:] = src[pos[nb:] - s, final[b, nb:]]
     return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
 
 
