@@ -7,8 +7,10 @@ then holds 30-60 tokens, a length it has rarely been trained on.
 
 Clips of one manifest with the same engine and speaker (the voice's first word) are joined in a
 random order with 0.15-0.6 s of silence between them, until the next one would pass --max-s;
-a join shorter than --min-s is dropped. Transcripts are joined with a space. Each clip is written
-atomically, the manifest at the end; a second run with the same arguments skips written clips.
+a join shorter than --min-s is dropped (`--any-voice`: any clips of the manifest and language).
+Transcripts are joined with a space. `--split test --disjoint` makes a long-clip test set of a
+held-out corpus. Each clip is written atomically, the manifest at the end; a second run with the
+same arguments skips written clips.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def main() -> int:
     ap.add_argument("--min-s", type=float, default=10.0)
     ap.add_argument("--max-s", type=float, default=26.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="train", help="join the clips of this split (test: a long-clip test set)")
+    ap.add_argument("--disjoint", action="store_true", help="use each clip at most once (a test set)")
+    ap.add_argument("--any-voice", action="store_true", help="join clips of different voices too")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -49,17 +54,20 @@ def main() -> int:
         base = Path(m).resolve().parent
         for line in open(m, encoding="utf-8"):
             r = json.loads(line)
-            if r.get("split", "train") != "train" or not r.get("duration_s"):
+            if r.get("split", "train") != args.split or not r.get("duration_s"):
                 continue
             r["path"] = base / r["audio"]
-            groups[(m, r.get("engine"), (r.get("voice") or "").split(" ")[0], r["lang"])].append(r)
+            voice = None if args.any_voice else (r.get("engine"), (r.get("voice") or "").split(" ")[0])
+            groups[(m, voice, r["lang"])].append(r)
     keys = sorted(groups, key=str)
-    weights = [len(groups[k]) for k in keys]
     out = Path(args.out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in tqdm(range(args.n), desc="joins", mininterval=5):
-        key = rng.choices(keys, weights)[0]
+        keys = [k for k in keys if groups[k]]
+        if not keys:
+            break
+        key = rng.choices(keys, [len(groups[k]) for k in keys])[0]
         pool = groups[key][:]
         rng.shuffle(pool)
         parts, total = [], 0.0
@@ -69,6 +77,9 @@ def main() -> int:
                 break
             parts.append((r, gap))
             total += r["duration_s"] + gap
+        if args.disjoint:
+            used = {id(r) for r, _ in parts}
+            groups[key] = [r for r in groups[key] if id(r) not in used]
         if total < args.min_s or len(parts) < 2:
             continue
         name = f"long_{i:06d}.flac"
@@ -85,13 +96,13 @@ def main() -> int:
                 "id": name[:-5],
                 "audio": f"audio/{name}",
                 "text": " ".join(r["text"].strip() for r, _ in parts),
-                "lang": key[3],
-                "engine": key[1],
+                "lang": key[2],
+                "engine": parts[0][0].get("engine"),
                 "voice": parts[0][0].get("voice"),
                 "joined": [r["id"] for r, _ in parts],
                 "duration_s": round(sf.info(str(dest)).duration, 3),
                 "sample_rate": SR,
-                "split": "train",
+                "split": args.split,
             }
         )
     tmp = out / "manifest.jsonl.tmp"
