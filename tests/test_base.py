@@ -253,6 +253,25 @@ def test_verify_commits_the_agreeing_run_and_the_causal_correction():
     assert res.tokens[0].tolist() == target and res.steps_run == 1
 
 
+def test_verify_grows_a_canvas_too_short_for_the_transcript():
+    """A canvas sized from a CTC transcript that is too short still gets the whole causal transcript:
+    it grows once a prefix nears its end, up to max_len; without max_len it is cut."""
+    from diffasr.decoding import DecodeOptions
+    from diffasr.decoding.sampler import verify
+
+    V, eot = 6, 5
+    target = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, eot]
+    long_target = target + [eot] * 12
+    denoise, causal = _toy_fns(long_target, V, lambda i: True)
+    gens = [torch.Generator().manual_seed(0)]
+    init = torch.randint(0, V, (1, 8), generator=torch.Generator().manual_seed(1))
+    opts = DecodeOptions(method="diffusion-verify", steps=8)
+    grown = verify(denoise, causal, init, V, eot, opts, row_generators=gens, max_len=24)
+    assert grown.tokens.shape[1] == 16 and grown.tokens[0, : len(target)].tolist() == target
+    cut = verify(denoise, causal, init, V, eot, opts, row_generators=[torch.Generator().manual_seed(0)])
+    assert cut.tokens.shape[1] == 8 and cut.tokens[0].tolist() == target[:8]
+
+
 def test_a_draft_that_repeats_a_token_takes_the_second_choice_there():
     """Drafted from noise, a word that spans two positions is drafted twice; the second choice is the
     draft there (a verified token counts as the one before), so the whole transcript verifies at once."""

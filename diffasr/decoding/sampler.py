@@ -133,6 +133,7 @@ def realign(prefix: list[int], seed: list[int]) -> list[int]:
 
 
 RowFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+_GROW_AT, _GROW_BY = 4, 8  # verify: a canvas grows by 8 once a prefix is within 4 of its end
 
 
 def _draft(probs: torch.Tensor, canvas: torch.Tensor, fixed: torch.Tensor, s: int, eot: int) -> torch.Tensor:
@@ -165,6 +166,7 @@ def verify(
     options,
     seeds: list[list[int]] | None = None,
     row_generators: list[torch.Generator] | None = None,
+    max_len: int | None = None,
 ) -> SampleOutput:
     """Self-speculative decoding of `init` (B, L): noise, or (`seeds` given, each row's CTC tokens)
     the seeds, end-of-text, padding. denoise_fn(canvas (N, L), rows (N,), s) -> logits (N, L - s, V)
@@ -172,15 +174,19 @@ def verify(
     signature: position i's logits given the canvas tokens before i. No row needs logits inside its
     verified prefix, so s is the shortest prefix of the step (the output layer is a third of a pass).
     Stops when every row's prefix has reached end-of-text. Confidence: the causal probability of a
-    verified token, the denoiser's of an unverified one."""
+    verified token, the denoiser's of an unverified one. The canvas length is an estimate (from the
+    CTC transcript, short where CTC is poor): when a prefix comes within `_GROW_AT` positions of
+    the end without end-of-text, every row gets `_GROW_BY` more (noise, or end-of-text), up to
+    `max_len` (None: never). The tokens returned are (B, L') with L' ≥ L."""
     B, L = init.shape
     pos = torch.arange(L)
     canvas, final = init.clone(), init.clone()
     conf = torch.zeros(B, L)
-    n = [0] * B  # verified tokens per row; L once the row's end-of-text is verified
+    n = [0] * B  # verified tokens per row
+    done = [False] * B  # the row's end-of-text is verified
     steps_run = 0
     for _ in range(options.steps):
-        live = [b for b in range(B) if n[b] < L]
+        live = [b for b in range(B) if not done[b]]
         if not live:
             break
         steps_run += 1
@@ -210,11 +216,10 @@ def verify(
             if len(ends):
                 nb = int(ends[0]) + 1
                 row[nb:] = eot
-                n[b] = L
-            else:
-                n[b] = nb
+                done[b] = True
+            n[b] = nb
             final[b] = row
-            if n[b] == L:
+            if done[b]:
                 canvas[b] = row
             elif seeds is not None:
                 rest = realign(row[:nb].tolist(), seeds[b])
@@ -229,6 +234,19 @@ def verify(
             conf[b, n0:nb] = cprobs[r, pos[n0:nb] - s, row[n0:nb]]  # earlier prefix positions: unchanged
             src = probs[j] if seeds is not None else cprobs[r]
             conf[b, nb:] = src[pos[nb:] - s, final[b, nb:]]
+        if max_len and L < max_len and any(not done[b] and n[b] >= L - _GROW_AT for b in live):
+            extra = min(_GROW_BY, max_len - L)
+            pad = torch.full((B, extra), eot)
+            more = pad.clone()
+            if seeds is None:
+                for b in range(B):
+                    if not done[b]:
+                        more[b] = torch.randint(0, vocab_size, (extra,), generator=row_generators[b])
+            canvas, final = torch.cat([canvas, more], 1), torch.cat([final, pad], 1)
+            conf = torch.cat([conf, torch.zeros(B, extra)], 1)
+            L += extra
+            pos = torch.arange(L)
+        done = [d or n[b] >= L for b, d in enumerate(done)]  # a full canvas that cannot grow is finished
     return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
 
 

@@ -115,6 +115,7 @@ def denoise_batch(
                 options,
                 seeds=seed_idx,
                 row_generators=gens,
+                max_len=MAX_CANVAS,
             )
         else:
             res = refine(
