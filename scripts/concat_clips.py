@@ -26,14 +26,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-SR = 16000
-
-
-def load(path: Path) -> np.ndarray:
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    if sr != SR:
-        raise SystemExit(f"{path}: {sr} Hz; expected {SR}")
-    return x.mean(1)
+from diffasr.audio import SAMPLE_RATE as SR
+from diffasr.audio import load_audio
 
 
 def main() -> int:
@@ -87,7 +81,7 @@ def main() -> int:
         if not dest.is_file():
             chunks = []
             for r, gap in parts:
-                chunks += [load(r["path"]), np.zeros(int(gap * SR), np.float32)]
+                chunks += [load_audio(r["path"]), np.zeros(int(gap * SR), np.float32)]
             tmp = dest.with_suffix(".tmp.flac")
             sf.write(str(tmp), np.concatenate(chunks[:-1]), SR)
             os.replace(tmp, dest)

@@ -153,7 +153,7 @@ def _draft(probs: torch.Tensor, canvas: torch.Tensor, fixed: torch.Tensor, s: in
             out.append(tok)
             p = tok
         rows.append(out)
-    return torch.tensor(rows, dtype=torch.long).reshape(len(top2), -1)
+    return torch.tensor(rows, dtype=torch.long)
 
 
 @torch.no_grad()
