@@ -20,6 +20,7 @@ DECODING_FLAGS = (
     "beam",
     "ngram_weight",
     "length_bonus",
+    "prior_weight",
     "seed",
 )
 
@@ -75,6 +76,13 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
         type=float,
         default=None,
         help="with an n-gram: bonus per token (default: the model's, else 0)",
+    )
+    p.add_argument(
+        "--prior-weight",
+        type=float,
+        default=None,
+        help="*-verify: share of Whisper-base's own decoder in the verifier's log-probabilities "
+        "(default: the model's, else 0)",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="diffusion, ctc-refine, diffusion-verify: noise seed (default 0)"

@@ -75,7 +75,9 @@ class WhisperDenoiser(nn.Module):
         self.vocab = vocab or {}
         d = whisper_base_dir() if whisper_dir is None else Path(whisper_dir)
         self.config = config
+        self.whisper_dir = d
         self.decoder = WhisperDecoder.from_ct2(d)
+        self._pretrained: list[WhisperDecoder] = []  # a list: not a submodule, so not in state_dict
         self.tokens = WhisperTokens(d)
         self.vocab_size = self.tokens.eot + 1  # text tokens + end-of-text (also the canvas padding)
         for p in self.decoder.parameters():
@@ -113,13 +115,28 @@ class WhisperDenoiser(nn.Module):
     def prompts(self, languages: list[str]) -> torch.Tensor:
         return torch.tensor([self.tokens.prompt(lang) for lang in languages])
 
-    def _run(self, prompts, canvas, kv, frame_mask, causal: bool, shift: bool, vocab=None, hidden=False):
+    def pretrained(self) -> WhisperDecoder:
+        """Whisper-base's decoder as it was pretrained (no adapters, its own norms), for a verifier that
+        mixes in what Whisper knew (DecodeOptions.prior_weight). Built on first use; it shares the
+        token embedding and the cross-attention key/value projections with `decoder` (never trained
+        with adapters), so it adds the layers alone (~22 M floats) and reads the same cached keys/values."""
+        if not self._pretrained:
+            d = WhisperDecoder.from_ct2(self.whisper_dir)
+            if self.config.rank > 0:
+                d.embed = self.decoder.embed
+                for mine, theirs in zip(d.layers, self.decoder.layers):
+                    mine.cross_attn.kv = theirs.cross_attn.kv
+            self._pretrained.append(d.requires_grad_(False))
+        return self._pretrained[0]
+
+    def _run(self, prompts, canvas, kv, frame_mask, causal: bool, shift: bool, vocab=None, hidden=False, dec=None):
         P, L = prompts.shape[1], canvas.shape[1]
-        h = self.decoder(torch.cat([prompts, canvas], 1), kv, canvas_mask(P, L, causal), frame_mask)
+        dec = self.decoder if dec is None else dec
+        h = dec(torch.cat([prompts, canvas], 1), kv, canvas_mask(P, L, causal), frame_mask)
         h = h[:, P - 1 : P - 1 + L] if shift else h[:, P:]
         if hidden:
             return h
-        return self.decoder.logits(h, torch.arange(self.vocab_size) if vocab is None else vocab)
+        return dec.logits(h, torch.arange(self.vocab_size) if vocab is None else vocab)
 
     def denoise(
         self, prompts: torch.Tensor, canvas: torch.Tensor, kv, frame_mask, vocab=None, hidden: bool = False
@@ -130,10 +147,19 @@ class WhisperDenoiser(nn.Module):
         return self._run(prompts, canvas, kv, frame_mask, False, self.config.shift, vocab, hidden)
 
     def autoregressive(
-        self, prompts: torch.Tensor, text: torch.Tensor, kv, frame_mask, vocab=None, hidden: bool = False
+        self,
+        prompts: torch.Tensor,
+        text: torch.Tensor,
+        kv,
+        frame_mask,
+        vocab=None,
+        hidden: bool = False,
+        pretrained: bool = False,
     ) -> torch.Tensor:
-        """Teacher-forced causal logits (B, L, V): position i predicts text token i (always shifted)."""
-        return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden)
+        """Teacher-forced causal logits (B, L, V): position i predicts text token i (always shifted).
+        `pretrained`: Whisper-base's own decoder's (`pretrained()`) instead of the adapted one's."""
+        dec = self.pretrained() if pretrained else None
+        return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden, dec)
 
     def merge_adapters(self) -> WhisperDenoiser:
         """For inference: fold the LoRA products into the frozen weights (peft's merge), so a pass

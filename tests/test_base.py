@@ -296,36 +296,75 @@ def test_verified_methods_need_the_base_preset(tiny_model, en_clip):
             tiny_model.transcribe(str(en_clip), language="en", method=method)
 
 
-def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(en_clip):
-    """Given steps enough, both verified methods write exactly what the trained decoder writes
-    autoregressively (greedy, one token at a time, over the language's vocabulary), from noise and
-    from the CTC seed alike; with 1 step the output still starts with that transcript's first token."""
-    import diffasr
-    from diffasr.audio import load_audio
-
-    model = diffasr.load("base")
-    den = model.denoiser
-    feat = model.encode([load_audio(str(en_clip))])[0]
+def _causal_greedy(den, feat, prior_weight: float = 0.0) -> str:
+    """The decoder's English transcript one token at a time (greedy over the language's vocabulary),
+    scored by (1 - w) · log p_adapted + w · log p_pretrained."""
     vocab, eot_i = den.vocab["en"], den.eot_index("en")
     kv, fmask = den.memory([feat])
     prompts = den.prompts(["en"])
     seq: list[int] = []
     with torch.no_grad():
         while len(seq) < 60:
-            logits = den.autoregressive(prompts, vocab[torch.tensor([seq + [eot_i]])], kv, fmask, vocab)[0, len(seq)]
+            canvas = vocab[torch.tensor([seq + [eot_i]])]
+            own = den.autoregressive(prompts, canvas, kv, fmask, vocab)[0, len(seq)].log_softmax(-1)
+            pre = den.autoregressive(prompts, canvas, kv, fmask, vocab, pretrained=True)[0, len(seq)].log_softmax(-1)
+            logits = (1 - prior_weight) * own + prior_weight * pre
             if not seq:
                 logits[eot_i] = -torch.inf
             nxt = int(logits.argmax())
             if nxt == eot_i:
                 break
             seq.append(nxt)
-    greedy_text = den.tokens.decode(vocab[torch.tensor(seq)].tolist())
+    return den.tokens.decode(vocab[torch.tensor(seq)].tolist())
+
+
+@pytest.fixture(scope="module")
+def shipped_base():
+    import diffasr
+
+    return diffasr.load("base")
+
+
+def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(shipped_base, en_clip):
+    """Given steps enough, both verified methods write exactly what the trained decoder writes
+    autoregressively (greedy, one token at a time, over the language's vocabulary), from noise and
+    from the CTC seed alike; with 1 step the output still starts with that transcript's first token."""
+    model = shipped_base
+    feat = model.encode([load_audio(str(en_clip))])[0]
+    greedy_text = _causal_greedy(model.denoiser, feat)
     assert "ask not what your country can do for you" in greedy_text.lower(), greedy_text
     for method in ("diffusion-verify", "ctc-verify"):
         r = model.transcribe(str(en_clip), language="en", method=method, steps=40, word_timestamps=False)
         assert r.text == greedy_text and r.steps_run < 40, (method, r.text, r.steps_run)
     one = model.transcribe(str(en_clip), language="en", method="diffusion-verify", steps=1, word_timestamps=False)
     assert one.text.split()[0] == greedy_text.split()[0] and one.steps_run == 1
+
+
+def test_the_prior_weight_verifies_with_whisper_base_as_released(shipped_base, en_clip, whisper_dir):
+    """prior_weight mixes Whisper-base's own decoder (its released weights, sharing the embedding and
+    the cross-attention keys/values with the adapted one) into the verifier: given steps enough,
+    ctc-verify writes the mixture's causal greedy transcript; at weight 1, the released decoder's, which
+    repeats its last sentence on this clip (a 60-token greedy run is a prefix of it: the canvas grows)."""
+    from diffasr.errors import ConfigError
+
+    model = shipped_base
+    den = model.denoiser
+    pre, released = den.pretrained(), WhisperDecoder.from_ct2(whisper_dir)
+    assert pre.embed is den.decoder.embed and pre.layers[0].cross_attn.kv is den.decoder.layers[0].cross_attn.kv
+    adapted = den.decoder.state_dict()  # merged LoRA: the adapted weight is the base layer's
+    for name in ("layers.0.self_attn.qkv.weight", "layers.5.fc2.weight", "norm.weight"):
+        assert torch.equal(pre.state_dict()[name], released.state_dict()[name]), name
+        mine = adapted.get(name, adapted.get(name.replace(".weight", ".base_layer.weight")))
+        assert not torch.equal(mine, released.state_dict()[name]), name
+    feat = model.encode([load_audio(str(en_clip))])[0]
+    for w in (1.0, 0.3):
+        expected = _causal_greedy(den, feat, w)
+        assert "your country" in expected.lower(), (w, expected)
+        r = model.transcribe(str(en_clip), language="en", method="ctc-verify", steps=40, prior_weight=w)
+        assert r.text == expected if w < 1 else r.text.startswith(expected), (w, r.text)
+    for bad in ({"method": "ctc-beam", "prior_weight": 0.3}, {"method": "ctc-verify", "prior_weight": 1.5}):
+        with pytest.raises(ConfigError, match="prior_weight"):
+            model.transcribe(str(en_clip), language="en", **bad)
 
 
 def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
