@@ -81,8 +81,8 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
         "--prior-weight",
         type=float,
         default=None,
-        help="*-verify: share of Whisper-base's own decoder in the verifier's log-probabilities "
-        "(default: the model's, else 0)",
+        help="*-verify: verify with the decoder's trained change scaled by 1 - this, towards Whisper-base's "
+        "released decoder (default: the model's, else 0)",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="diffusion, ctc-refine, diffusion-verify: noise seed (default 0)"

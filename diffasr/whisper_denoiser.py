@@ -77,7 +77,7 @@ class WhisperDenoiser(nn.Module):
         self.config = config
         self.whisper_dir = d
         self.decoder = WhisperDecoder.from_ct2(d)
-        self._pretrained: list[WhisperDecoder] = []  # a list: not a submodule, so not in state_dict
+        self._verifier: dict[float, WhisperDecoder] = {}  # a dict: not a submodule, so not in state_dict
         self.tokens = WhisperTokens(d)
         self.vocab_size = self.tokens.eot + 1  # text tokens + end-of-text (also the canvas padding)
         for p in self.decoder.parameters():
@@ -115,19 +115,44 @@ class WhisperDenoiser(nn.Module):
     def prompts(self, languages: list[str]) -> torch.Tensor:
         return torch.tensor([self.tokens.prompt(lang) for lang in languages])
 
-    def pretrained(self) -> WhisperDecoder:
-        """Whisper-base's decoder as it was pretrained (no adapters, its own norms), for a verifier that
-        mixes in what Whisper knew (DecodeOptions.prior_weight). Built on first use; it shares the
-        token embedding and the cross-attention key/value projections with `decoder` (never trained
-        with adapters), so it adds the layers alone (~22 M floats) and reads the same cached keys/values."""
-        if not self._pretrained:
+    def verifier(self, prior_weight: float) -> WhisperDecoder:
+        """The decoder the verified methods run causally: the adapted one with its trained change
+        scaled by 1 - prior_weight, i.e. interpolated in weight space towards Whisper-base's released
+        decoder (WiSE-FT; prior_weight 1: the released decoder). The verifier leans on what Whisper
+        heard in 680k hours, the drafts keep the adapted weights, and a pass costs what it did.
+        Built on first use of a weight (the last one is kept); it shares the token embedding and the
+        cross-attention key/value projections with `decoder` when adapters leave them untouched, so
+        it adds the layers alone (~22 M floats) and reads the same cached keys/values."""
+        if prior_weight == 0:
+            return self.decoder
+        if prior_weight not in self._verifier:
             d = WhisperDecoder.from_ct2(self.whisper_dir)
+            adapted = self._effective_weights()
+            with torch.no_grad():
+                for k, v in d.state_dict().items():
+                    v.add_((1 - prior_weight) * (adapted[k] - v))
             if self.config.rank > 0:
                 d.embed = self.decoder.embed
                 for mine, theirs in zip(d.layers, self.decoder.layers):
                     mine.cross_attn.kv = theirs.cross_attn.kv
-            self._pretrained.append(d.requires_grad_(False))
-        return self._pretrained[0]
+            self._verifier.clear()
+            self._verifier[prior_weight] = d.requires_grad_(False).eval()
+        return self._verifier[prior_weight]
+
+    def _effective_weights(self) -> dict[str, torch.Tensor]:
+        """The adapted decoder's weights under the released decoder's names (LoRA folded in)."""
+        from peft.tuners.lora import LoraLayer
+
+        out = {}
+        for name, m in self.decoder.named_modules():
+            if isinstance(m, LoraLayer):
+                base = m.get_base_layer()
+                w = base.weight if m.merged else base.weight + m.get_delta_weight("default")
+                out[f"{name}.weight"], out[f"{name}.bias"] = w.detach(), base.bias.detach()
+        for k, v in self.decoder.state_dict().items():
+            if "lora_" not in k and "base_layer" not in k:
+                out.setdefault(k, v.detach())
+        return out
 
     def _run(self, prompts, canvas, kv, frame_mask, causal: bool, shift: bool, vocab=None, hidden=False, dec=None):
         P, L = prompts.shape[1], canvas.shape[1]
@@ -154,12 +179,11 @@ class WhisperDenoiser(nn.Module):
         frame_mask,
         vocab=None,
         hidden: bool = False,
-        pretrained: bool = False,
+        prior_weight: float = 0.0,
     ) -> torch.Tensor:
         """Teacher-forced causal logits (B, L, V): position i predicts text token i (always shifted).
-        `pretrained`: Whisper-base's own decoder's (`pretrained()`) instead of the adapted one's."""
-        dec = self.pretrained() if pretrained else None
-        return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden, dec)
+        `prior_weight` > 0: the verifier decoder's (`verifier`)."""
+        return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden, self.verifier(prior_weight))
 
     def merge_adapters(self) -> WhisperDenoiser:
         """For inference: fold the LoRA products into the frozen weights (peft's merge), so a pass

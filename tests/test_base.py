@@ -297,8 +297,8 @@ def test_verified_methods_need_the_base_preset(tiny_model, en_clip):
 
 
 def _causal_greedy(den, feat, prior_weight: float = 0.0) -> str:
-    """The decoder's English transcript one token at a time (greedy over the language's vocabulary),
-    scored by (1 - w) · log p_adapted + w · log p_pretrained."""
+    """The verifier's English transcript one token at a time (greedy over the language's vocabulary);
+    prior_weight 0: the adapted decoder's."""
     vocab, eot_i = den.vocab["en"], den.eot_index("en")
     kv, fmask = den.memory([feat])
     prompts = den.prompts(["en"])
@@ -306,9 +306,7 @@ def _causal_greedy(den, feat, prior_weight: float = 0.0) -> str:
     with torch.no_grad():
         while len(seq) < 60:
             canvas = vocab[torch.tensor([seq + [eot_i]])]
-            own = den.autoregressive(prompts, canvas, kv, fmask, vocab)[0, len(seq)].log_softmax(-1)
-            pre = den.autoregressive(prompts, canvas, kv, fmask, vocab, pretrained=True)[0, len(seq)].log_softmax(-1)
-            logits = (1 - prior_weight) * own + prior_weight * pre
+            logits = den.autoregressive(prompts, canvas, kv, fmask, vocab, prior_weight=prior_weight)[0, len(seq)]
             if not seq:
                 logits[eot_i] = -torch.inf
             nxt = int(logits.argmax())
@@ -341,21 +339,25 @@ def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(shipped_
 
 
 def test_the_prior_weight_verifies_with_whisper_base_as_released(shipped_base, en_clip, whisper_dir):
-    """prior_weight mixes Whisper-base's own decoder (its released weights, sharing the embedding and
-    the cross-attention keys/values with the adapted one) into the verifier: given steps enough,
-    ctc-verify writes the mixture's causal greedy transcript; at weight 1, the released decoder's, which
-    repeats its last sentence on this clip (a 60-token greedy run is a prefix of it: the canvas grows)."""
+    """prior_weight w verifies with the decoder interpolated in weight space towards Whisper-base's
+    released one (released + (1 - w) x trained change; it shares the embedding and the cross-attention
+    keys/values with the adapted decoder): given steps enough, ctc-verify writes that decoder's causal
+    greedy transcript; at w = 1 the released decoder's, which repeats its last sentence on this clip
+    (a 60-token greedy run is then a prefix of it: the canvas grows)."""
     from diffasr.errors import ConfigError
 
     model = shipped_base
     den = model.denoiser
-    pre, released = den.pretrained(), WhisperDecoder.from_ct2(whisper_dir)
-    assert pre.embed is den.decoder.embed and pre.layers[0].cross_attn.kv is den.decoder.layers[0].cross_attn.kv
+    released = WhisperDecoder.from_ct2(whisper_dir).state_dict()
     adapted = den.decoder.state_dict()  # merged LoRA: the adapted weight is the base layer's
-    for name in ("layers.0.self_attn.qkv.weight", "layers.5.fc2.weight", "norm.weight"):
-        assert torch.equal(pre.state_dict()[name], released.state_dict()[name]), name
-        mine = adapted.get(name, adapted.get(name.replace(".weight", ".base_layer.weight")))
-        assert not torch.equal(mine, released.state_dict()[name]), name
+    for w in (1.0, 0.3):
+        ver = den.verifier(w)
+        assert ver.embed is den.decoder.embed and ver.layers[0].cross_attn.kv is den.decoder.layers[0].cross_attn.kv
+        for name in ("layers.0.self_attn.qkv.weight", "layers.5.fc2.weight", "norm.weight"):
+            mine = adapted.get(name, adapted.get(name.replace(".weight", ".base_layer.weight")))
+            assert not torch.equal(mine, released[name]), name
+            expected = released[name] + (1 - w) * (mine - released[name])
+            assert torch.allclose(ver.state_dict()[name], expected, atol=1e-6), (w, name)
     feat = model.encode([load_audio(str(en_clip))])[0]
     for w in (1.0, 0.3):
         expected = _causal_greedy(den, feat, w)

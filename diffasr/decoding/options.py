@@ -10,7 +10,7 @@ it is an error, never silently ignored.
     ctc-edit    the CTC transcript, edited only where the denoiser is ≥ edit_threshold sure
     diffusion-verify  from uniform noise, `steps` steps of self-speculative decoding: the denoiser
                 drafts, the same decoder run causally verifies (base preset only; sampler.verify);
-                prior_weight > 0 mixes Whisper-base's own decoder into the verifier
+                prior_weight > 0 verifies with the decoder interpolated towards Whisper-base's released one
     ctc-verify  the same from the CTC transcript, which also stands in for the unverified rest
     rescore     CTC prefix beam search (+ the language's n-gram) proposes `nbest` transcripts; one
                 denoiser pass scores them; best beam score + rescore_weight × denoiser log-likelihood
@@ -70,7 +70,7 @@ class DecodeOptions:
     beam: int = 16  # CTC prefix beam width, at least nbest
     ngram_weight: float = 0.0  # CTC beam search: weight of the language's n-gram (the model's lm/); 0: none
     length_bonus: float = 0.0  # with an n-gram: added per token, offsetting what the n-gram charges for each
-    prior_weight: float = 0.0  # verified methods: share of the pretrained decoder in the verifier's log-probs
+    prior_weight: float = 0.0  # verified methods: the verifier's weights are released + (1 - this) x trained change
     seed: int = 0  # same seed, same input -> same output
     language: str | None = None  # None: auto
     restrict_script: bool = True  # a known language's output uses only its script's tokens

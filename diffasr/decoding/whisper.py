@@ -48,30 +48,19 @@ def _step_fn(den, vocab: torch.Tensor, prompts, kv, fmask):
 
 def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, prior_weight: float = 0.0):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
-    -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive). With a
-    prior_weight w the causal scores are (1 - w) · log p_adapted + w · log p_pretrained: the
-    verifier leans on Whisper-base's own decoder, which heard far more of each language than the
-    adapters did."""
+    -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, by the decoder
+    `den.verifier(prior_weight)`: with a prior_weight, interpolated towards Whisper-base's released one)."""
 
-    def run(pass_fn, pretrained=False):
+    def run(pass_fn, dec, **kw):
         def fn(canvas_idx, rows, s):
             k = [(a[rows], b[rows]) for a, b in kv]
-            args = (prompts[rows], vocab[canvas_idx], k, fmask[rows])
-            h = pass_fn(*args, hidden=True, pretrained=True) if pretrained else pass_fn(*args, hidden=True)
-            return (den.pretrained() if pretrained else den.decoder).logits(h[:, s:], vocab)
+            h = pass_fn(prompts[rows], vocab[canvas_idx], k, fmask[rows], hidden=True, **kw)
+            return dec.logits(h[:, s:], vocab)
 
         return fn
 
-    causal = run(den.autoregressive)
-    if prior_weight > 0:
-        prior = run(den.autoregressive, pretrained=True)
-
-        def mixed(canvas_idx, rows, s):
-            own = torch.log_softmax(causal(canvas_idx, rows, s), -1)
-            return (1 - prior_weight) * own + prior_weight * torch.log_softmax(prior(canvas_idx, rows, s), -1)
-
-        return run(den.denoise), mixed
-    return run(den.denoise), causal
+    causal = run(den.autoregressive, den.verifier(prior_weight), prior_weight=prior_weight)
+    return run(den.denoise, den.decoder), causal
 
 
 def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int) -> tuple[list[int], list[float]]:
