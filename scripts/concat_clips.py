@@ -8,9 +8,9 @@ then holds 30-60 tokens, a length it has rarely been trained on.
 Clips of one manifest with the same engine and speaker (the voice's first word) are joined in a
 random order with 0.15-0.6 s of silence between them, until the next one would pass --max-s;
 a join shorter than --min-s is dropped (`--any-voice`: any clips of the manifest and language).
-Transcripts are joined with a space (Chinese: with nothing, as it is written). `--split test --disjoint` makes a long-clip test set of a
-held-out corpus. Each clip is written atomically, the manifest at the end; a second run with the
-same arguments skips written clips.
+Transcripts are joined with a space (Chinese: with nothing, as it is written). `--split test
+--disjoint` makes a long-clip test set of a held-out corpus. Each clip is written atomically, the
+manifest at the end; a second run with the same arguments skips written clips.
 """
 
 from __future__ import annotations
