@@ -99,6 +99,12 @@ class Tokenizer:
 
 # The script of each language's letters, as the first word of their Unicode names.
 SCRIPTS = {"en": "LATIN", "de": "LATIN", "fr": "LATIN", "es": "LATIN", "hi": "DEVANAGARI", "zh": "CJK"}
+UNSPACED = ("zh", "ja")  # written without spaces between words
+
+
+def word_separator(language: str | None) -> str:
+    """What joins two words (or two transcripts) in `language`: nothing in unspaced scripts, else a space."""
+    return "" if language in UNSPACED else " "
 
 
 def _in_script(token: str, script: str) -> bool:

@@ -29,6 +29,7 @@ from .decoding.decode import decode, decode_front, is_base
 from .decoding.whisper import word_confidences
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
+from .tokenizer import word_separator
 from .vad import Chunk, file_duration, fixed_chunks, read_chunks, scan_file, speech_chunks
 
 STREAM_SECONDS = 600.0  # files longer than this are streamed (two block-wise passes) instead of loaded
@@ -265,9 +266,8 @@ class _Input:
                 s = min(max(w.start + p.span.start_s, lo), hi)
                 e = min(max(w.end + p.span.start_s, s), hi)
                 words.append(Word(round(s, 3), round(e, 3), w.text, round(w.confidence, 4)))
-        sep = "" if self.language == "zh" else " "
         return Transcription(
-            text=sep.join(t.text for _, t in parts).strip(),
+            text=word_separator(self.language).join(t.text for _, t in parts).strip(),
             language=self.language,
             tokens=[i for _, t in parts for i in t.tokens],
             confidences=[c for _, t in parts for c in t.confidences],

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelError
+from .tokenizer import word_separator
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -238,8 +239,7 @@ class WhisperTokens:
 
     def encode(self, text: str, language: str) -> list[int]:
         """Text token ids as Whisper writes them: a leading space, except in unspaced scripts."""
-        lead = "" if language in ("zh", "ja") else " "
-        return self.tok.encode(lead + text.strip(), add_special_tokens=False).ids
+        return self.tok.encode(word_separator(language) + text.strip(), add_special_tokens=False).ids
 
     def decode(self, ids) -> str:
         """Text of token ids (specials dropped). Whisper's byte-level tokens can split a character; the

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from diffasr.audio import SAMPLE_RATE as SR
 from diffasr.audio import load_audio
+from diffasr.tokenizer import word_separator
 
 
 def main() -> int:
@@ -89,7 +90,7 @@ def main() -> int:
             {
                 "id": name[:-5],
                 "audio": f"audio/{name}",
-                "text": ("" if key[2] == "zh" else " ").join(r["text"].strip() for r, _ in parts),
+                "text": word_separator(key[2]).join(r["text"].strip() for r, _ in parts),
                 "lang": key[2],
                 "engine": parts[0][0].get("engine"),
                 "voice": parts[0][0].get("voice"),

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ...errors import DataError
+from ...tokenizer import word_separator
 
 LANGS = ("en", "de", "fr", "es", "hi", "zh")
 SPLITS = ("train", "test")
@@ -152,7 +153,7 @@ def short_utterance(lang: str, sentences: list[str], rng) -> str:
         return number_words(int(rng.integers(0, 11)) if rng.random() < 0.7 else int(rng.integers(0, hi_max + 1)), lang)
     if u < 0.45:  # a digit string, read digit by digit ("three one four")
         digits = [number_words(int(d), lang) for d in rng.integers(0, 10, int(rng.integers(2, 5)))]
-        return ("" if lang == "zh" else " ").join(digits)
+        return word_separator(lang).join(digits)
     s = sentences[int(rng.integers(len(sentences)))]
     if lang == "zh":  # a run of 2-6 characters, cut at punctuation
         chars = [c for c in s if unicodedata.category(c)[0] in "LN"]
