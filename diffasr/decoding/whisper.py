@@ -46,6 +46,11 @@ def _step_fn(den, vocab: torch.Tensor, prompts, kv, fmask):
     return step_fn
 
 
+def _take(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """t[rows] along the batch; a one-clip batch is broadcast, not copied (its keys/values are MBs)."""
+    return t.expand(len(rows), *t.shape[1:]) if t.shape[0] == 1 else t[rows]
+
+
 def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, prior_weight: float = 0.0):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
     -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, by the decoder
@@ -53,7 +58,7 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, prior_weight: float =
 
     def run(pass_fn, dec, **kw):
         def fn(canvas_idx, rows, s):
-            k = [(a[rows], b[rows]) for a, b in kv]
+            k = [(_take(a, rows), _take(b, rows)) for a, b in kv]
             h = pass_fn(prompts[rows], vocab[canvas_idx], k, fmask[rows], hidden=True, **kw)
             return dec.logits(h[:, s:], vocab)
 
