@@ -273,3 +273,28 @@ def test_perturb_makes_deterministic_resumable_copies(tmp_path):
         x, sr = sf.read(tmp_path / "p1" / r["audio"])
         assert sr == 16000 and abs(len(x) / sr - r["duration_s"]) < 0.01 and 1.7 < r["duration_s"] < 2.3
         assert (tmp_path / "p1" / r["audio"]).read_bytes() == (tmp_path / "p2" / r["audio"]).read_bytes()
+
+
+def test_perturb_names_rows_without_ids_and_rejects_incomplete_ones(tmp_path, capsys):
+    """real_train's rows carry no id: a copy is named by the audio file's stem. A row without text
+    is one error line, not a traceback."""
+    import json
+
+    import soundfile as sf
+
+    from diffasr.cli import main as cli
+
+    (tmp_path / "zh").mkdir()
+    sf.write(tmp_path / "zh" / "clip7.wav", np.zeros(8000, np.float32) + 0.01, 16000)
+    good = {"audio": "zh/clip7.wav", "text": "你好世界", "lang": "zh"}
+    (tmp_path / "m.jsonl").write_text(json.dumps(good, ensure_ascii=False) + "\n")
+    args = ["corpus", "perturb", "--manifest", str(tmp_path / "m.jsonl"), "--copies", "1", "--workers", "1"]
+    assert cli(args + ["--out", str(tmp_path / "p")]) == 0
+    (row,) = [json.loads(l) for l in (tmp_path / "p" / "manifest.jsonl").read_text().splitlines()]
+    assert row["id"] == "clip7_p0" and row["source_id"] == "clip7" and row["text"] == "你好世界"
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"audio": "zh/clip7.wav", "lang": "zh"}) + "\n")
+    bad = ["corpus", "perturb", "--manifest", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "q")]
+    capsys.readouterr()
+    assert cli(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lacks text" in err[0]

@@ -49,11 +49,32 @@ def perturb_clip(args) -> dict | None:
         **{k: v for k, v in row.items() if k not in ("audio", "id", "augment", "duration_s")},
         "id": new_id,
         "audio": str(dest.relative_to(out)),
-        "voice": f"{row.get('voice', '')} speed{speed:.2f}",
+        "voice": f"{row.get('voice', '')} speed{speed:.2f}".strip(),
         "augment": desc,
         "duration_s": round(len(x) / SR, 3),
         "source_id": row["id"],
     }
+
+
+def _source_rows(src: Path) -> list[dict]:
+    """The manifest's rows, each with an id (a row without one, as in real_train, is named by its
+    audio file's stem)."""
+    rows = []
+    for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            missing = [k for k in ("audio", "text", "lang") if not isinstance(row.get(k), str)]
+        except (ValueError, AttributeError):
+            raise DataError(f"{src}:{n}: not a JSON object") from None
+        if missing:
+            raise DataError(f"{src}:{n}: row lacks {', '.join(missing)}")
+        rows.append({**row, "id": str(row.get("id") or Path(row["audio"]).stem)})
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) < len(ids):
+        raise DataError(f"{src}: clip ids are not unique (two audio files with one name?)")
+    return rows
 
 
 def add_arguments(sub) -> None:
@@ -82,7 +103,7 @@ def run(args) -> int:
         lo, hi = (float(v) for v in args.speed.split(","))
     except ValueError:
         raise ConfigError(f"--speed must be 'low,high', not {args.speed!r}") from None
-    rows = [json.loads(l) for l in src.read_text(encoding="utf-8").splitlines() if l.strip()]
+    rows = _source_rows(src)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
