@@ -111,13 +111,19 @@ class _Attention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, D/H)
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
-    def forward(self, x, mask=None, kv=None):
-        """x (B, T, D); self: mask over (T, T); cross: kv from `cross_kv`, mask (B, 1, 1, F) over frames."""
+    def forward(self, x, mask=None, kv=None, past=None):
+        """x (B, T, D); self: mask over (T, T), or (T, c + T) after `past`, a [k, v] pair (B, H, c, D/H)
+        of the c positions before x (or [None, None]), which is then replaced by all c + T positions';
+        cross: kv from `cross_kv`, mask (B, 1, 1, F) over frames."""
         h = self.norm(x)
         if self.cross:
             q, (k, v) = self._split(self.q(h)), kv
         else:
             q, k, v = (self._split(t) for t in self.qkv(h).chunk(3, dim=-1))
+            if past is not None:
+                if past[0] is not None:
+                    k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+                past[:] = [k, v]
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return x + self.out(a.transpose(1, 2).flatten(2))
 
@@ -130,8 +136,8 @@ class _Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(c.dim)
         self.fc1, self.fc2 = nn.Linear(c.dim, 4 * c.dim), nn.Linear(4 * c.dim, c.dim)
 
-    def forward(self, x, mask, kv, frame_mask=None):
-        x = self.cross_attn(self.self_attn(x, mask), frame_mask, kv=kv)
+    def forward(self, x, mask, kv, frame_mask=None, past=None):
+        x = self.cross_attn(self.self_attn(x, mask, past=past), frame_mask, kv=kv)
         return x + self.fc2(F.gelu(self.fc1(self.ffn_norm(x))))
 
 
@@ -161,11 +167,16 @@ class WhisperDecoder(nn.Module):
             out.append((att._split(k), att._split(v)))
         return out
 
-    def forward(self, tokens: torch.Tensor, kv, mask=None, frame_mask=None, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, kv, mask=None, frame_mask=None, offset: int = 0, past: list | None = None
+    ) -> torch.Tensor:
+        """Hidden states (B, T, D) of `tokens` at positions offset.. . `past` (causal passes): per layer
+        a [k, v] pair of the self-attention keys/values (B, H, offset, D/H) of the positions before
+        (or [None, None] when offset is 0), extended in place to offset + T; `mask` is then (T, offset + T)."""
         T = tokens.shape[1]
         x = self.embed(tokens) + self.positions[offset : offset + T]
-        for layer, layer_kv in zip(self.layers, kv):
-            x = layer(x, mask, layer_kv, frame_mask)
+        for i, (layer, layer_kv) in enumerate(zip(self.layers, kv)):
+            x = layer(x, mask, layer_kv, frame_mask, None if past is None else past[i])
         return self.norm(x)
 
     def logits(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
@@ -276,11 +287,12 @@ def greedy(
     kv = decoder.cross_kv(memory)
     seq = tokens.prompt(language)
     n0 = len(seq)
+    past = [[None, None] for _ in decoder.layers]
+    new = seq  # the tokens the keys/values in `past` do not cover yet
     for _ in range(max_len):
-        x = torch.tensor([seq])
-        T = x.shape[1]
-        mask = torch.ones(T, T, dtype=torch.bool).tril()
-        logits = decoder.logits(decoder(x, kv, mask)[:, -1])[0]
+        c = len(seq) - len(new)
+        mask = torch.ones(len(new), len(seq), dtype=torch.bool).tril(c)
+        logits = decoder.logits(decoder(torch.tensor([new]), kv, mask, offset=c, past=past)[:, -1])[0]
         logits[tokens.suppress] = -torch.inf
         logits[tokens.n_text + 1 :] = -torch.inf  # no special tokens, no timestamps
         if len(seq) == n0:
@@ -288,5 +300,5 @@ def greedy(
         nxt = int(logits.argmax())
         if nxt == tokens.eot:
             break
-        seq.append(nxt)
+        seq, new = seq + [nxt], [nxt]
     return seq[n0:]

@@ -185,6 +185,26 @@ class WhisperDenoiser(nn.Module):
         `prior_weight` > 0: the verifier decoder's (`verifier`)."""
         return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden, self.verifier(prior_weight))
 
+    def autoregressive_from(
+        self,
+        prompts: torch.Tensor,
+        text: torch.Tensor,
+        kv,
+        frame_mask,
+        start: int,
+        past: list,
+        prior_weight: float = 0.0,
+    ) -> torch.Tensor:
+        """`autoregressive(..., hidden=True)`'s states (B, L - start, D) of text positions start.. only.
+        `past`: per layer [k, v], the causal self-attention keys/values of the inputs before
+        (B, H, P - 1 + start, D/H: prompt + text[:start - 1]), or [None, None] (none kept: every input
+        is read); extended in place to all P + L - 1 inputs."""
+        c = 0 if past[0][0] is None else prompts.shape[1] - 1 + start
+        x = torch.cat([prompts, text[:, :-1]], 1)  # position i is read out where token i-1 was fed
+        mask = torch.ones(x.shape[1] - c, x.shape[1], dtype=torch.bool).tril(c)
+        h = self.verifier(prior_weight)(x[:, c:], kv, mask, frame_mask, offset=c, past=past)
+        return h[:, prompts.shape[1] - 1 + start - c :]
+
     def merge_adapters(self) -> WhisperDenoiser:
         """For inference: fold the LoRA products into the frozen weights (peft's merge), so a pass
         runs plain Linear layers (about 15 % faster on a CPU). The adapter tensors stay as they are,

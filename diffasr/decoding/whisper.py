@@ -51,21 +51,58 @@ def _take(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return t.expand(len(rows), *t.shape[1:]) if t.shape[0] == 1 else t[rows]
 
 
+class _CausalPrefixes:
+    """The causal pass's self-attention keys/values of the canvases it last read, per batch row.
+
+    verify reads each row's candidates causally every step, and a verified prefix never changes: the
+    keys/values of prompt + canvas[:s - 1] are those of a candidate the previous step read (the one
+    it accepted). Looked up by content, so the sampler needs to know nothing of it."""
+
+    def __init__(self):
+        self.seen: dict[int, list[tuple[torch.Tensor, list]]] = {}  # row -> [(canvas (L,), [[k, v]] per layer)]
+
+    def find(self, canvas: torch.Tensor, rows: torch.Tensor, s: int, n_inputs: int) -> list | None:
+        """Per layer [k, v] (N, H, n_inputs, D/H) for canvases (N, L) agreeing with a seen one of their
+        row on positions < s - 1; None unless every canvas has one."""
+        found, same = [], max(s - 1, 0)
+        for x, b in zip(canvas, rows.tolist()):
+            fits = ((c, kv) for c, kv in self.seen.get(b, []) if kv[0][0].shape[1] >= n_inputs)
+            match = next((kv for c, kv in fits if torch.equal(c[:same], x[:same])), None)
+            if match is None:
+                return None
+            found.append(match)
+        return [[torch.stack([f[i][j][:, :n_inputs] for f in found]) for j in (0, 1)] for i in range(len(found[0]))]
+
+    def keep(self, canvas: torch.Tensor, rows: torch.Tensor, past: list) -> None:
+        self.seen = {}
+        for r, b in enumerate(rows.tolist()):
+            self.seen.setdefault(b, []).append((canvas[r], [[k[r], v[r]] for k, v in past]))
+
+
 def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, prior_weight: float = 0.0):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
     -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, by the decoder
-    `den.verifier(prior_weight)`: with a prior_weight, interpolated towards Whisper-base's released one)."""
+    `den.verifier(prior_weight)`: with a prior_weight, interpolated towards Whisper-base's released one;
+    it reads only positions s.., over the keys/values of the verified prefix kept from the step before)."""
+    prefixes = _CausalPrefixes()
+    dec = den.verifier(prior_weight)
 
-    def run(pass_fn, dec, **kw):
-        def fn(canvas_idx, rows, s):
-            k = [(_take(a, rows), _take(b, rows)) for a, b in kv]
-            h = pass_fn(prompts[rows], vocab[canvas_idx], k, fmask[rows], hidden=True, **kw)
-            return dec.logits(h[:, s:], vocab)
+    def rows_of(rows):
+        return prompts[rows], [(_take(a, rows), _take(b, rows)) for a, b in kv], fmask[rows]
 
-        return fn
+    def denoise(canvas_idx, rows, s):
+        p, k, m = rows_of(rows)
+        h = den.denoise(p, vocab[canvas_idx], k, m, hidden=True)
+        return den.decoder.logits(h[:, s:], vocab)
 
-    causal = run(den.autoregressive, den.verifier(prior_weight), prior_weight=prior_weight)
-    return run(den.denoise, den.decoder), causal
+    def causal(canvas_idx, rows, s):
+        p, k, m = rows_of(rows)
+        past = prefixes.find(canvas_idx, rows, s, p.shape[1] - 1 + s) or [[None, None] for _ in dec.layers]
+        h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, prior_weight)
+        prefixes.keep(canvas_idx, rows, past)
+        return dec.logits(h, vocab)
+
+    return denoise, causal
 
 
 def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int) -> tuple[list[int], list[float]]:
