@@ -338,6 +338,35 @@ def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(shipped_
     assert one.text.split()[0] == greedy_text.split()[0] and one.steps_run == 1
 
 
+def test_the_causal_pass_reads_only_past_the_verified_prefix(shipped_base, en_clip):
+    """verify's causal pass keeps the self-attention keys/values of the canvases it read; a canvas
+    sharing a row's verified prefix (positions < s - 1) is read from position s on, over those keys and
+    values, and its logits there are the full causal pass's."""
+    from diffasr.decoding.whisper import _row_fns
+
+    den = shipped_base.denoiser
+    vocab = den.vocab["en"]
+    kv, fmask = den.memory([shipped_base.encode([load_audio(str(en_clip))])[0]])
+    prompts = den.prompts(["en"])
+    _, causal = _row_fns(den, vocab, prompts, kv, fmask)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randint(0, len(vocab), (2, 24), generator=g)
+    rows, s = torch.tensor([0, 0]), 11
+    causal(X, rows, 0)
+    Y = X.clone()
+    Y[:, s - 1 :] = torch.randint(0, len(vocab), (2, 24 - s + 1), generator=g)
+    fed = []
+    hook = den.decoder.register_forward_pre_hook(lambda mod, args: fed.append(args[0].shape[1]))
+    try:
+        got = causal(Y, rows, s)
+    finally:
+        hook.remove()
+    assert fed == [24 - s]  # inputs P - 1 + s .. P + L - 2, not the prompt and the whole canvas
+    two = [(a.expand(2, *a.shape[1:]), b.expand(2, *b.shape[1:])) for a, b in kv]
+    full = den.autoregressive(prompts.expand(2, -1), vocab[Y], two, fmask.expand(2, -1, -1, -1), vocab)
+    assert got.shape == (2, 24 - s, len(vocab)) and torch.allclose(got, full[:, s:], atol=1e-3)
+
+
 def test_the_prior_weight_verifies_with_whisper_base_as_released(shipped_base, en_clip, whisper_dir):
     """prior_weight w verifies with the decoder interpolated in weight space towards Whisper-base's
     released one (released + (1 - w) x trained change; it shares the embedding and the cross-attention
