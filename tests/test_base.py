@@ -205,6 +205,8 @@ def test_realign_takes_the_seed_after_the_prefix():
     assert realign([1, 2, 9], [1, 2, 3, 4]) == [4]  # 9 replaced the seed's 3
     assert realign([1, 7, 2], [1, 2, 3]) == [3]  # 7 inserted
     assert realign([1, 2], [1, 2]) == []
+    assert realign([5, 6], [1, 2, 3, 4]) == [3, 4]  # nothing shared (re-cased words): the seed goes on
+    assert realign([10, 11, 3], [1, 2, 3, 4, 5, 6, 3, 7]) == [4, 5, 6, 3, 7]  # the nearer 3, not the later
 
 
 def _toy_fns(target: list[int], V: int, draft_ok):

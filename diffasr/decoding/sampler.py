@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -121,14 +122,23 @@ def edit(step_fn: StepFn, init: torch.Tensor, options) -> SampleOutput:
 
 
 def realign(prefix: list[int], seed: list[int]) -> list[int]:
-    """The part of `seed` that follows `prefix`: after the last stretch of tokens they share, as many
-    seed tokens are skipped as the prefix has past it (a corrected token replaces a wrong one)."""
-    import difflib
-
-    j = 0
-    for a, b, size in difflib.SequenceMatcher(None, prefix, seed, autojunk=False).get_matching_blocks():
-        if size:
-            j = b + size + len(prefix) - (a + size)
+    """The part of `seed` that follows `prefix`: seed[j:] for the j whose seed[:j] is closest to the
+    prefix in edit distance (the whole prefix aligned, the seed's end free); among equally close
+    ones, the j nearest len(prefix) (a corrected token replaced a seed token rather than joined it).
+    Shared tokens alone mislead: a prefix that shares none (its first words re-cased) would restart
+    the seed, and one common token (" the") can match one far ahead."""
+    m = len(seed)
+    if not prefix or not m:
+        return seed
+    s = np.asarray(seed)
+    cols = np.arange(m + 1)
+    d = cols.copy()  # d[j]: distance of the prefix so far to seed[:j]
+    for i, tok in enumerate(prefix, 1):
+        diag = d[:-1] + (s != tok)
+        cand = np.concatenate([[i], np.minimum(diag, d[1:] + 1)])
+        d = np.minimum.accumulate(cand - cols) + cols  # insertions: d[j] ≤ d[j - 1] + 1
+    best = np.flatnonzero(d == d.min())
+    j = int(best[np.argmin(np.abs(best - len(prefix)) * 2 - (best > len(prefix)))])
     return seed[j:]
 
 
