@@ -242,13 +242,40 @@ class WhisperDecoder(nn.Module):
         return m.to(dtype).eval()
 
 
-class WhisperTokens:
-    """Whisper's multilingual tokenizer (tokenizer.json beside model.bin) and its special ids."""
+def missing_merges(tokenizer_json: dict) -> list[str]:
+    """BPE merges a byte-level tokenizer.json lacks for its two-symbol tokens: a token with an id
+    past the 256 byte symbols that no merge makes. The tokenizer.json shipped with Whisper-base
+    (CTranslate2) lacks its first, "Ġ t": token 256 "Ġt" is unreachable, so " the" encodes as
+    " " + "the" (220, 3322) instead of 264, and so does every word starting with t."""
+    model = tokenizer_json["model"]
+    vocab = model["vocab"]
+    made = {"".join(m.split(" ", 1)) if isinstance(m, str) else "".join(m) for m in model["merges"]}
+    specials = {t["content"] for t in tokenizer_json.get("added_tokens", [])}
+    out = []
+    for token, i in vocab.items():
+        if i >= 256 and len(token) == 2 and token not in made and token not in specials:
+            out.append(f"{token[0]} {token[1]}")
+    return sorted(out, key=lambda m: vocab["".join(m.split(" "))])
 
-    def __init__(self, model_dir: Path):
+
+class WhisperTokens:
+    """Whisper's multilingual tokenizer (tokenizer.json beside model.bin) and its special ids.
+    `repair`: add the merges the file lacks (`missing_merges`), at the ranks their token ids give
+    them (Whisper's ids follow merge order), so text encodes as Whisper was trained on it; a
+    checkpoint trained on the file as shipped keeps reading it as shipped."""
+
+    def __init__(self, model_dir: Path, repair: bool = True):
         from tokenizers import Tokenizer
 
-        self.tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        path = Path(model_dir) / "tokenizer.json"
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        add = missing_merges(raw) if repair else []
+        if add:
+            vocab, merges = raw["model"]["vocab"], raw["model"]["merges"]
+            for m in add:  # merge k makes token 256 + k
+                merges.insert(vocab["".join(m.split(" "))] - 256, m)
+        self.repaired = add
+        self.tok = Tokenizer.from_str(json.dumps(raw))
         cfg = json.loads((Path(model_dir) / "config.json").read_text())
         self.suppress = [i for i in cfg.get("suppress_ids", []) if i >= 0]
         self.suppress_begin = cfg.get("suppress_ids_begin", [])

@@ -40,13 +40,20 @@ class DenoiserConfig:
     targets: tuple[str, ...] = ("qkv", "out", "q", "fc1", "fc2")  # not cross-attn kv: cached per clip
     shift: bool = True  # read canvas token i at position P-1+i (pretrained next-token head)
     train_norms: bool = True
+    # Whisper's tokenizer.json "repaired" (its lost first merge restored: whisper_decoder.missing_merges)
+    # or "as-shipped". A checkpoint's vocabulary and targets were made with one of them; settings
+    # written before the choice existed name none and were made as shipped.
+    tokenizer: str = "repaired"
 
     @classmethod
     def from_dict(cls, d: dict) -> DenoiserConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ModelError(f"unknown denoiser settings: {', '.join(sorted(unknown))}")
-        return cls(**{**d, "targets": tuple(d.get("targets", cls.targets))})
+        tokenizer = d.get("tokenizer", "as-shipped")
+        if tokenizer not in ("repaired", "as-shipped"):
+            raise ModelError(f"denoiser setting tokenizer must be 'repaired' or 'as-shipped', not {tokenizer!r}")
+        return cls(**{**d, "targets": tuple(d.get("targets", cls.targets)), "tokenizer": tokenizer})
 
 
 def canvas_mask(P: int, L: int, causal: bool = False, device=None) -> torch.Tensor:
@@ -78,7 +85,7 @@ class WhisperDenoiser(nn.Module):
         self.whisper_dir = d
         self.decoder = WhisperDecoder.from_ct2(d)
         self._verifier: dict[float, WhisperDecoder] = {}  # a dict: not a submodule, so not in state_dict
-        self.tokens = WhisperTokens(d)
+        self.tokens = WhisperTokens(d, repair=config.tokenizer == "repaired")
         self.vocab_size = self.tokens.eot + 1  # text tokens + end-of-text (also the canvas padding)
         for p in self.decoder.parameters():
             p.requires_grad_(config.rank == 0)

@@ -400,6 +400,11 @@ def test_the_prior_weight_verifies_with_whisper_base_as_released(shipped_base, e
             model.transcribe(str(en_clip), language="en", **bad)
 
 
+def test_the_shipped_base_reads_the_tokenizer_it_was_trained_on(shipped_base):
+    assert shipped_base.denoiser.config.tokenizer == "as-shipped" and shipped_base.denoiser.tokens.repaired == []
+    assert shipped_base.denoiser.tokens.encode("the", "en") == [220, 3322]
+
+
 def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
     """`diffasr.load("base")` with its default decoding (ctc-verify: the n-gram beam's best, drafted
     over by the denoiser and verified by the same decoder run causally) on jfk.flac, against the
@@ -426,3 +431,31 @@ def test_the_shipped_default_is_base_with_verified_decoding(en_clip, monkeypatch
     model = diffasr.load()
     assert model.config.preset == "base" and model.config.decode_defaults["method"] == "ctc-verify"
     assert model.transcribe(np.zeros(160_000, np.float32), language="en", vad=False).text == ""
+
+
+def test_the_repaired_tokenizer_encodes_as_whisper_was_trained(whisper_dir):
+    """The shipped tokenizer.json lost its first merge ("Ġ t"): " the" became " " + "the". Repaired,
+    text encodes to Whisper's own ids (264 " the", 1045 " three"); both decode to the same text."""
+    import json
+
+    from diffasr.whisper_decoder import missing_merges
+
+    raw = json.loads((whisper_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    assert missing_merges(raw) == ["Ġ t"]
+    fixed, shipped = WhisperTokens(whisper_dir), WhisperTokens(whisper_dir, repair=False)
+    assert fixed.encode("the three children to", "en") == [264, 1045, 2227, 281]
+    assert shipped.encode("the three children to", "en")[:4] == [220, 3322, 220, 27583]
+    for text, lang in (("Die Werbung tut gut.", "de"), ("广州市房地产", "zh"), ("tiene todo", "es")):
+        assert fixed.decode(fixed.encode(text, lang)) == shipped.decode(shipped.encode(text, lang)) == text
+    assert fixed.encode("广州市房地产", "zh") == shipped.encode("广州市房地产", "zh")  # no t-words: unchanged
+
+
+def test_a_checkpoint_names_its_tokenizer():
+    """New settings repair the tokenizer; settings that name none were trained on it as shipped."""
+    from diffasr.whisper_denoiser import DenoiserConfig
+
+    assert DenoiserConfig().tokenizer == "repaired"
+    assert DenoiserConfig.from_dict({"rank": 16}).tokenizer == "as-shipped"
+    assert DenoiserConfig.from_dict({"tokenizer": "repaired"}).tokenizer == "repaired"
+    with pytest.raises(ModelError, match="tokenizer"):
+        DenoiserConfig.from_dict({"tokenizer": "fixed"})

@@ -159,7 +159,7 @@ def _minimal_config(tmp_path: Path, out: Path) -> Path:
     return cfg
 
 
-def _base_run(tmp_path: Path) -> tuple[Path, Path]:
+def _base_run(tmp_path: Path, tokenizer: str = "repaired") -> tuple[Path, Path]:
     """A two-clip English manifest (absolute audio paths) and a run directory holding a train_base
     checkpoint in the format written before checkpoint.py (no marker; config.json written last)."""
     import json
@@ -172,7 +172,7 @@ def _base_run(tmp_path: Path) -> tuple[Path, Path]:
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(dict(r, audio=str(DATA / r["audio"]))) + "\n" for r in rows))
     torch.manual_seed(0)
-    model = WhisperDenoiser(DenoiserConfig(rank=4))
+    model = WhisperDenoiser(DenoiserConfig(rank=4, tokenizer=tokenizer))
     model.vocab = {
         "en": torch.tensor(sorted({t for r in rows for t in model.tokens.encode(r["text"], "en")} | {model.tokens.eot}))
     }
@@ -230,6 +230,25 @@ def test_train_base_resumes_its_old_checkpoints_and_saves_through_the_protocol(t
     }
     assert (ckpt / "denoiser.safetensors").read_bytes() != old_weights  # one step was taken
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "log.jsonl"]
+
+
+def test_train_base_resuming_a_run_made_with_the_shipped_tokenizer_repairs_it(tmp_path, capsys):
+    """A run trained on Whisper's tokenizer.json as shipped (" the" = " " + "the") resumes on the
+    repaired one: its vocabularies are rebuilt (they now hold 264, " the") and its settings say so."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from diffasr.training import train_base
+
+    manifest, run = _base_run(tmp_path, tokenizer="as-shipped")
+    assert 264 not in load_file(str(run / "checkpoint" / "vocab.safetensors"))["en"].tolist()
+    args = ["--manifest", str(manifest), "--out", str(run), "--cache", str(tmp_path / "feats"), "--resume"]
+    assert train_base.main(args + ["--steps", "8", "--batch", "2", "--threads", "1", "--rank", "4"]) == 0
+    assert "tokenizer as-shipped -> repaired: the vocabularies are rebuilt" in capsys.readouterr().out
+    ckpt = checkpoint.latest(run)
+    assert json.loads((ckpt / "config.json").read_text())["denoiser"]["tokenizer"] == "repaired"
+    assert 264 in load_file(str(ckpt / "vocab.safetensors"))["en"].tolist()
 
 
 def test_latest_finds_train_bases_old_checkpoint_left_mid_swap(tmp_path):

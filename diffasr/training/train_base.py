@@ -26,6 +26,7 @@ complete one). A checkpoint is config.json (denoiser settings, step, run meta) +
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -200,6 +201,13 @@ def main(argv=None) -> int:
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument(
+        "--tokenizer",
+        choices=("repaired", "as-shipped"),
+        default="repaired",
+        help="Whisper's tokenizer.json with its lost first merge restored (default), or as shipped; a resumed "
+        "run that switches rebuilds its vocabularies",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -209,11 +217,15 @@ def main(argv=None) -> int:
     rows = load_rows(args.manifest)
     paths = cache_features(rows, Path(args.cache))
     resume = checkpoint.latest(out) if args.resume else None
-    cfg = DenoiserConfig(rank=args.rank, shift=not args.in_place)
+    cfg = DenoiserConfig(rank=args.rank, shift=not args.in_place, tokenizer=args.tokenizer)
     if resume is not None:
         cfg = DenoiserConfig.from_dict(json.loads((resume / "config.json").read_text())["denoiser"])
+    switch = cfg.tokenizer != args.tokenizer
+    if switch:
+        print(f"tokenizer {cfg.tokenizer} -> {args.tokenizer}: the vocabularies are rebuilt", flush=True)
+        cfg = dataclasses.replace(cfg, tokenizer=args.tokenizer)
     model = WhisperDenoiser(cfg)
-    if resume is not None:
+    if resume is not None and not switch:
         model.load_vocab(resume / "vocab.safetensors")
     else:
         model.vocab = build_vocab(model, Path(args.text_dir), rows)
