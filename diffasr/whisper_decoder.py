@@ -293,7 +293,12 @@ class WhisperTokens:
 
     def encode(self, text: str, language: str) -> list[int]:
         """Text token ids as Whisper writes them: a leading space, except in unspaced scripts."""
-        return self.tok.encode(word_separator(language) + text.strip(), add_special_tokens=False).ids
+        return self.encode_batch([text], language)[0]
+
+    def encode_batch(self, texts: list[str], language: str) -> list[list[int]]:
+        """`encode` of many texts of one language at once (the tokenizer's batch encoder)."""
+        lead = word_separator(language)
+        return [e.ids for e in self.tok.encode_batch([lead + t.strip() for t in texts], add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         """Text of token ids (specials dropped). Whisper's byte-level tokens can split a character; the

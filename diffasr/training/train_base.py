@@ -45,7 +45,6 @@ from ..decoding.options import DecodeOptions
 from ..decoding.whisper import MAX_CANVAS
 from ..encoder import CT2WhisperEncoder, EncoderSpec
 from ..manifest import read_manifest
-from ..tokenizer import word_separator
 from ..whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
 from . import checkpoint
 
@@ -103,10 +102,9 @@ def build_vocab(model: WhisperDenoiser, text_dir: Path, extra: list[dict]) -> di
         f = text_dir / f"{lang}.txt"
         lines = f.read_text(encoding="utf-8").splitlines() if f.is_file() else []
         lines += [r["text"] for r in extra if r["lang"] == lang]
-        lead = word_separator(lang)
         ids = {model.tokens.eot}
-        for e in model.tokens.tok.encode_batch([lead + line.strip() for line in lines], add_special_tokens=False):
-            ids.update(e.ids)
+        for e in model.tokens.encode_batch(lines, lang):
+            ids.update(e)
         out[lang] = torch.tensor(sorted(ids))
     return out
 
