@@ -33,6 +33,9 @@ WEIGHTS_FILE = "denoiser.safetensors"
 VOCAB_FILE = "vocab.safetensors"
 
 
+TOKENIZERS = ("repaired", "as-shipped")  # DenoiserConfig.tokenizer
+
+
 @dataclass(frozen=True)
 class DenoiserConfig:
     rank: int = 16  # LoRA rank; 0: no adapters (all decoder weights train, the comparison run)
@@ -51,7 +54,7 @@ class DenoiserConfig:
         if unknown:
             raise ModelError(f"unknown denoiser settings: {', '.join(sorted(unknown))}")
         tokenizer = d.get("tokenizer", "as-shipped")
-        if tokenizer not in ("repaired", "as-shipped"):
+        if tokenizer not in TOKENIZERS:
             raise ModelError(f"denoiser setting tokenizer must be 'repaired' or 'as-shipped', not {tokenizer!r}")
         return cls(**{**d, "targets": tuple(d.get("targets", cls.targets)), "tokenizer": tokenizer})
 

@@ -45,7 +45,7 @@ from ..decoding.options import DecodeOptions
 from ..decoding.whisper import MAX_CANVAS
 from ..encoder import CT2WhisperEncoder, EncoderSpec
 from ..manifest import read_manifest
-from ..whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
+from ..whisper_denoiser import TOKENIZERS, VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
 from . import checkpoint
 
 _MARGIN = DecodeOptions()  # the decoding defaults' length_margin sizes the training canvases
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument(
         "--tokenizer",
-        choices=("repaired", "as-shipped"),
+        choices=TOKENIZERS,
         default="repaired",
         help="Whisper's tokenizer.json with its lost first merge restored (default), or as shipped; a resumed "
         "run that switches rebuilds its vocabularies",
