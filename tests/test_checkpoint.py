@@ -251,6 +251,44 @@ def test_train_base_resuming_a_run_made_with_the_shipped_tokenizer_repairs_it(tm
     assert 264 in load_file(str(ckpt / "vocab.safetensors"))["en"].tolist()
 
 
+def test_train_base_fine_tunes_the_shipped_model_from_its_directory(tmp_path, capsys):
+    """--init takes a model directory's settings (rank 16, not --rank's default here), weights and
+    vocabularies; a shipped model trained on the tokenizer as shipped is moved to the repaired one;
+    the run starts at step 0 and records what it fine-tunes."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from diffasr.training import train_base
+
+    shipped = Path(__file__).parents[1] / "diffasr" / "assets" / "diffasr-base"
+    manifest, run = _base_run(tmp_path)
+    out = tmp_path / "tuned"
+    args = ["--manifest", str(manifest), "--out", str(out), "--cache", str(tmp_path / "feats"), "--init", str(shipped)]
+    assert train_base.main(args + ["--steps", "1", "--batch", "2", "--threads", "1", "--rank", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "tokenizer as-shipped -> repaired" in printed and "starting at step 0" in printed
+    ckpt = checkpoint.latest(out)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert cfg["step"] == 1 and cfg["denoiser"]["rank"] == 16 and cfg["denoiser"]["tokenizer"] == "repaired"
+    assert cfg["init"] == {"model": str(shipped), "step": 7459}
+    before, after = load_file(str(shipped / "denoiser.safetensors")), load_file(str(ckpt / "denoiser.safetensors"))
+    assert before.keys() == after.keys()
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved and max((before[k].float() - after[k].float()).abs().max().item() for k in before) < 0.05  # one step
+
+
+def test_train_base_init_must_be_a_base_model_directory(tmp_path, capsys):
+    from diffasr.training import train_base
+
+    manifest, run = _base_run(tmp_path)  # a training checkpoint, not an exported model
+    args = ["--manifest", str(manifest), "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "feats")]
+    assert train_base.main(args + ["--init", str(run / "checkpoint"), "--steps", "1"]) == 2
+    assert train_base.main(args + ["--init", str(tmp_path / "nowhere"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("error: --init ") for e in err)
+
+
 def test_latest_finds_train_bases_old_checkpoint_left_mid_swap(tmp_path):
     """The old train_base swap renamed checkpoint -> checkpoint-old before checkpoint-new -> checkpoint."""
     import json

@@ -19,8 +19,10 @@ needed here.
 Frozen-encoder features are cached once per clip (fp16, unpadded, as at inference). Training runs
 in resumable chunks: a checkpoint every `--save-every` minutes and at the end, saved by
 checkpoint.py (written beside the last one, read back, then swapped in; `--resume` takes the newest
-complete one). A checkpoint is config.json (denoiser settings, step, run meta) + denoiser.safetensors
-+ vocab.safetensors + optimizer.pt.
+complete one). A checkpoint is config.json (denoiser settings, step, run meta) +
+denoiser.safetensors + vocab.safetensors + optimizer.pt. `--init MODEL_DIR` starts from an exported
+model instead of Whisper-base as released, to fine-tune the shipped diffasr-base on new data: its
+settings and vocabularies come with it, the optimizer and the learning-rate schedule start afresh.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +47,7 @@ from ..decoding.canvas import canvas_length, clean_canvas, round_up
 from ..decoding.options import DecodeOptions
 from ..decoding.whisper import MAX_CANVAS
 from ..encoder import CT2WhisperEncoder, EncoderSpec
+from ..errors import ModelError
 from ..manifest import read_manifest
 from ..whisper_denoiser import TOKENIZERS, VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
 from . import checkpoint
@@ -181,6 +185,26 @@ def save(out: Path, model: WhisperDenoiser, opt, step: int, meta: dict) -> Path:
     return checkpoint.save_dir(out, step, write, verify)
 
 
+def init_dir(path: str) -> Path:
+    """A `base` model directory to fine-tune (config.json naming denoiser settings, plus the trained
+    weights and vocabularies); anything else is one clear error."""
+    d = Path(path)
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"--init {path}: not a model directory ({e})") from None
+    missing = [n for n in (WEIGHTS_FILE, VOCAB_FILE) if not (d / n).is_file()]
+    if cfg.get("preset") != "base" or "denoiser" not in cfg or missing:
+        raise ModelError(f"--init {path}: not a `base` model directory (preset base, {WEIGHTS_FILE}, {VOCAB_FILE})")
+    return d
+
+
+def init_meta(d: Path) -> dict:
+    """What a fine-tuning run started from: the directory and its own training step."""
+    cfg = json.loads((d / "config.json").read_text())
+    return {"model": str(d), "step": cfg.get("training", {}).get("step")}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--manifest", action="append", required=True)
@@ -200,6 +224,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument(
+        "--init",
+        default=None,
+        metavar="MODEL_DIR",
+        help="fine-tune a `base` model directory (e.g. diffasr/assets/diffasr-base): its settings, trained "
+        "weights and vocabularies, a fresh optimizer and schedule; ignored when --resume finds a checkpoint",
+    )
+    ap.add_argument(
         "--tokenizer",
         choices=TOKENIZERS,
         default="repaired",
@@ -212,19 +243,24 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    resume = checkpoint.latest(out) if args.resume else None
+    try:
+        start = resume or (init_dir(args.init) if args.init else None)  # whose settings, weights, vocabularies
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rows = load_rows(args.manifest)
     paths = cache_features(rows, Path(args.cache))
-    resume = checkpoint.latest(out) if args.resume else None
     cfg = DenoiserConfig(rank=args.rank, shift=not args.in_place, tokenizer=args.tokenizer)
-    if resume is not None:
-        cfg = DenoiserConfig.from_dict(json.loads((resume / "config.json").read_text())["denoiser"])
+    if start is not None:
+        cfg = DenoiserConfig.from_dict(json.loads((start / "config.json").read_text())["denoiser"])
     switch = cfg.tokenizer != args.tokenizer
     if switch:
         print(f"tokenizer {cfg.tokenizer} -> {args.tokenizer}: the vocabularies are rebuilt", flush=True)
         cfg = dataclasses.replace(cfg, tokenizer=args.tokenizer)
     model = WhisperDenoiser(cfg)
-    if resume is not None and not switch:
-        model.load_vocab(resume / "vocab.safetensors")
+    if start is not None and not switch:
+        model.load_vocab(start / VOCAB_FILE)
     else:
         model.vocab = build_vocab(model, Path(args.text_dir), rows)
     items = [
@@ -240,8 +276,9 @@ def main(argv=None) -> int:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     step = 0
+    if start is not None:
+        model.load_trained(start / WEIGHTS_FILE)
     if resume is not None:
-        model.load_trained(resume / "denoiser.safetensors")
         st = torch.load(resume / "optimizer.pt")
         opt.load_state_dict(st["opt"])
         step = st["step"]
@@ -260,6 +297,9 @@ def main(argv=None) -> int:
         "pad_weight": args.pad_weight,
         "prefix_prob": args.prefix_prob,
     }
+    began = json.loads((resume / "config.json").read_text()).get("init") if resume else start and init_meta(start)
+    if began:
+        meta["init"] = began  # a fine-tuning run says what it fine-tunes, in every checkpoint
     model.train()
     while step < args.steps and time.time() < t_end:
         warm = min(1.0, (step + 1) / 50)
