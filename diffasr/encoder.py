@@ -131,6 +131,17 @@ class CT2WhisperEncoder(WhisperEncoder):
             out.append(f.astype(np.float32))
         return out
 
+    def encode_window(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Whisper's own view of each ≤ 30-s array: its 30-s zero-padded window, every frame ((1500, d)
+        float32 each). The released decoder was trained on these; the silence after the speech is how
+        it knows where a transcript ends (on unpadded features it repeats the sentence until it runs
+        out of room)."""
+        import ctranslate2
+
+        mels = np.stack([log_mel(a, self.spec.n_mels, pad_to_30s=True) for a in audios])
+        feats = self.model.encode(ctranslate2.StorageView.from_array(mels), to_cpu=True)
+        return list(np.asarray(feats).astype(np.float32))
+
     def detect_language(
         self, audio: np.ndarray, languages: tuple[str, ...], min_seconds: float = 10.0
     ) -> list[tuple[str, float]]:

@@ -71,7 +71,7 @@ def run_diffasr(model, clips: list[Utterance], arrays: list, options, batch_size
                 progress.update(len(chunk))
     steps = options.steps if "steps" in reads(options.method) else None
     name = f"diffasr {options.method}" + (f" {steps} steps" if steps is not None else "")
-    name += f" prior {options.prior_weight:g}" if options.prior_weight else ""
+    name += f" verifier {options.verifier}" if options.verifier != "auto" else ""
     return SystemRun(name=name, method=options.method, steps=steps, hyps=hyps, seconds=seconds)
 
 

@@ -244,6 +244,13 @@ class DiffusionASR(nn.Module):
         """Frozen encoder: 16 kHz arrays -> list of (frames_i, d) float32."""
         return self.encoder.encode(audios)
 
+    def encode_window(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Frozen encoder over Whisper's 30-s padded window: list of (1500, d) float32 (the base
+        preset's `whisper` verifier reads these; the CT2 encoder only)."""
+        if not hasattr(self.encoder, "encode_window"):
+            raise ModelError("the whisper verifier needs the CTranslate2 Whisper-base encoder")
+        return self.encoder.encode_window(audios)
+
     def project(self, feats: list) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder features (list of (T_i, d)) -> audio tokens (B, T', h) and valid lengths (B,)."""
         lens = torch.tensor([f.shape[0] for f in feats], device=self.device)
@@ -455,6 +462,17 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
     den = WhisperDenoiser(DenoiserConfig.from_dict(settings))
     den.load_trained(d / WEIGHTS_FILE)
     den.load_vocab(d / VOCAB_FILE)
+    if den.config.tokenizer == "as-shipped":
+        # Whisper's released decoder (the `whisper` verifier) writes " the", " tiene", …: tokens the
+        # file as shipped cannot make, so vocabularies made with it lack them.
+        den.vocab = {
+            lang: torch.unique(torch.cat([v, torch.tensor(den.tokens.merged_forms(v.tolist()), dtype=v.dtype)]))
+            for lang, v in den.vocab.items()
+        }
+    by_language = raw.get("verifier_by_language", {})
+    if not isinstance(by_language, dict) or any(v not in ("adapted", "whisper") for v in by_language.values()):
+        raise ModelError(f"{d}: verifier_by_language must map languages to 'adapted' or 'whisper', not {by_language!r}")
+    den.verifier_by_language = dict(by_language)
     model.denoiser = den.merge_adapters().to(device).eval()
     model.config = dataclasses.replace(
         model.config,

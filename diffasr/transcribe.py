@@ -26,7 +26,7 @@ from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
 from .decoding import DecodeOptions, resolve
 from .decoding.ctc import speech_evidence
 from .decoding.decode import decode, decode_front, is_base
-from .decoding.whisper import word_confidences
+from .decoding.whisper import needs_window, word_confidences
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
 from .tokenizer import word_separator
@@ -126,9 +126,22 @@ def decode_batch(
     speech_guard: arrays the CTC head finds no speech in (`is_speech`) come back with empty text."""
     t0 = time.perf_counter()
     feats = model.encode(audios)
+    windows = None
+    if is_base(model) and any(want := needs_window(model.denoiser, options, languages)):
+        # the released decoder verifies these rows: it reads Whisper's padded 30-s window
+        padded = iter(model.encode_window([a for a, w in zip(audios, want) if w]))
+        windows = [next(padded) if w else None for w in want]
     times = {"encoder": time.perf_counter() - t0}
     results = decode_features(
-        model, feats, [a.size / SAMPLE_RATE for a in audios], options, languages, word_timestamps, times, speech_guard
+        model,
+        feats,
+        [a.size / SAMPLE_RATE for a in audios],
+        options,
+        languages,
+        word_timestamps,
+        times,
+        speech_guard,
+        windows,
     )
     if speech_guard:  # digital silence: no model evidence needed
         for r, a in zip(results, audios):
@@ -148,16 +161,18 @@ def decode_features(
     word_timestamps: bool = True,
     times: dict | None = None,
     speech_guard: bool = False,
+    windows: list | None = None,
 ) -> list[Transcription]:
     """Decode frozen-encoder features (list of (frames_i, d)) as one batch: the part of
-    `decode_batch` after the encoder, shared with evaluation on cached features during training."""
+    `decode_batch` after the encoder, shared with evaluation on cached features during training.
+    windows (base, `whisper` verifier): per row, the encoder's padded 30-s window (1500, d) or None."""
     tok = model.tokenizer
     times = {} if times is None else times
     front = decode_front(model, feats, languages, options, times)
     evidence = (
         guard_evidence(model, front.audio_tokens, front.n_audio, durations) if speech_guard else [{}] * len(durations)
     )
-    hyps = decode(model, feats, front, languages, options, times)
+    hyps = decode(model, feats, front, languages, options, times, windows)
     ctc, n_audio = front.ctc, front.n_audio
     results = []
     for h, d, lang, ev in zip(hyps, durations, languages, evidence):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .decoding.options import METHODS
+from .decoding.options import METHODS, VERIFIERS
 from .errors import AudioError, ConfigError
 from .tokenizer import LANGUAGES
 
@@ -20,7 +20,7 @@ DECODING_FLAGS = (
     "beam",
     "ngram_weight",
     "length_bonus",
-    "prior_weight",
+    "verifier",
     "seed",
 )
 
@@ -78,11 +78,11 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
         help="with an n-gram: bonus per token (default: the model's, else 0)",
     )
     p.add_argument(
-        "--prior-weight",
-        type=float,
+        "--verifier",
+        choices=VERIFIERS,
         default=None,
-        help="*-verify: verify with the decoder's trained change scaled by 1 - this, towards Whisper-base's "
-        "released decoder (default: the model's, else 0)",
+        help="*-verify: who checks the drafts: the adapted decoder, Whisper-base's as released (over its padded "
+        "30-s window: a second encoder pass), or auto, the model's choice per language (default)",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="diffusion, ctc-refine, diffusion-verify: noise seed (default 0)"

@@ -269,7 +269,8 @@ class WhisperTokens:
 
         path = Path(model_dir) / "tokenizer.json"
         raw = json.loads(path.read_text(encoding="utf-8"))
-        add = missing_merges(raw) if repair else []
+        self.lost = missing_merges(raw)
+        add = self.lost if repair else []
         if add:
             vocab, merges = raw["model"]["vocab"], raw["model"]["merges"]
             for m in add:  # merge k makes token 256 + k
@@ -284,6 +285,16 @@ class WhisperTokens:
         self.transcribe = self.tok.token_to_id("<|transcribe|>")
         self.no_timestamps = self.tok.token_to_id("<|notimestamps|>")
         self.n_text = self.eot  # ids below this are text tokens
+
+    def merged_forms(self, ids: list[int]) -> list[int]:
+        """The tokens only the file's lost merges make (for "Ġ t": " the", " tiene", …) whose text,
+        tokenized as the file is, uses only `ids`: what Whisper writes for words a vocabulary made
+        with the file as shipped holds only in pieces (" " + "the")."""
+        vocab = self.tok.get_vocab()
+        made = sorted(i for s, i in vocab.items() for m in self.lost if s.startswith(m.replace(" ", "")))
+        have = set(ids)
+        pieces = self.tok.encode_batch([self.tok.decode([i]) for i in made], add_special_tokens=False)
+        return [i for i, e in zip(made, pieces) if e.ids and set(e.ids) <= have]
 
     def prompt(self, language: str) -> list[int]:
         lang = self.tok.token_to_id(f"<|{language}|>")

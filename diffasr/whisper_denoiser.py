@@ -87,7 +87,8 @@ class WhisperDenoiser(nn.Module):
         self.config = config
         self.whisper_dir = d
         self.decoder = WhisperDecoder.from_ct2(d)
-        self._verifier: dict[float, WhisperDecoder] = {}  # a dict: not a submodule, so not in state_dict
+        self._released: list[WhisperDecoder] = []  # a list: not a submodule, so not in state_dict
+        self.verifier_by_language: dict[str, str] = {}  # language -> "adapted" | "whisper": `auto`'s choice
         self.tokens = WhisperTokens(d, repair=config.tokenizer == "repaired")
         self.vocab_size = self.tokens.eot + 1  # text tokens + end-of-text (also the canvas padding)
         for p in self.decoder.parameters():
@@ -106,9 +107,10 @@ class WhisperDenoiser(nn.Module):
 
     # ------------------------------------------------------------------ passes
 
-    def memory(self, feats: list) -> tuple[list, torch.Tensor]:
+    def memory(self, feats: list, released: bool = False) -> tuple[list, torch.Tensor]:
         """Cross-attention keys/values of a batch of encoder features (list of (F_i, D)), zero-padded
-        to the longest, and the frame mask (B, 1, 1, F) marking real frames."""
+        to the longest, and the frame mask (B, 1, 1, F) marking real frames; `released`: for the
+        released decoder (`released()`)."""
         F = max(f.shape[0] for f in feats)
         mem = torch.zeros(len(feats), F, feats[0].shape[1])
         mask = torch.zeros(len(feats), 1, 1, F, dtype=torch.bool)
@@ -116,7 +118,7 @@ class WhisperDenoiser(nn.Module):
             mem[i, : f.shape[0]] = torch.as_tensor(np.asarray(f, np.float32) if not torch.is_tensor(f) else f.float())
             mask[i, ..., : f.shape[0]] = True
         with torch.no_grad():  # frozen projections of frozen features: no gradient, computed once per clip
-            return self.decoder.cross_kv(mem), mask
+            return (self.released() if released else self.decoder).cross_kv(mem), mask
 
     def eot_index(self, language: str) -> int:
         """Where end-of-text sits in `language`'s vocabulary: its id in the canvas index space."""
@@ -125,44 +127,25 @@ class WhisperDenoiser(nn.Module):
     def prompts(self, languages: list[str]) -> torch.Tensor:
         return torch.tensor([self.tokens.prompt(lang) for lang in languages])
 
-    def verifier(self, prior_weight: float) -> WhisperDecoder:
-        """The decoder the verified methods run causally: the adapted one with its trained change
-        scaled by 1 - prior_weight, i.e. interpolated in weight space towards Whisper-base's released
-        decoder (WiSE-FT; prior_weight 1: the released decoder). The verifier leans on what Whisper
-        heard in 680k hours, the drafts keep the adapted weights, and a pass costs what it did.
-        Built on first use of a weight (the last one is kept); it shares the token embedding and the
-        cross-attention key/value projections with `decoder` when adapters leave them untouched, so
-        it adds the layers alone (~22 M floats) and reads the same cached keys/values."""
-        if prior_weight == 0:
-            return self.decoder
-        if prior_weight not in self._verifier:
+    def verifier(self, language: str, choice: str = "auto") -> str:
+        """Which decoder verifies `language`'s drafts: "adapted" (this one, run causally, over the
+        unpadded features it was trained on) or "whisper" (`released()`, over Whisper's 30-s padded
+        window); "auto": the model's measured choice for the language (adapted where it names none)."""
+        return self.verifier_by_language.get(language, "adapted") if choice == "auto" else choice
+
+    def released(self) -> WhisperDecoder:
+        """Whisper-base's decoder as released (built on first use): the verifier that keeps all Whisper
+        heard in 680k hours, where the adapters saw little of a language. It shares the token embedding
+        and the cross-attention key/value projections with `decoder` when adapters leave them
+        untouched, so it adds the layers alone (~22 M floats)."""
+        if not self._released:
             d = WhisperDecoder.from_ct2(self.whisper_dir)
-            adapted = self._effective_weights()
-            with torch.no_grad():
-                for k, v in d.state_dict().items():
-                    v.add_((1 - prior_weight) * (adapted[k] - v))
             if self.config.rank > 0:
                 d.embed = self.decoder.embed
                 for mine, theirs in zip(d.layers, self.decoder.layers):
                     mine.cross_attn.kv = theirs.cross_attn.kv
-            self._verifier.clear()
-            self._verifier[prior_weight] = d.requires_grad_(False).eval()
-        return self._verifier[prior_weight]
-
-    def _effective_weights(self) -> dict[str, torch.Tensor]:
-        """The adapted decoder's weights under the released decoder's names (LoRA folded in)."""
-        from peft.tuners.lora import LoraLayer
-
-        out = {}
-        for name, m in self.decoder.named_modules():
-            if isinstance(m, LoraLayer):
-                base = m.get_base_layer()
-                w = base.weight if m.merged else base.weight + m.get_delta_weight("default")
-                out[f"{name}.weight"], out[f"{name}.bias"] = w.detach(), base.bias.detach()
-        for k, v in self.decoder.state_dict().items():
-            if "lora_" not in k and "base_layer" not in k:
-                out.setdefault(k, v.detach())
-        return out
+            self._released.append(d.requires_grad_(False).eval())
+        return self._released[0]
 
     def _run(self, prompts, canvas, kv, frame_mask, causal: bool, shift: bool, vocab=None, hidden=False, dec=None):
         P, L = prompts.shape[1], canvas.shape[1]
@@ -189,11 +172,12 @@ class WhisperDenoiser(nn.Module):
         frame_mask,
         vocab=None,
         hidden: bool = False,
-        prior_weight: float = 0.0,
+        released: bool = False,
     ) -> torch.Tensor:
         """Teacher-forced causal logits (B, L, V): position i predicts text token i (always shifted).
-        `prior_weight` > 0: the verifier decoder's (`verifier`)."""
-        return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden, self.verifier(prior_weight))
+        `released`: the released decoder's (`released()`; kv from `memory(..., released=True)`)."""
+        dec = self.released() if released else self.decoder
+        return self._run(prompts, text, kv, frame_mask, True, True, vocab, hidden, dec)
 
     def autoregressive_from(
         self,
@@ -203,7 +187,7 @@ class WhisperDenoiser(nn.Module):
         frame_mask,
         start: int,
         past: list,
-        prior_weight: float = 0.0,
+        released: bool = False,
     ) -> torch.Tensor:
         """`autoregressive(..., hidden=True)`'s states (B, L - start, D) of text positions start.. only.
         `past`: per layer [k, v], the causal self-attention keys/values of the inputs before
@@ -212,7 +196,8 @@ class WhisperDenoiser(nn.Module):
         c = 0 if past[0][0] is None else prompts.shape[1] - 1 + start
         x = torch.cat([prompts, text[:, :-1]], 1)  # position i is read out where token i-1 was fed
         mask = torch.ones(x.shape[1] - c, x.shape[1], dtype=torch.bool).tril(c)
-        h = self.verifier(prior_weight)(x[:, c:], kv, mask, frame_mask, offset=c, past=past)
+        dec = self.released() if released else self.decoder
+        h = dec(x[:, c:], kv, mask, frame_mask, offset=c, past=past)
         return h[:, prompts.shape[1] - 1 + start - c :]
 
     def merge_adapters(self) -> WhisperDenoiser:

@@ -93,9 +93,12 @@ def nbest(model, ctc, n_audio, languages: list, options: DecodeOptions, k: int) 
 
 
 @torch.no_grad()
-def decode(model, feats: list, front: Front, languages: list, options: DecodeOptions, times: dict) -> list[Hypothesis]:
+def decode(
+    model, feats: list, front: Front, languages: list, options: DecodeOptions, times: dict, windows=None
+) -> list[Hypothesis]:
     """Decode one batch by `options.method`. feats: encoder features (list of (F_i, d)); front: what
-    `decode_front` made of them (audio tokens, CTC logits script-masked, prompt state, allowed tokens)."""
+    `decode_front` made of them (audio tokens, CTC logits script-masked, prompt state, allowed tokens);
+    windows (base): per row, the encoder's padded 30-s window where its verifier reads one, else None."""
     audio_tokens, n_audio, ctc, prefilled, allowed = front
     base = is_base(model)
     check_reads(options, beam_seeded=base)
@@ -111,7 +114,7 @@ def decode(model, feats: list, front: Front, languages: list, options: DecodeOpt
     if base:
         from .whisper import decode as whisper_decode
 
-        return whisper_decode(model.denoiser, tok, feats, languages, options, ctc_rows, times)
+        return whisper_decode(model.denoiser, tok, feats, languages, options, ctc_rows, times, windows)
     if method == "rescore":
         t0 = time.perf_counter()
         rows = rescore(model, audio_tokens, n_audio, ctc_rows, languages, allowed, options, prefilled)

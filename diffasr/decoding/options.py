@@ -9,8 +9,9 @@ it is an error, never silently ignored.
     ctc-refine  the same sampler started from the CTC transcript
     ctc-edit    the CTC transcript, edited only where the denoiser is ≥ edit_threshold sure
     diffusion-verify  from uniform noise, `steps` steps of self-speculative decoding: the denoiser
-                drafts, the same decoder run causally verifies (base preset only; sampler.verify);
-                prior_weight > 0 verifies with the decoder interpolated towards Whisper-base's released one
+                drafts, a decoder run causally verifies (base preset only; sampler.verify): the
+                `verifier` "adapted" (the same decoder) or "whisper" (Whisper-base's as released,
+                over its 30-s padded window); "auto", the model's choice per language
     ctc-verify  the same from the CTC transcript, which also stands in for the unverified rest
     rescore     CTC prefix beam search (+ the language's n-gram) proposes `nbest` transcripts; one
                 denoiser pass scores them; best beam score + rescore_weight × denoiser log-likelihood
@@ -33,8 +34,8 @@ READS = {  # method -> the fields it reads besides method, language and restrict
     "diffusion": _REFINE,
     "ctc-refine": _REFINE,
     "ctc-edit": _STEPS | {"edit_threshold"},
-    "diffusion-verify": _CANVAS | {"steps", "seed", "prior_weight"},
-    "ctc-verify": _CANVAS | {"steps", "prior_weight"},
+    "diffusion-verify": _CANVAS | {"steps", "seed", "verifier"},
+    "ctc-verify": _CANVAS | {"steps", "verifier"},
     "rescore": _BEAM | _CANVAS | {"nbest", "rescore_weight"},
     "ctc-beam": _BEAM,
     "ctc-greedy": frozenset(),
@@ -42,6 +43,7 @@ READS = {  # method -> the fields it reads besides method, language and restrict
 METHODS = tuple(READS)
 SAMPLED = ("diffusion", "ctc-refine", "ctc-edit", "diffusion-verify", "ctc-verify")  # run `steps` denoiser passes
 VERIFIED = ("diffusion-verify", "ctc-verify")  # need a denoiser that also runs causally: the base preset
+VERIFIERS = ("auto", "adapted", "whisper")  # DecodeOptions.verifier
 # The `base` preset seeds its sampled methods with the CTC beam's best (n-gram fused when
 # ngram_weight > 0) where `small` seeds them with greedy CTC: there they also read _BEAM.
 BEAM_SEEDED = {m: _BEAM for m in SAMPLED}
@@ -70,7 +72,7 @@ class DecodeOptions:
     beam: int = 16  # CTC prefix beam width, at least nbest
     ngram_weight: float = 0.0  # CTC beam search: weight of the language's n-gram (the model's lm/); 0: none
     length_bonus: float = 0.0  # with an n-gram: added per token, offsetting what the n-gram charges for each
-    prior_weight: float = 0.0  # verified methods: the verifier's weights are released + (1 - this) x trained change
+    verifier: str = "auto"  # verified methods: one of VERIFIERS
     seed: int = 0  # same seed, same input -> same output
     language: str | None = None  # None: auto
     restrict_script: bool = True  # a known language's output uses only its script's tokens
@@ -102,7 +104,7 @@ class DecodeOptions:
             (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1], not {self.threshold}"),
             (self.canvas is None or 8 <= self.canvas <= 512, f"canvas must be in 8..512, not {self.canvas}"),
             (0.0 <= self.length_margin <= 2.0, f"length_margin must be in [0, 2], not {self.length_margin}"),
-            (0.0 <= self.prior_weight <= 1.0, f"prior_weight must be in [0, 1], not {self.prior_weight}"),
+            (self.verifier in VERIFIERS, f"verifier must be one of {', '.join(VERIFIERS)}, not {self.verifier!r}"),
         ]
         for ok, msg in checks:
             if not ok:

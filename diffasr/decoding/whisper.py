@@ -9,7 +9,8 @@ the sampler draws uniform noise over it and the output layer scores only it.
 
     rows of one batch ─► CTC text (small) ─► Whisper ids ─► canvas length L (+ seed)
     ─► sampler.refine / edit over step_fn(canvas) = denoiser logits (B, L, |V_lang|) ─► Whisper text
-       (sampler.verify: the same, plus the decoder's causal logits over candidate canvases)
+       (sampler.verify: the same, plus a decoder's causal logits over candidate canvases: the
+        adapted one's over the same features, or Whisper-base's as released over its padded window)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .canvas import canvas_length, random_canvas, written
 from .options import VERIFIED, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
@@ -79,26 +81,29 @@ class _CausalPrefixes:
             self.seen.setdefault(b, []).append((canvas[r], [[k[r], v[r]] for k, v in past]))
 
 
-def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, prior_weight: float = 0.0):
+def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier_memory=None):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
-    -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, by the decoder
-    `den.verifier(prior_weight)`: with a prior_weight, interpolated towards Whisper-base's released one;
-    it reads only positions s.., over the keys/values of the verified prefix kept from the step before)."""
+    -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, reading only
+    positions s.., over the keys/values of the verified prefix kept from the step before). The causal
+    pass is the adapted decoder's over `kv`, or with `verifier_memory` (kv, frame mask of Whisper's
+    padded windows) the released decoder's over those."""
     prefixes = _CausalPrefixes()
-    dec = den.verifier(prior_weight)
+    released = verifier_memory is not None
+    dec = den.released() if released else den.decoder
+    ckv, cmask = verifier_memory if released else (kv, fmask)
 
-    def rows_of(rows):
+    def rows_of(rows, kv, fmask):
         return prompts[rows], [(_take(a, rows), _take(b, rows)) for a, b in kv], fmask[rows]
 
     def denoise(canvas_idx, rows, s):
-        p, k, m = rows_of(rows)
+        p, k, m = rows_of(rows, kv, fmask)
         h = den.denoise(p, vocab[canvas_idx], k, m, hidden=True)
         return den.decoder.logits(h[:, s:], vocab)
 
     def causal(canvas_idx, rows, s):
-        p, k, m = rows_of(rows)
+        p, k, m = rows_of(rows, ckv, cmask)
         past = prefixes.find(canvas_idx, rows, s, p.shape[1] - 1 + s) or [[None, None] for _ in dec.layers]
-        h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, prior_weight)
+        h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, released)
         prefixes.keep(canvas_idx, rows, past)
         return dec.logits(h, vocab)
 
@@ -124,13 +129,16 @@ def denoise_batch(
     seeds: list[list[int]],
     options: DecodeOptions,
     nbest: list[list[tuple[list[int], float]]] | None = None,
+    windows: list | None = None,
 ) -> list[tuple[list[int], list[float], int]]:
     """Per row: (Whisper text ids, confidence per id, steps run).
 
     feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
     and, for ctc-refine, ctc-edit and ctc-verify, the starting canvas); nbest (rescore): per row, CTC candidates as
-    (Whisper ids, beam score). Rows are grouped by language and canvas length; each row draws its
-    noise from its own generator, so its transcript does not depend on its batch-mates."""
+    (Whisper ids, beam score); windows: per row, the encoder's padded 30-s window (1500, D), or None
+    where the row's verifier is not "whisper" (`needs_window`). Rows are grouped by language and
+    canvas length; each row draws its noise from its own generator, so its transcript does not depend
+    on its batch-mates."""
     eot = den.tokens.eot
     out: dict[int, tuple[list[int], list[float], int]] = {}
     if options.method == "rescore":
@@ -151,8 +159,13 @@ def denoise_batch(
         if options.method == "ctc-edit":
             res = edit(step_fn, init, options)
         elif options.method in VERIFIED:
+            window = None
+            if den.verifier(lang, options.verifier) == "whisper":
+                if windows is None or any(windows[i] is None for i in rows):
+                    raise ConfigError("the whisper verifier reads the encoder's padded windows: none were given")
+                window = den.memory([windows[i] for i in rows], released=True)
             res = verify(
-                *_row_fns(den, vocab, prompts, kv, fmask, options.prior_weight),
+                *_row_fns(den, vocab, prompts, kv, fmask, window),
                 init,
                 len(vocab),
                 eot_index,
@@ -237,9 +250,18 @@ def word_confidences(words, text: str, chars: np.ndarray) -> None:
         pos = k + n
 
 
-def decode(den, tok, feats: list, languages: list, options: DecodeOptions, ctc_rows: list, times: dict) -> list:
+def needs_window(den, options: DecodeOptions, languages: list) -> list[bool]:
+    """Per row: whether its decoding reads the encoder's padded 30-s window (a verified method whose
+    verifier for the row's language is "whisper")."""
+    return [options.method in VERIFIED and den.verifier(lang, options.verifier) == "whisper" for lang in languages]
+
+
+def decode(
+    den, tok, feats: list, languages: list, options: DecodeOptions, ctc_rows: list, times: dict, windows=None
+) -> list:
     """Hypotheses (decode.Hypothesis) of a batch for a sampled method or `rescore`. ctc_rows: per row,
-    the CTC beam's n-best [(small token ids, score)] for rescore, else the CTC transcript (small ids)."""
+    the CTC beam's n-best [(small token ids, score)] for rescore, else the CTC transcript (small ids);
+    windows: see `denoise_batch`."""
     import time
 
     from .decode import Hypothesis
@@ -255,7 +277,7 @@ def decode(den, tok, feats: list, languages: list, options: DecodeOptions, ctc_r
         nbest = None
     times["ctc_seed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rows = denoise_batch(den, feats, languages, seeds, options, nbest)
+    rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows)
     times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
     out = []
     for ids, conf, steps_run in rows:
