@@ -469,6 +469,12 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
             lang: torch.unique(torch.cat([v, torch.tensor(den.tokens.merged_forms(v.tolist()), dtype=v.dtype)]))
             for lang, v in den.vocab.items()
         }
+    if "zh" in den.vocab:
+        # Whisper writes traditional characters as often as simplified ones; a vocabulary made from
+        # simplified text forces the released verifier onto a wrong simplified one (坏 for 換).
+        # Every Han token is allowed, and Chinese transcripts are written simplified (decoding.whisper).
+        han = torch.tensor(den.tokens.han_tokens(), dtype=den.vocab["zh"].dtype)
+        den.vocab["zh"] = torch.unique(torch.cat([den.vocab["zh"], han]))
     by_language = raw.get("verifier_by_language", {})
     if not isinstance(by_language, dict) or any(v not in ("adapted", "whisper") for v in by_language.values()):
         raise ModelError(f"{d}: verifier_by_language must map languages to 'adapted' or 'whisper', not {by_language!r}")

@@ -258,6 +258,13 @@ def missing_merges(tokenizer_json: dict) -> list[str]:
     return sorted(out, key=lambda m: vocab["".join(m.split(" "))])
 
 
+def _unicode_to_byte() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for each byte (GPT-2's bytes_to_unicode), inverted."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    rest = [b for b in range(256) if b not in keep]
+    return {chr(b): b for b in keep} | {chr(256 + k): b for k, b in enumerate(rest)}
+
+
 class WhisperTokens:
     """Whisper's multilingual tokenizer (tokenizer.json beside model.bin) and its special ids.
     `repair`: add the merges the file lacks (`missing_merges`), at the ranks their token ids give
@@ -295,6 +302,17 @@ class WhisperTokens:
         have = set(ids)
         pieces = self.tok.encode_batch([self.tok.decode([i]) for i in made], add_special_tokens=False)
         return [i for i, e in zip(made, pieces) if e.ids and set(e.ids) <= have]
+
+    def han_tokens(self) -> list[int]:
+        """The text tokens made only of the UTF-8 bytes of CJK ideographs (lead bytes E4-E9,
+        continuation bytes): every Chinese character Whisper can write, traditional or simplified."""
+        to_byte = _unicode_to_byte()
+        out = []
+        for s, i in self.tok.get_vocab().items():
+            b = [to_byte.get(c) for c in s]
+            if i < self.eot and b and None not in b and all(0x80 <= x <= 0xBF or 0xE4 <= x <= 0xE9 for x in b):
+                out.append(i)
+        return sorted(out)
 
     def prompt(self, language: str) -> list[int]:
         lang = self.tok.token_to_id(f"<|{language}|>")

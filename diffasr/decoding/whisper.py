@@ -15,6 +15,8 @@ the sampler draws uniform noise over it and the output layer scores only it.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -237,6 +239,19 @@ def char_confidence(den, ids: list[int], conf: list[float]) -> tuple[str, np.nda
     return text_so_far.strip(), chars[lead : lead + len(text_so_far.strip())]
 
 
+@lru_cache(maxsize=1)
+def _t2s():
+    from opencc import OpenCC
+
+    return OpenCC("t2s")
+
+
+def simplified(text: str) -> str:
+    """Chinese text in simplified characters (OpenCC t2s), character for character, so that it stays
+    aligned with its per-character confidences."""
+    return "".join(_t2s().convert(c) if ord(c) > 0x2E7F else c for c in text)
+
+
 def word_confidences(words, text: str, chars: np.ndarray) -> None:
     """Set each word's confidence to the least confident character of it found in `text` (in order)."""
     pos = 0
@@ -280,8 +295,10 @@ def decode(
     rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows)
     times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
     out = []
-    for ids, conf, steps_run in rows:
+    for (ids, conf, steps_run), lang in zip(rows, languages):
         text, chars = char_confidence(den, ids, conf)
+        if lang == "zh":
+            text = simplified(text)
         small_ids = tok.encode(text) if text else []
         out.append(
             Hypothesis(
