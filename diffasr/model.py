@@ -480,6 +480,8 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
         raise ModelError(f"{d}: verifier_by_language must map languages to 'adapted' or 'whisper', not {by_language!r}")
     den.verifier_by_language = dict(by_language)
     model.denoiser = den.merge_adapters().to(device).eval()
+    if "whisper" in by_language.values():
+        model.denoiser.released()  # built now (~0.5 s), not inside the first transcription that needs it
     model.config = dataclasses.replace(
         model.config,
         preset="base",
