@@ -162,7 +162,7 @@ def denoise_batch(
             res = edit(step_fn, init, options)
         elif options.method in VERIFIED:
             window = None
-            if den.verifier(lang, options.verifier) == "whisper":
+            if needs_window(den, options, [lang])[0]:
                 if windows is None or any(windows[i] is None for i in rows):
                     raise ConfigError("the whisper verifier reads the encoder's padded windows: none were given")
                 window = den.memory([windows[i] for i in rows], released=True)
