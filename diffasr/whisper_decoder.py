@@ -23,6 +23,7 @@ import json
 import mmap
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -258,13 +259,6 @@ def missing_merges(tokenizer_json: dict) -> list[str]:
     return sorted(out, key=lambda m: vocab["".join(m.split(" "))])
 
 
-def _unicode_to_byte() -> dict[str, int]:
-    """Byte-level BPE's printable stand-in for each byte (GPT-2's bytes_to_unicode), inverted."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    rest = [b for b in range(256) if b not in keep]
-    return {chr(b): b for b in keep} | {chr(256 + k): b for k, b in enumerate(rest)}
-
-
 class WhisperTokens:
     """Whisper's multilingual tokenizer (tokenizer.json beside model.bin) and its special ids.
     `repair`: add the merges the file lacks (`missing_merges`), at the ranks their token ids give
@@ -297,16 +291,22 @@ class WhisperTokens:
         """The tokens only the file's lost merges make (for "Ġ t": " the", " tiene", …) whose text,
         tokenized as the file is, uses only `ids`: what Whisper writes for words a vocabulary made
         with the file as shipped holds only in pieces (" " + "the")."""
-        vocab = self.tok.get_vocab()
-        made = sorted(i for s, i in vocab.items() for m in self.lost if s.startswith(m.replace(" ", "")))
         have = set(ids)
+        return [i for i, pieces in self._lost_forms if pieces and pieces <= have]
+
+    @cached_property
+    def _lost_forms(self) -> list[tuple[int, set[int]]]:
+        """Each token only the lost merges make, with the ids its text takes tokenized as the file is."""
+        made = sorted(i for s, i in self.tok.get_vocab().items() for m in self.lost if s.startswith(m.replace(" ", "")))
         pieces = self.tok.encode_batch([self.tok.decode([i]) for i in made], add_special_tokens=False)
-        return [i for i, e in zip(made, pieces) if e.ids and set(e.ids) <= have]
+        return [(i, set(e.ids)) for i, e in zip(made, pieces)]
 
     def han_tokens(self) -> list[int]:
         """The text tokens made only of the UTF-8 bytes of CJK ideographs (lead bytes E4-E9,
         continuation bytes): every Chinese character Whisper can write, traditional or simplified."""
-        to_byte = _unicode_to_byte()
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        to_byte = {c: b for b, c in bytes_to_unicode().items()}  # byte-level BPE's stand-in for each byte
         out = []
         for s, i in self.tok.get_vocab().items():
             b = [to_byte.get(c) for c in s]
