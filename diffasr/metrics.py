@@ -8,7 +8,9 @@ CER with whitespace removed; rates are corpus-level (total edits / total referen
 from __future__ import annotations
 
 import math
-from functools import cache, lru_cache
+from functools import cache
+
+from .tokenizer import t2s
 
 CER_LANGUAGES = ("zh", "hi")  # no word boundaries to trust: score characters, whitespace removed
 
@@ -25,13 +27,6 @@ def _normalizer(lang: str):
     return BasicTextNormalizer(preserve_marks=True) if lang == "hi" else BasicTextNormalizer()
 
 
-@lru_cache(maxsize=1)
-def _t2s():
-    from opencc import OpenCC
-
-    return OpenCC("t2s")
-
-
 def metric_for(lang: str, metric: str = "auto") -> str:
     """'cer' for zh/hi, 'wer' otherwise; `metric` "cer" or "wer" forces one for every language."""
     if metric != "auto":
@@ -43,7 +38,7 @@ def normalize(text: str, lang: str) -> str:
     """The string that is scored: normalised words joined by single spaces, or (zh/hi) characters with
     no whitespace at all. zh is converted to simplified characters first."""
     if lang == "zh":
-        text = _t2s().convert(text)
+        text = t2s().convert(text)
     text = _normalizer(lang)(text)
     if metric_for(lang) == "cer":
         return "".join(text.split())

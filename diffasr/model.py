@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .backbone import Backbone, make_config
+from .decoding.options import VERIFIERS
 from .encoder import EncoderSpec, WhisperEncoder, build_encoder
 from .errors import ModelError
 from .ngram import NgramModels
@@ -476,7 +477,7 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
         han = torch.tensor(den.tokens.han_tokens(), dtype=den.vocab["zh"].dtype)
         den.vocab["zh"] = torch.unique(torch.cat([den.vocab["zh"], han]))
     by_language = raw.get("verifier_by_language", {})
-    if not isinstance(by_language, dict) or any(v not in ("adapted", "whisper") for v in by_language.values()):
+    if not isinstance(by_language, dict) or any(v not in VERIFIERS[1:] for v in by_language.values()):
         raise ModelError(f"{d}: verifier_by_language must map languages to 'adapted' or 'whisper', not {by_language!r}")
     den.verifier_by_language = dict(by_language)
     model.denoiser = den.merge_adapters().to(device).eval()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import ModelError
@@ -23,6 +24,14 @@ LANGUAGES = ("en", "de", "fr", "es", "hi", "zh")
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "hi": "Hindi", "zh": "Chinese"}
 # Fixed ids 0..: pad doubles as the CTC blank (it never occurs inside a transcript).
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<sep>", "<audio>", "<unk>", "<|auto|>"] + [f"<|{l}|>" for l in LANGUAGES]
+
+
+@lru_cache(maxsize=1)
+def t2s():
+    """OpenCC's traditional-to-simplified Chinese converter (built once)."""
+    from opencc import OpenCC
+
+    return OpenCC("t2s")
 
 
 def is_cjk(ch: str) -> bool:

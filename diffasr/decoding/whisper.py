@@ -15,12 +15,11 @@ the sampler draws uniform noise over it and the output layer scores only it.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..tokenizer import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
 from .options import VERIFIED, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
@@ -239,17 +238,10 @@ def char_confidence(den, ids: list[int], conf: list[float]) -> tuple[str, np.nda
     return text_so_far.strip(), chars[lead : lead + len(text_so_far.strip())]
 
 
-@lru_cache(maxsize=1)
-def _t2s():
-    from opencc import OpenCC
-
-    return OpenCC("t2s")
-
-
 def simplified(text: str) -> str:
     """Chinese text in simplified characters (OpenCC t2s), character for character, so that it stays
     aligned with its per-character confidences."""
-    return "".join(_t2s().convert(c) if ord(c) > 0x2E7F else c for c in text)
+    return "".join(t2s().convert(c) if is_cjk(c) else c for c in text)
 
 
 def word_confidences(words, text: str, chars: np.ndarray) -> None:
