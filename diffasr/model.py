@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .backbone import Backbone, make_config
-from .decoding.options import VERIFIERS
+from .decoding.options import RELEASED, VERIFIERS
 from .encoder import EncoderSpec, WhisperEncoder, build_encoder
 from .errors import ModelError
 from .ngram import NgramModels
@@ -247,7 +247,7 @@ class DiffusionASR(nn.Module):
 
     def encode_window(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         """Frozen encoder over Whisper's 30-s padded window: list of (1500, d) float32 (the base
-        preset's `whisper` verifier reads these; the CT2 encoder only)."""
+        preset's `whisper` and `ensemble` verifiers read these; the CT2 encoder only)."""
         if not hasattr(self.encoder, "encode_window"):
             raise ModelError("the whisper verifier needs the CTranslate2 Whisper-base encoder")
         return self.encoder.encode_window(audios)
@@ -478,10 +478,12 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
         den.vocab["zh"] = torch.unique(torch.cat([den.vocab["zh"], han]))
     by_language = raw.get("verifier_by_language", {})
     if not isinstance(by_language, dict) or any(v not in VERIFIERS[1:] for v in by_language.values()):
-        raise ModelError(f"{d}: verifier_by_language must map languages to 'adapted' or 'whisper', not {by_language!r}")
+        raise ModelError(
+            f"{d}: verifier_by_language must map languages to one of {', '.join(VERIFIERS[1:])}, not {by_language!r}"
+        )
     den.verifier_by_language = dict(by_language)
     model.denoiser = den.merge_adapters().to(device).eval()
-    if "whisper" in by_language.values():
+    if set(RELEASED) & set(by_language.values()):
         model.denoiser.released()  # built now (~0.5 s), not inside the first transcription that needs it
     model.config = dataclasses.replace(
         model.config,

@@ -34,7 +34,7 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
             choices=METHODS,
             help="decoding method (default: the model's): diffusion (from noise), ctc-refine / ctc-edit "
             "(the denoiser refines / edits the CTC transcript), diffusion-verify / ctc-verify (base: "
-            "denoiser drafts checked by the same decoder run causally, from noise / the CTC transcript), "
+            "denoiser drafts checked by a decoder run causally (--verifier), from noise / the CTC transcript), "
             "rescore (the denoiser picks among the CTC beam's n-best), ctc-beam, ctc-greedy",
         )
     if steps:
@@ -81,8 +81,9 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
         "--verifier",
         choices=VERIFIERS,
         default=None,
-        help="*-verify: who checks the drafts: the adapted decoder, Whisper-base's as released (over its padded "
-        "30-s window: a second encoder pass), or auto, the model's choice per language (default)",
+        help="*-verify: who checks the drafts: the adapted decoder (fastest), Whisper-base's as released (over its "
+        "padded 30-s window: a second encoder pass), ensemble (both, log-probabilities averaged), or auto, the "
+        "model's choice per language (default)",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="diffusion, ctc-refine, diffusion-verify: noise seed (default 0)"

@@ -88,7 +88,9 @@ class WhisperDenoiser(nn.Module):
         self.whisper_dir = d
         self.decoder = WhisperDecoder.from_ct2(d)
         self._released: list[WhisperDecoder] = []  # a list: not a submodule, so not in state_dict
-        self.verifier_by_language: dict[str, str] = {}  # language -> "adapted" | "whisper": `auto`'s choice
+        self.verifier_by_language: dict[
+            str, str
+        ] = {}  # language -> "adapted" | "whisper" | "ensemble": `auto`'s choice
         self.tokens = WhisperTokens(d, repair=config.tokenizer == "repaired")
         self.vocab_size = self.tokens.eot + 1  # text tokens + end-of-text (also the canvas padding)
         for p in self.decoder.parameters():
@@ -129,8 +131,9 @@ class WhisperDenoiser(nn.Module):
 
     def verifier(self, language: str, choice: str = "auto") -> str:
         """Which decoder verifies `language`'s drafts: "adapted" (this one, run causally, over the
-        unpadded features it was trained on) or "whisper" (`released()`, over Whisper's 30-s padded
-        window); "auto": the model's measured choice for the language (adapted where it names none)."""
+        unpadded features it was trained on), "whisper" (`released()`, over Whisper's 30-s padded
+        window) or "ensemble" (both, their log-probabilities averaged); "auto": the model's measured
+        choice for the language (adapted where it names none)."""
         return self.verifier_by_language.get(language, "adapted") if choice == "auto" else choice
 
     def released(self) -> WhisperDecoder:

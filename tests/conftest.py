@@ -55,6 +55,14 @@ def shared_text() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shipped_base():
+    """The shipped default model (the base preset), loaded once for the suite."""
+    import diffasr
+
+    return diffasr.load("base")
+
+
+@pytest.fixture(scope="session")
 def en_clip() -> Path:
     return real_clip("en", "jfk.flac")
 

@@ -320,13 +320,6 @@ def _causal_greedy(den, feat) -> str:
     return den.tokens.decode(vocab[torch.tensor(seq)].tolist())
 
 
-@pytest.fixture(scope="module")
-def shipped_base():
-    import diffasr
-
-    return diffasr.load("base")
-
-
 def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(shipped_base, en_clip):
     """Given steps enough, both verified methods write exactly what the trained decoder writes
     autoregressively (greedy, one token at a time, over the language's vocabulary), from noise and
@@ -336,9 +329,13 @@ def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(shipped_
     greedy_text = _causal_greedy(model.denoiser, feat)
     assert "ask not what your country can do for you" in greedy_text.lower(), greedy_text
     for method in ("diffusion-verify", "ctc-verify"):
-        r = model.transcribe(str(en_clip), language="en", method=method, steps=40, word_timestamps=False)
+        r = model.transcribe(
+            str(en_clip), language="en", method=method, steps=40, verifier="adapted", word_timestamps=False
+        )
         assert r.text == greedy_text and r.steps_run < 40, (method, r.text, r.steps_run)
-    one = model.transcribe(str(en_clip), language="en", method="diffusion-verify", steps=1, word_timestamps=False)
+    one = model.transcribe(
+        str(en_clip), language="en", method="diffusion-verify", steps=1, verifier="adapted", word_timestamps=False
+    )
     assert one.text.split()[0] == greedy_text.split()[0] and one.steps_run == 1
 
 
@@ -371,89 +368,6 @@ def test_the_causal_pass_reads_only_past_the_verified_prefix(shipped_base, en_cl
     assert got.shape == (2, 24 - s, len(vocab)) and torch.allclose(got, full[:, s:], atol=1e-3)
 
 
-def test_the_whisper_verifier_is_whisper_base_as_released_over_its_padded_window(shipped_base, whisper_dir):
-    """verifier="whisper" checks the drafts with Whisper-base's decoder as released (sharing the
-    embedding and the cross-attention projections), reading the encoder's 30-s padded window: given
-    steps enough, ctc-verify writes that decoder's greedy transcript, here faster-whisper's (one
-    article wrong), where the adapted verifier hears "Wärbung". Over the unpadded features the
-    released decoder cannot tell where the speech ends and repeats the sentence."""
-    model, den = shipped_base, shipped_base.denoiser
-    released = den.released()
-    assert (
-        released.embed is den.decoder.embed and released.layers[0].cross_attn.kv is den.decoder.layers[0].cross_attn.kv
-    )
-    as_released = WhisperDecoder.from_ct2(whisper_dir).state_dict()
-    for name in ("layers.0.self_attn.qkv.weight", "layers.5.fc2.weight", "norm.weight"):
-        assert torch.equal(released.state_dict()[name], as_released[name]), name
-    audio = load_audio(str(real_clip("de", "picovoice_cheetah_test_de.wav")))
-    window = model.encode_window([audio])[0]
-    assert window.shape == (1500, 512)
-    with torch.no_grad():
-        padded = greedy(released, den.tokens, torch.as_tensor(window)[None], "de")
-        unpadded = greedy(released, den.tokens, torch.as_tensor(model.encode([audio])[0])[None], "de", max_len=40)
-    assert den.tokens.tok.decode(padded).strip() == "Die Werbung vermittelt ein falschen Eindruck."
-    assert den.tokens.tok.decode(unpadded).count("Eindruck") > 1
-    got = {
-        v: model.transcribe(audio, language="de", method="ctc-verify", steps=40, verifier=v, word_timestamps=False)
-        for v in ("whisper", "adapted")
-    }
-    assert got["whisper"].text == "Die Werbung vermittelt ein falschen Eindruck." and got["whisper"].steps_run < 40
-    assert "Wärbung" in got["adapted"].text
-
-
-def test_chinese_is_heard_in_either_script_and_written_simplified(shipped_base):
-    """The released verifier writes traditional characters as often as simplified ones (廣州市 here):
-    the Chinese vocabulary holds every Han token, and the transcript comes out simplified."""
-    from diffasr.decoding.whisper import simplified
-
-    den = shipped_base.denoiser
-    han = den.tokens.han_tokens()
-    assert set(han) <= set(den.vocab["zh"].tolist()) and len(han) > 1000
-    assert all("\u4e00" <= c <= "\u9fff" for i in han[:50] for c in den.tokens.tok.decode([i]) if c != "\ufffd")
-    assert simplified("廣州市 佛地產 abc") == "广州市 佛地产 abc"
-    audio = load_audio(str(real_clip("zh", "wenet_aishell-BAC009S0724W0121.wav")))
-    r = shipped_base.transcribe(audio, language="zh", verifier="whisper", word_timestamps=False)
-    assert r.text.startswith("广州市") and simplified(r.text) == r.text, r.text
-
-
-def test_the_verifier_choice_is_validated_and_auto_is_the_models_per_language(shipped_base, tmp_path):
-    import json
-    import shutil
-    from pathlib import Path
-
-    import diffasr
-    from diffasr.decoding import resolve
-    from diffasr.decoding.whisper import denoise_batch, needs_window
-    from diffasr.errors import ConfigError
-    from diffasr.model import load_base
-
-    den = shipped_base.denoiser
-    assert [den.verifier(lang) for lang in ("en", "de", "es", "fr", "zh")] == [
-        "adapted",
-        "whisper",
-        "whisper",
-        "adapted",
-        "whisper",
-    ]  # measured: docs/results/base/verifier.md
-    assert den.verifier("de", "adapted") == "adapted" and den.verifier("en", "whisper") == "whisper"
-    opts = resolve(shipped_base.config.decode_defaults, {"language": "de"}, True)
-    assert opts.verifier == "auto" and needs_window(den, opts, ["en", "de"]) == [False, True]
-    beam = resolve(shipped_base.config.decode_defaults, {"method": "ctc-beam"}, True)
-    assert needs_window(den, beam, ["de"]) == [False]
-    for bad in ({"method": "ctc-beam", "verifier": "whisper"}, {"method": "ctc-verify", "verifier": "released"}):
-        with pytest.raises(ConfigError, match="verifier"):
-            resolve({}, bad, True)
-    feat = np.zeros((100, 512), np.float32)
-    with pytest.raises(ConfigError, match="padded windows"):  # the windows are the caller's to give
-        denoise_batch(den, [feat], ["de"], [[]], resolve({}, {"method": "ctc-verify", "verifier": "whisper"}, True))
-    d = tmp_path / "m"
-    shutil.copytree(Path(diffasr.__file__).parent / "assets" / "diffasr-base", d)
-    cfg = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps({**cfg, "verifier_by_language": {"de": "released"}}))
-    with pytest.raises(ModelError, match="verifier_by_language"):
-        load_base(d)
-
-
 def test_the_shipped_base_reads_the_tokenizer_it_was_trained_on(shipped_base):
     assert shipped_base.denoiser.config.tokenizer == "as-shipped" and shipped_base.denoiser.tokens.repaired == []
     assert shipped_base.denoiser.tokens.encode("the", "en") == [220, 3322]
@@ -478,7 +392,7 @@ def test_the_shipped_vocabularies_gain_the_tokens_whisper_writes_that_the_file_c
 
 def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
     """`diffasr.load("base")` with its default decoding (ctc-verify: the n-gram beam's best, drafted
-    over by the denoiser and verified by the same decoder run causally) on jfk.flac, against the
+    over by the denoiser and verified by it and Whisper-base's released decoder, run causally) on jfk.flac, against the
     reference words."""
     import jiwer
 

@@ -10,8 +10,9 @@ it is an error, never silently ignored.
     ctc-edit    the CTC transcript, edited only where the denoiser is ≥ edit_threshold sure
     diffusion-verify  from uniform noise, `steps` steps of self-speculative decoding: the denoiser
                 drafts, a decoder run causally verifies (base preset only; sampler.verify): the
-                `verifier` "adapted" (the same decoder) or "whisper" (Whisper-base's as released,
-                over its 30-s padded window); "auto", the model's choice per language
+                `verifier` "adapted" (the same decoder), "whisper" (Whisper-base's as released,
+                over its 30-s padded window) or "ensemble" (the mean of the two's log-probabilities);
+                "auto", the model's choice per language
     ctc-verify  the same from the CTC transcript, which also stands in for the unverified rest
     rescore     CTC prefix beam search (+ the language's n-gram) proposes `nbest` transcripts; one
                 denoiser pass scores them; best beam score + rescore_weight × denoiser log-likelihood
@@ -43,7 +44,13 @@ READS = {  # method -> the fields it reads besides method, language and restrict
 METHODS = tuple(READS)
 SAMPLED = ("diffusion", "ctc-refine", "ctc-edit", "diffusion-verify", "ctc-verify")  # run `steps` denoiser passes
 VERIFIED = ("diffusion-verify", "ctc-verify")  # need a denoiser that also runs causally: the base preset
-VERIFIERS = ("auto", "adapted", "whisper")  # DecodeOptions.verifier; a model's per-language choice: all but auto
+VERIFIERS = (
+    "auto",
+    "adapted",
+    "whisper",
+    "ensemble",
+)  # DecodeOptions.verifier; a model's per-language choice: all but auto
+RELEASED = ("whisper", "ensemble")  # the verifiers that run Whisper-base's released decoder over its padded window
 # The `base` preset seeds its sampled methods with the CTC beam's best (n-gram fused when
 # ngram_weight > 0) where `small` seeds them with greedy CTC: there they also read _BEAM.
 BEAM_SEEDED = {m: _BEAM for m in SAMPLED}

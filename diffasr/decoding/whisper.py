@@ -10,7 +10,8 @@ the sampler draws uniform noise over it and the output layer scores only it.
     rows of one batch ─► CTC text (small) ─► Whisper ids ─► canvas length L (+ seed)
     ─► sampler.refine / edit over step_fn(canvas) = denoiser logits (B, L, |V_lang|) ─► Whisper text
        (sampler.verify: the same, plus a decoder's causal logits over candidate canvases: the
-        adapted one's over the same features, or Whisper-base's as released over its padded window)
+        adapted one's over the same features, Whisper-base's as released over its padded window, or
+        the mean of the two's log-probabilities)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from ..errors import ConfigError
 from ..tokenizer import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
-from .options import VERIFIED, DecodeOptions
+from .options import RELEASED, VERIFIED, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
@@ -82,16 +83,13 @@ class _CausalPrefixes:
             self.seen.setdefault(b, []).append((canvas[r], [[k[r], v[r]] for k, v in past]))
 
 
-def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier_memory=None):
+def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adapted", window=None):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
     -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, reading only
     positions s.., over the keys/values of the verified prefix kept from the step before). The causal
-    pass is the adapted decoder's over `kv`, or with `verifier_memory` (kv, frame mask of Whisper's
-    padded windows) the released decoder's over those."""
-    prefixes = _CausalPrefixes()
-    released = verifier_memory is not None
-    dec = den.released() if released else den.decoder
-    ckv, cmask = verifier_memory if released else (kv, fmask)
+    pass is `verifier`'s: "adapted", the adapted decoder over `kv`; "whisper", the released decoder
+    over `window` (kv, frame mask of Whisper's padded windows); "ensemble", the mean of the two's
+    log-probabilities."""
 
     def rows_of(rows, kv, fmask):
         return prompts[rows], [(_take(a, rows), _take(b, rows)) for a, b in kv], fmask[rows]
@@ -101,14 +99,31 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier_memory=None)
         h = den.denoise(p, vocab[canvas_idx], k, m, hidden=True)
         return den.decoder.logits(h[:, s:], vocab)
 
-    def causal(canvas_idx, rows, s):
-        p, k, m = rows_of(rows, ckv, cmask)
-        past = prefixes.find(canvas_idx, rows, s, p.shape[1] - 1 + s) or [[None, None] for _ in dec.layers]
-        h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, released)
-        prefixes.keep(canvas_idx, rows, past)
-        return dec.logits(h, vocab)
+    def causal_of(released: bool):
+        prefixes = _CausalPrefixes()
+        dec = den.released() if released else den.decoder
+        ckv, cmask = window if released else (kv, fmask)
 
-    return denoise, causal
+        def causal(canvas_idx, rows, s):
+            p, k, m = rows_of(rows, ckv, cmask)
+            past = prefixes.find(canvas_idx, rows, s, p.shape[1] - 1 + s) or [[None, None] for _ in dec.layers]
+            h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, released)
+            prefixes.keep(canvas_idx, rows, past)
+            return dec.logits(h, vocab)
+
+        return causal
+
+    if verifier != "ensemble":
+        return denoise, causal_of(verifier == "whisper")
+    adapted, released = causal_of(False), causal_of(True)
+
+    def ensemble(canvas_idx, rows, s):
+        # A product of experts: the adapted decoder heard this kind of audio (and the CTC seeds), the
+        # released one keeps Whisper's language; each vetoes what the other alone would write.
+        a = adapted(canvas_idx, rows, s).float().log_softmax(-1)
+        return (a + released(canvas_idx, rows, s).float().log_softmax(-1)) / 2
+
+    return denoise, ensemble
 
 
 def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int) -> tuple[list[int], list[float]]:
@@ -137,7 +152,7 @@ def denoise_batch(
     feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
     and, for ctc-refine, ctc-edit and ctc-verify, the starting canvas); nbest (rescore): per row, CTC candidates as
     (Whisper ids, beam score); windows: per row, the encoder's padded 30-s window (1500, D), or None
-    where the row's verifier is not "whisper" (`needs_window`). Rows are grouped by language and
+    where the row's verifier does not read it (`needs_window`). Rows are grouped by language and
     canvas length; each row draws its noise from its own generator, so its transcript does not depend
     on its batch-mates."""
     eot = den.tokens.eot
@@ -160,13 +175,13 @@ def denoise_batch(
         if options.method == "ctc-edit":
             res = edit(step_fn, init, options)
         elif options.method in VERIFIED:
-            window = None
-            if needs_window(den, options, [lang])[0]:
+            window, verifier = None, den.verifier(lang, options.verifier)
+            if verifier in RELEASED:
                 if windows is None or any(windows[i] is None for i in rows):
-                    raise ConfigError("the whisper verifier reads the encoder's padded windows: none were given")
+                    raise ConfigError(f"the {verifier} verifier reads the encoder's padded windows: none were given")
                 window = den.memory([windows[i] for i in rows], released=True)
             res = verify(
-                *_row_fns(den, vocab, prompts, kv, fmask, window),
+                *_row_fns(den, vocab, prompts, kv, fmask, verifier, window),
                 init,
                 len(vocab),
                 eot_index,
@@ -259,8 +274,8 @@ def word_confidences(words, text: str, chars: np.ndarray) -> None:
 
 def needs_window(den, options: DecodeOptions, languages: list) -> list[bool]:
     """Per row: whether its decoding reads the encoder's padded 30-s window (a verified method whose
-    verifier for the row's language is "whisper")."""
-    return [options.method in VERIFIED and den.verifier(lang, options.verifier) == "whisper" for lang in languages]
+    verifier for the row's language runs the released decoder: "whisper" or "ensemble")."""
+    return [options.method in VERIFIED and den.verifier(lang, options.verifier) in RELEASED for lang in languages]
 
 
 def decode(
