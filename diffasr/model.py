@@ -249,7 +249,7 @@ class DiffusionASR(nn.Module):
         """Frozen encoder over Whisper's 30-s padded window: list of (1500, d) float32 (the base
         preset's `whisper` and `ensemble` verifiers read these; the CT2 encoder only)."""
         if not hasattr(self.encoder, "encode_window"):
-            raise ModelError("the whisper verifier needs the CTranslate2 Whisper-base encoder")
+            raise ModelError("the whisper and ensemble verifiers need the CTranslate2 Whisper-base encoder")
         return self.encoder.encode_window(audios)
 
     def project(self, feats: list) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,12 +44,8 @@ READS = {  # method -> the fields it reads besides method, language and restrict
 METHODS = tuple(READS)
 SAMPLED = ("diffusion", "ctc-refine", "ctc-edit", "diffusion-verify", "ctc-verify")  # run `steps` denoiser passes
 VERIFIED = ("diffusion-verify", "ctc-verify")  # need a denoiser that also runs causally: the base preset
-VERIFIERS = (
-    "auto",
-    "adapted",
-    "whisper",
-    "ensemble",
-)  # DecodeOptions.verifier; a model's per-language choice: all but auto
+# DecodeOptions.verifier; a model's per-language choice is one of all but auto
+VERIFIERS = ("auto", "adapted", "whisper", "ensemble")
 RELEASED = ("whisper", "ensemble")  # the verifiers that run Whisper-base's released decoder over its padded window
 # The `base` preset seeds its sampled methods with the CTC beam's best (n-gram fused when
 # ngram_weight > 0) where `small` seeds them with greedy CTC: there they also read _BEAM.
