@@ -243,7 +243,11 @@ def test_train_base_resuming_a_run_made_with_the_shipped_tokenizer_repairs_it(tm
 
     manifest, run = _base_run(tmp_path, tokenizer="as-shipped")
     assert 264 not in load_file(str(run / "checkpoint" / "vocab.safetensors"))["en"].tolist()
+    text = tmp_path / "text"  # the sentence files the vocabularies are rebuilt from, independent of ../shared
+    text.mkdir()
+    (text / "en.txt").write_text("The cat sat on the mat.\n", encoding="utf-8")
     args = ["--manifest", str(manifest), "--out", str(run), "--cache", str(tmp_path / "feats"), "--resume"]
+    args += ["--text-dir", str(text)]
     assert train_base.main(args + ["--steps", "8", "--batch", "2", "--threads", "1", "--rank", "4"]) == 0
     assert "tokenizer as-shipped -> repaired: the vocabularies are rebuilt" in capsys.readouterr().out
     ckpt = checkpoint.latest(run)
