@@ -88,9 +88,8 @@ class WhisperDenoiser(nn.Module):
         self.whisper_dir = d
         self.decoder = WhisperDecoder.from_ct2(d)
         self._released: list[WhisperDecoder] = []  # a list: not a submodule, so not in state_dict
-        self.verifier_by_language: dict[
-            str, str
-        ] = {}  # language -> "adapted" | "whisper" | "ensemble": `auto`'s choice
+        # language -> "adapted" | "whisper" | "ensemble": `auto`'s choice
+        self.verifier_by_language: dict[str, str] = {}
         self.tokens = WhisperTokens(d, repair=config.tokenizer == "repaired")
         self.vocab_size = self.tokens.eot + 1  # text tokens + end-of-text (also the canvas padding)
         for p in self.decoder.parameters():

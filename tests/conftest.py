@@ -54,6 +54,21 @@ def shared_text() -> Path:
     return TEXT_DIR
 
 
+def greedy_of(causal, vocab: torch.Tensor, eot_i: int, max_len: int = 60) -> list[int]:
+    """One clip's transcript as canvas indices, one token at a time (greedy): `causal` is verify's view
+    of a causal decoder, (canvas (1, L) indices, rows (1,), first position 0) -> logits (1, L, |V|)."""
+    seq: list[int] = []
+    while len(seq) < max_len:
+        logits = causal(torch.tensor([seq + [eot_i]]), torch.tensor([0]), 0)[0, len(seq)]
+        if not seq:
+            logits[eot_i] = -torch.inf  # as verify: never an empty transcript
+        nxt = int(logits.argmax())
+        if nxt == eot_i:
+            break
+        seq.append(nxt)
+    return seq
+
+
 @pytest.fixture(scope="session")
 def shipped_base():
     """The shipped default model (the base preset), loaded once for the suite."""

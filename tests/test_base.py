@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import manifest_rows, real_clip, shared_real_dev
+from conftest import greedy_of, manifest_rows, real_clip, shared_real_dev
 
 import diffasr
 from diffasr.audio import load_audio
@@ -302,21 +302,15 @@ def test_verified_methods_need_the_base_preset(tiny_model, en_clip):
 
 
 def _causal_greedy(den, feat) -> str:
-    """The adapted decoder's English transcript one token at a time (greedy over the language's vocabulary)."""
+    """The adapted decoder's English transcript one token at a time (greedy over the language's
+    vocabulary), through `autoregressive` itself rather than verify's cached causal pass."""
     vocab, eot_i = den.vocab["en"], den.eot_index("en")
     kv, fmask = den.memory([feat])
     prompts = den.prompts(["en"])
-    seq: list[int] = []
     with torch.no_grad():
-        while len(seq) < 60:
-            canvas = vocab[torch.tensor([seq + [eot_i]])]
-            logits = den.autoregressive(prompts, canvas, kv, fmask, vocab)[0, len(seq)]
-            if not seq:
-                logits[eot_i] = -torch.inf
-            nxt = int(logits.argmax())
-            if nxt == eot_i:
-                break
-            seq.append(nxt)
+        seq = greedy_of(
+            lambda canvas, rows, s: den.autoregressive(prompts, vocab[canvas], kv, fmask, vocab), vocab, eot_i
+        )
     return den.tokens.decode(vocab[torch.tensor(seq)].tolist())
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import real_clip
+from conftest import greedy_of, real_clip
 
 from diffasr.audio import load_audio
 from diffasr.encoder import whisper_base_dir
@@ -104,20 +104,6 @@ def test_the_verifier_choice_is_validated_and_auto_is_the_models_per_language(sh
         load_base(d)
 
 
-def _greedy_of(causal, vocab: torch.Tensor, eot_i: int, max_len: int = 60) -> list[int]:
-    """One clip's transcript, one token at a time, from a verify causal function (canvas indices)."""
-    seq: list[int] = []
-    while len(seq) < max_len:
-        logits = causal(torch.tensor([seq + [eot_i]]), torch.tensor([0]), 0)[0, len(seq)]
-        if not seq:
-            logits[eot_i] = -torch.inf  # as verify: never an empty transcript
-        nxt = int(logits.argmax())
-        if nxt == eot_i:
-            break
-        seq.append(nxt)
-    return seq
-
-
 def test_the_ensemble_verifier_is_the_mean_of_both_decoders_log_probabilities(shipped_base):
     """verifier="ensemble" scores each position with the mean of the adapted decoder's
     log-probabilities (over the unpadded features) and the released decoder's (over the padded
@@ -136,7 +122,7 @@ def test_the_ensemble_verifier_is_the_mean_of_both_decoders_log_probabilities(sh
     canvas = torch.randint(0, len(vocab), (1, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         lp = {v: f(canvas, torch.tensor([0]), 0).float().log_softmax(-1) for v, f in causal.items()}
-        seq = _greedy_of(causal["ensemble"], vocab, eot_i)
+        seq = greedy_of(causal["ensemble"], vocab, eot_i)
     assert lp["ensemble"].shape == (1, 12, len(vocab))
     assert torch.allclose(lp["ensemble"], ((lp["adapted"] + lp["whisper"]) / 2).log_softmax(-1), atol=1e-4)
     assert not torch.allclose(lp["ensemble"], lp["whisper"], atol=1e-2)
