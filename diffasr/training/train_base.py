@@ -51,19 +51,34 @@ from ..errors import ModelError
 from ..manifest import read_manifest
 from ..whisper_denoiser import TOKENIZERS, VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
 from . import checkpoint
+from .teacher import clip_key
 
 _MARGIN = DecodeOptions()  # the decoding defaults' length_margin sizes the training canvases
 
 
 def load_rows(manifests: list[str], max_seconds: float = 29.0) -> list[dict]:
-    """Manifest rows {audio (absolute: the feature cache's key), text, lang}; clips longer than one
-    encoder window dropped."""
-    return [
-        {"audio": str(u.audio.resolve()), "text": u.text, "lang": u.lang}
-        for m in manifests
-        for u in read_manifest(m)
-        if not (u.duration and u.duration > max_seconds)
-    ]
+    """Manifest rows {audio (absolute: the feature cache's key), text, lang, teacher}; clips longer
+    than one encoder window dropped. `teacher`: the clip's teacher labels (teacher.py's npz, found
+    beside the manifest that lists it, as teacher.py writes them) or None: then `text` is the target."""
+    out = []
+    for m in manifests:
+        for u in read_manifest(m):
+            if u.duration and u.duration > max_seconds:
+                continue
+            audio = str(u.audio.resolve())
+            t = Path(m).parent / f"{clip_key(audio)}.npz"
+            out.append({"audio": audio, "text": u.text, "lang": u.lang, "teacher": str(t) if t.is_file() else None})
+    return out
+
+
+_QUOTES = str.maketrans("", "", "\"'‘’“”|")
+
+
+def target_text(text: str, lang: str) -> str:
+    """The transcript a row is trained to write. Hindi sentence files quote dialogue and the news
+    transcripts use '|' for the danda; neither is said, and a decoder taught them writes runs of
+    quotation marks, so they are dropped."""
+    return " ".join(text.translate(_QUOTES).split()) if lang == "hi" else text
 
 
 def cache_features(rows: list[dict], cache: Path) -> list[Path]:
@@ -123,7 +138,8 @@ def make_batch(
 ):
     """One batch in the output space of the union of its languages' vocabularies `vocab` (V',):
     (prompts (B, P), noisy token ids (B, L), x0 as indices into vocab (B, L), weights (B, L),
-    ar_len (B,), vocab)."""
+    ar_len (B,), vocab, flipped (B, L): the positions replaced by noise, teacher (B, ar_len max, K)
+    top-k indices into vocab (-1: none) and their probabilities, or None)."""
     eot = model.tokens.eot
     clean_ids = [it["ids"] for it in items]
     prefix = [rng.randint(0, len(ids)) if rng.random() < prefix_prob else -1 for ids in clean_ids]
@@ -149,21 +165,87 @@ def make_batch(
     w = torch.where(torch.arange(L)[None] < lens[:, None], 1.0, pad_weight)
     vocab = torch.unique(torch.cat([model.vocab[lang] for lang in {it["lang"] for it in items}]))
     target = torch.searchsorted(vocab, x0)
-    return model.prompts([it["lang"] for it in items]), xt, target, w, lens, vocab
+    prompts = model.prompts([it["lang"] for it in items])
+    return prompts, xt, target, w, lens, vocab, flip, teacher_targets(items, vocab, int(lens.max()))
 
 
-def losses(model: WhisperDenoiser, batch, feats: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """(diffusion loss over every canvas position, AR loss over the transcript). The output layer
-    (most of a step's cost on a CPU) runs only over the language vocabularies of the batch."""
-    prompts, xt, x0, w, lens, vocab = batch
+def teacher_targets(items: list[dict], vocab: torch.Tensor, T: int):
+    """The teacher's top-k next-token distributions of a batch's rows in the index space of `vocab`:
+    (indices (B, T, K) long, -1 where there is none; probabilities (B, T, K), renormalised over the
+    ids `vocab` holds). None when no row has a teacher."""
+    tops = [it.get("top") for it in items]
+    if all(t is None for t in tops):
+        return None
+    K = next(t for t in tops if t is not None)[0].shape[1]
+    idx = torch.full((len(items), T, K), -1, dtype=torch.long)
+    prob = torch.zeros(len(items), T, K)
+    for b, t in enumerate(tops):
+        if t is None:
+            continue
+        top, logp = torch.from_numpy(t[0].astype(np.int64))[:T], torch.from_numpy(t[1].astype(np.float32))[:T]
+        pos = torch.searchsorted(vocab, top).clamp(max=len(vocab) - 1)
+        ok = vocab[pos] == top
+        p = logp.exp() * ok
+        idx[b, : len(top)] = torch.where(ok, pos, -1)
+        prob[b, : len(top)] = p / p.sum(-1, keepdim=True).clamp(min=1e-8)
+    return idx, prob
+
+
+def own_drafts(model: WhisperDenoiser, batch, kv, fmask, gen: torch.Generator) -> torch.Tensor:
+    """The canvas the sampler's next step would see (B, L): the denoiser's argmax at the noised
+    positions where it is at least as confident as the row's median there, fresh uniform noise over
+    the row's canvas alphabet at the rest (refine's keep-and-re-randomise), the rest as given."""
+    prompts, xt, _, _, _, vocab, flip, _ = batch
+    with torch.no_grad():
+        p = model.decoder.logits(model.denoise(prompts, xt, kv, fmask, hidden=True), vocab).softmax(-1)
+    conf, pred = p.max(-1)
+    out = xt.clone()
+    for b in range(xt.shape[0]):
+        f = flip[b]
+        if not f.any():
+            continue
+        keep = f & (conf[b] >= conf[b][f].median())
+        renoise = f & ~keep
+        out[b, keep] = vocab[pred[b, keep]]
+        out[b, renoise] = vocab[torch.randint(0, len(vocab), (int(renoise.sum()),), generator=gen)]
+    return out
+
+
+def losses(
+    model: WhisperDenoiser, batch, feats: list, self_draft: bool = False, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(diffusion loss over every canvas position, AR loss over the transcript, distillation loss:
+    KL(teacher ‖ causal decoder) over the teacher's top-k at the transcript positions of rows with
+    a teacher, 0 without). `self_draft`: the diffusion loss is taken on the canvas after one step
+    of the denoiser's own drafts (`own_drafts`) instead of on fresh noise. The output layer (most of
+    a step's cost on a CPU) runs only over the language vocabularies of the batch."""
+    prompts, xt, x0, w, lens, vocab, _, teacher = batch
     kv, fmask = model.memory(feats)
+    if self_draft:
+        xt = own_drafts(model, batch, kv, fmask, gen)
     pos = torch.arange(x0.shape[1])[None]
     h = model.denoise(prompts, xt, kv, fmask, hidden=True)
     ce = F.cross_entropy(model.decoder.logits(h, vocab).flatten(0, 1), x0.flatten(), reduction="none")
     diff = (ce * w.flatten()).sum() / w.sum()
     text = pos < lens[:, None]
-    h = model.autoregressive(prompts, vocab[x0], kv, fmask, hidden=True)[text]
-    return diff, F.cross_entropy(model.decoder.logits(h, vocab), x0[text])
+    logits = model.decoder.logits(model.autoregressive(prompts, vocab[x0], kv, fmask, hidden=True), vocab)
+    ar = F.cross_entropy(logits[text], x0[text])
+    return diff, ar, distillation_loss(logits, teacher)
+
+
+def distillation_loss(logits: torch.Tensor, teacher) -> torch.Tensor:
+    """Mean over positions with a teacher of KL(p_teacher ‖ q) restricted to the teacher's top-k
+    (p renormalised over them; q the decoder's full softmax). logits (B, T', V) with T' ≥ T;
+    teacher: (indices (B, T, K), -1 = none; probabilities (B, T, K)) from `teacher_targets`, or None."""
+    if teacher is None:
+        return logits.new_zeros(())
+    idx, p = teacher
+    T = idx.shape[1]
+    logq = logits[:, :T].float().log_softmax(-1).gather(-1, idx.clamp(min=0))
+    have = idx >= 0
+    kl = torch.where(have, p * (p.clamp(min=1e-8).log() - logq), 0.0).sum(-1)
+    n = have.any(-1)
+    return kl[n].mean() if n.any() else logits.new_zeros(())
 
 
 def save(out: Path, model: WhisperDenoiser, opt, step: int, meta: dict) -> Path:
@@ -220,6 +302,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ar-weight", type=float, default=0.5)
     ap.add_argument("--pad-weight", type=float, default=0.3, help="diffusion loss weight of the padding positions")
     ap.add_argument("--prefix-prob", type=float, default=0.0, help="share of rows with a clean prefix")
+    ap.add_argument("--kd-weight", type=float, default=1.0, help="weight of the distillation loss (teacher rows)")
+    ap.add_argument(
+        "--self-draft", type=float, default=0.0, help="share of batches whose canvas is the denoiser's own drafts"
+    )
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
@@ -264,12 +350,17 @@ def main(argv=None) -> int:
     else:
         model.vocab = build_vocab(model, Path(args.text_dir), rows)
     items = [
-        {"ids": model.tokens.encode(r["text"], r["lang"])[:200], "lang": r["lang"], "feat": p}
+        {"ids": model.tokens.encode(target_text(r["text"], r["lang"]), r["lang"])[:200], "lang": r["lang"], "feat": p}
         for r, p in zip(rows, paths)
         if r["lang"] in model.vocab
     ]
     known = {lang: set(v.tolist()) for lang, v in model.vocab.items()}
-    for it in items:  # a token the vocabulary lacks (a resumed run on new text) cannot be a target
+    for it, r in zip(items, (r for r in rows if r["lang"] in model.vocab)):
+        if r["teacher"] and model.config.tokenizer == "repaired":  # the teacher's ids are the repaired tokenizer's
+            t = np.load(r["teacher"])
+            if len(t["ids"]) and all(int(i) in known[it["lang"]] for i in t["ids"]):
+                it["ids"], it["top"] = [int(i) for i in t["ids"]][:200], (t["top"], t["logp"])
+        # a token the vocabulary lacks (a resumed run on new text) cannot be a target
         it["ids"] = [i for i in it["ids"] if i in known[it["lang"]]]
         it["frames"] = int(np.load(it["feat"], mmap_mode="r").shape[0])
     items.sort(key=lambda it: it["frames"])
@@ -296,6 +387,8 @@ def main(argv=None) -> int:
         "ar_weight": args.ar_weight,
         "pad_weight": args.pad_weight,
         "prefix_prob": args.prefix_prob,
+        "kd_weight": args.kd_weight,
+        "self_draft": args.self_draft,
     }
     began = json.loads((resume / "config.json").read_text()).get("init") if resume else start and init_meta(start)
     if began:
@@ -312,8 +405,9 @@ def main(argv=None) -> int:
         batch_items = items[start : start + args.batch]
         feats = [torch.from_numpy(np.load(it["feat"])) for it in batch_items]
         t0 = time.time()
-        diff, ar = losses(model, make_batch(model, batch_items, rng, gen, args.pad_weight, args.prefix_prob), feats)
-        loss = diff + args.ar_weight * ar
+        batch = make_batch(model, batch_items, rng, gen, args.pad_weight, args.prefix_prob)
+        diff, ar, kd = losses(model, batch, feats, rng.random() < args.self_draft, gen)
+        loss = diff + args.ar_weight * ar + args.kd_weight * kd
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -325,6 +419,7 @@ def main(argv=None) -> int:
                     "step": step,
                     "diff": round(diff.item(), 4),
                     "ar": round(ar.item(), 4),
+                    "kd": round(kd.item(), 4),
                     "lr": lr,
                     "s": round(time.time() - t0, 2),
                 }
@@ -333,7 +428,10 @@ def main(argv=None) -> int:
         )
         if step % 10 == 0:
             log.flush()
-            print(f"step {step} diff {diff.item():.3f} ar {ar.item():.3f} {time.time() - t0:.2f}s/step", flush=True)
+            print(
+                f"step {step} diff {diff.item():.3f} ar {ar.item():.3f} kd {kd.item():.3f} {time.time() - t0:.2f}s/step",
+                flush=True,
+            )
         if time.time() > t_save:
             save(out, model, opt, step, meta)
             t_save = time.time() + 60 * args.save_every
