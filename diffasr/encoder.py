@@ -158,6 +158,10 @@ class CT2WhisperEncoder(WhisperEncoder):
         feats = self.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=False)
         probs = self.model.detect_language(feats)[0]
         scores = {tok.strip("<|>"): p for tok, p in probs}
+        if "hi" in languages and "ur" not in languages:
+            # Hindi and Urdu are one spoken language in two scripts; Whisper-base calls much Hindi
+            # speech `ur` (the script it learnt to write it in), so that share counts as Hindi.
+            scores["hi"] = scores.get("hi", 0.0) + scores.get("ur", 0.0)
         ranked = sorted(((lang, scores.get(lang, 0.0)) for lang in languages), key=lambda x: -x[1])
         total = sum(p for _, p in ranked) or 1.0
         return [(lang, p / total) for lang, p in ranked]

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from diffasr.decoding import resolve
+from diffasr.decoding.options import VERIFIERS
 from diffasr.errors import ConfigError
 from diffasr.whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE
 
@@ -27,14 +28,20 @@ def main(argv=None) -> int:
     ap.add_argument("out")
     ap.add_argument("--ctc-model", default="diffasr-small")
     ap.add_argument("--decode-defaults", default="{}")
+    ap.add_argument(
+        "--verifier-by-language", default="{}", help='JSON: the verifier each language uses, e.g. {"hi": "adapted"}'
+    )
     ap.add_argument("--training", default=None, help="JSON file with the recipe/provenance to record")
     args = ap.parse_args(argv)
     src, out = Path(args.checkpoint), Path(args.out)
     try:
         defaults = json.loads(args.decode_defaults)
         resolve({}, defaults, beam_seeded=True)
+        by_language = json.loads(args.verifier_by_language)
+        if not isinstance(by_language, dict) or any(v not in VERIFIERS[1:] for v in by_language.values()):
+            raise ConfigError(f"--verifier-by-language maps languages to one of {', '.join(VERIFIERS[1:])}")
     except (ValueError, TypeError, ConfigError) as e:
-        print(f"error: --decode-defaults: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     ck = json.loads((src / "config.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -48,6 +55,7 @@ def main(argv=None) -> int:
         "ctc_model": args.ctc_model,
         "denoiser": ck["denoiser"],
         "decode_defaults": defaults,
+        "verifier_by_language": by_language,
         "training": training,
     }
     tmp = out / "config.json.tmp"
