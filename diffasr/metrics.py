@@ -1,7 +1,7 @@
 """Error rates as Whisper's paper scores them, pure functions: `normalize`, `metric_for`, `error_rate`.
 
 English normaliser for en, the basic normaliser otherwise (keeping combining marks for hi, whose
-vowel signs are marks), zh converted to simplified first. en/de/fr/es are scored by WER, zh/hi by
+vowel signs are marks; Devanagari digits read as Arabic ones), zh converted to simplified first. en/de/fr/es are scored by WER, zh/hi by
 CER with whitespace removed; rates are corpus-level (total edits / total reference units).
 """
 
@@ -13,6 +13,9 @@ from functools import cache
 from .tokenizer import t2s
 
 CER_LANGUAGES = ("zh", "hi")  # no word boundaries to trust: score characters, whitespace removed
+# Hindi writes numbers in Devanagari digits or Arabic ones (the All India Radio transcripts use
+# Arabic, the story references spell numbers out): the two digit forms score as the same character.
+_DEVANAGARI_DIGITS = str.maketrans("०१२३४५६७८९", "0123456789")
 
 
 @cache
@@ -39,6 +42,8 @@ def normalize(text: str, lang: str) -> str:
     no whitespace at all. zh is converted to simplified characters first."""
     if lang == "zh":
         text = t2s().convert(text)
+    if lang == "hi":
+        text = text.translate(_DEVANAGARI_DIGITS)
     text = _normalizer(lang)(text)
     if metric_for(lang) == "cer":
         return "".join(text.split())

@@ -43,6 +43,7 @@ def test_normalize():
     assert normalize("  Die Werbung,   vermittelt! ", "de") == "die werbung vermittelt"
     assert normalize("廣州市 房地產。", "zh") == "广州市房地产"
     assert normalize("नमस्ते, दुनिया।", "hi") == "नमस्तेदुनिया"  # Devanagari marks kept, whitespace gone
+    assert normalize("सन १९४७ में", "hi") == normalize("सन 1947 में", "hi") == "सन1947में"  # one digit form
     assert [metric_for(lang) for lang in ("en", "de", "fr", "es", "zh", "hi")] == ["wer"] * 4 + ["cer"] * 2
 
 
