@@ -314,6 +314,23 @@ class WhisperTokens:
                 out.append(i)
         return sorted(out)
 
+    def devanagari_tokens(self) -> list[int]:
+        """The text tokens whose bytes can only be part of Devanagari text (U+0900-U+097F: E0 A4 xx
+        and E0 A5 xx), digits, spaces and the punctuation Hindi text uses (, . ? ! -, one at a
+        time): Hindi's script. A token may start or end inside a character (byte-level BPE splits them); its
+        whole characters must be Devanagari or allowed ASCII, a trailing lead byte E0 (then A4/A5)
+        may open one, and leading continuation bytes may close one."""
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        to_byte = {c: b for b, c in bytes_to_unicode().items()}
+        ascii_ok = set(b"0123456789 ,.?!-")
+        out = []
+        for s, i in self.tok.get_vocab().items():
+            b = [to_byte.get(c) for c in s]
+            if i < self.eot and b and None not in b and _devanagari_bytes(bytes(b), ascii_ok) and not _run(b):
+                out.append(i)
+        return sorted(out)
+
     def prompt(self, language: str) -> list[int]:
         lang = self.tok.token_to_id(f"<|{language}|>")
         if lang is None:
@@ -335,6 +352,37 @@ class WhisperTokens:
         written as U+FFFD."""
         text = self.tok.decode([int(i) for i in ids if int(i) < self.n_text])
         return text.replace("\ufffd", "").strip()
+
+
+def _run(b: list[int]) -> bool:
+    """True if two punctuation marks follow each other in `b` ("??", ".-"): never Hindi's."""
+    marks = set(b",.?!-")
+    return any(x in marks and y in marks for x, y in zip(b, b[1:]))
+
+
+def _devanagari_bytes(b: bytes, ascii_ok: set) -> bool:
+    """True if `b` (a token's bytes) fits inside Devanagari-script text (see devanagari_tokens)."""
+    i = 0
+    while i < len(b) and 0x80 <= b[i] <= 0xBF and i < 2:  # the end of a character begun before
+        i += 1
+    if i == 2 and b[0] not in (0xA4, 0xA5):
+        return False
+    while i < len(b):
+        x = b[i]
+        if x < 0x80:
+            if x not in ascii_ok:
+                return False
+            i += 1
+        elif x == 0xE0:
+            rest = b[i + 1 : i + 3]
+            if rest and rest[0] not in (0xA4, 0xA5):
+                return False
+            if len(rest) == 2 and not 0x80 <= rest[1] <= 0xBF:
+                return False
+            i += 3  # a whole character, or the token ends inside it
+        else:
+            return False
+    return True
 
 
 @torch.no_grad()

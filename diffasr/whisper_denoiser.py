@@ -264,6 +264,15 @@ class WhisperDenoiser(nn.Module):
             self.vocab = {k: v.long() for k, v in load_file(str(path)).items()}
         except Exception as e:
             raise ModelError(f"{path}: unreadable vocabulary ({e})") from None
+        self.restrict_scripts()
+
+    def restrict_scripts(self) -> None:
+        """Hindi's alphabet keeps only Devanagari-script tokens (+ end-of-text): its sentence files
+        quote dialogue and mix in Latin words, and a canvas that may hold quotation marks gets runs
+        of them (`WhisperTokens.devanagari_tokens`)."""
+        if "hi" in self.vocab:
+            keep = torch.tensor(self.tokens.devanagari_tokens() + [self.tokens.eot], dtype=self.vocab["hi"].dtype)
+            self.vocab["hi"] = self.vocab["hi"][torch.isin(self.vocab["hi"], keep)]
 
     def settings(self) -> dict:
         return {**asdict(self.config), "targets": list(self.config.targets)}

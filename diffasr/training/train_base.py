@@ -125,7 +125,9 @@ def build_vocab(model: WhisperDenoiser, text_dir: Path, extra: list[dict]) -> di
         for e in model.tokens.encode_batch(lines, lang):
             ids.update(e)
         out[lang] = torch.tensor(sorted(ids))
-    return out
+    model.vocab = out
+    model.restrict_scripts()
+    return model.vocab
 
 
 def make_batch(

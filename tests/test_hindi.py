@@ -1,0 +1,46 @@
+"""Hindi in the shipped default (issue 34): Devanagari-only canvases, Hindi language identification,
+and what a real Hindi clip transcribes to."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from diffasr.encoder import whisper_base_dir
+from diffasr.whisper_decoder import WhisperTokens
+
+DEVANAGARI = re.compile(r"[\u0900-\u097f]")
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return WhisperTokens(whisper_base_dir(), repair=True)
+
+
+def test_the_hindi_alphabet_is_devanagari_digits_and_single_marks(tokens):
+    alphabet = tokens.devanagari_tokens()
+    assert 300 < len(alphabet) < 2000
+    for i in alphabet:
+        text = tokens.tok.decode([i]).replace("\ufffd", "")  # a piece of a character decodes to U+FFFD alone
+        assert all(DEVANAGARI.match(c) or c.isdigit() or c in " ,.?!-" for c in text), (i, text)
+        assert not re.search(r"[,.?!-]{2}", text), (i, text)
+    allowed = set(alphabet)
+    assert all(i in allowed for i in tokens.encode("उसने कहा, चलो ठीक है। सन 1947 में", "hi"))
+    for outside in ('"चलो"', "hello", "“नमस्ते”", "ok??"):
+        assert not all(i in allowed for i in tokens.encode(outside, "hi")), outside
+
+
+def test_a_base_vocabulary_for_hindi_keeps_only_its_script(tokens):
+    import torch
+
+    from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
+
+    den = WhisperDenoiser(DenoiserConfig(tokenizer="repaired"))
+    ids = {i for line in ('उसने "चलो" कहा', "the news at nine", "नौ बजे की खबरें") for i in den.tokens.encode(line, "hi")}
+    den.vocab = {"hi": torch.tensor(sorted(ids | {den.tokens.eot})), "en": torch.tensor([1, 2, den.tokens.eot])}
+    den.restrict_scripts()
+    kept = den.tokens.decode(den.vocab["hi"][:-1].tolist())
+    assert den.vocab["hi"][-1] == den.tokens.eot and '"' not in kept and not re.search("[a-z]", kept)
+    assert DEVANAGARI.search(kept)
+    assert den.vocab["en"].tolist() == [1, 2, den.tokens.eot]  # other languages untouched
