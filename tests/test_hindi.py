@@ -44,3 +44,17 @@ def test_a_base_vocabulary_for_hindi_keeps_only_its_script(tokens):
     assert den.vocab["hi"][-1] == den.tokens.eot and '"' not in kept and not re.search("[a-z]", kept)
     assert DEVANAGARI.search(kept)
     assert den.vocab["en"].tolist() == [1, 2, den.tokens.eot]  # other languages untouched
+
+
+def test_language_identification_says_hindi_and_counts_whispers_urdu_share_as_hindi():
+    from conftest import real_clip
+
+    from diffasr.audio import load_audio
+    from diffasr.encoder import CT2WhisperEncoder, EncoderSpec
+
+    enc = CT2WhisperEncoder(EncoderSpec(), threads=1)
+    audio = load_audio(real_clip("hi"))
+    six = dict(enc.detect_language(audio, ("en", "de", "es", "fr", "zh", "hi")))
+    with_urdu = dict(enc.detect_language(audio, ("en", "de", "es", "fr", "zh", "hi", "ur")))
+    assert max(six, key=six.get) == "hi" and six["hi"] > 0.8
+    assert with_urdu["ur"] > 0 and six["hi"] > with_urdu["hi"]  # ur folded in only when it is no candidate
