@@ -249,7 +249,7 @@ def test_verify_commits_the_agreeing_run_and_the_causal_correction():
     assert full.tokens[0].tolist() == target and full.steps_run == 3  # 2 tokens, 2 tokens, then the end
     one = verify(denoise, causal, init, V, eot, DecodeOptions(method="diffusion-verify", steps=1), row_generators=gens)
     assert one.tokens[0, :2].tolist() == [1, 2] and one.steps_run == 1
-    assert one.tokens[0, 2:].tolist() == [0] * 6  # unverified rest: the causal predictions (after a wrong token: 0)
+    assert one.tokens[0].tolist() == target and one.tail == [3]  # the rest (3, 4, end): the causal pass, token by token
     assert bool(((full.confidence >= 0) & (full.confidence <= 1)).all())
     # a right seed is verified whole in one step, however wrong the drafts
     denoise, causal = _toy_fns(target, V, lambda i: False)
@@ -275,6 +275,27 @@ def test_verify_grows_a_canvas_too_short_for_the_transcript():
     assert grown.tokens.shape[1] == 16 and grown.tokens[0, : len(target)].tolist() == target
     cut = verify(denoise, causal, init, V, eot, opts, row_generators=[torch.Generator().manual_seed(0)])
     assert cut.tokens.shape[1] == 8 and cut.tokens[0].tolist() == target[:8]
+
+
+def test_when_the_steps_run_out_the_causal_pass_writes_the_rest_token_by_token():
+    """A drafter that is always wrong commits one token a step; with 3 steps for an 11-token
+    transcript the other 8 (and end-of-text) come from the causal pass one at a time: the text is
+    the causal transcript, not the seed or the draft, and the tail says how many it wrote."""
+    from diffasr.decoding import DecodeOptions
+    from diffasr.decoding.sampler import verify
+
+    V, eot = 6, 5
+    target = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, eot]
+    denoise, causal = _toy_fns(target + [eot] * 20, V, lambda i: False)
+    for method, seeds in (("ctc-verify", [[4, 4, 4]]), ("diffusion-verify", None)):
+        init = torch.tensor([[4, 4, 4, eot] + [eot] * 12]) if seeds else torch.zeros(1, 16, dtype=torch.long)
+        opts = DecodeOptions(method=method, steps=3)
+        res = verify(denoise, causal, init, V, eot, opts, seeds=seeds, row_generators=[torch.Generator()], max_len=24)
+        assert res.steps_run == 3 and res.tail == [len(target) - 3], method
+        assert res.tokens[0, : len(target)].tolist() == target, method
+        assert (res.confidence[0, : len(target)] > 0.9).all()
+    full = verify(denoise, causal, init, V, eot, DecodeOptions(method="diffusion-verify", steps=24), row_generators=[torch.Generator()], max_len=24)
+    assert full.tail == [0] and full.tokens[0, : len(target)].tolist() == target
 
 
 def test_a_draft_that_repeats_a_token_takes_the_second_choice_there():

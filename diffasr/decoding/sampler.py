@@ -18,8 +18,9 @@ one causal pass of the same decoder over the draft (and, seeded, over the CTC se
 the prefix) checks it left to right; the agreeing run plus the causal pass's own token at the first
 disagreement join the prefix. The rest is re-randomised (from noise) or reset to the realigned seed,
 as the refine sampler does with uncommitted positions. A prefix that reaches end-of-text is exactly
-the causal decoder's greedy transcript; after `steps` the unverified rest is the realigned seed, or
-(from noise) the causal pass's own predictions past the correction.
+the causal decoder's greedy transcript. When `steps` run out first, the causal pass writes the rest
+one token at a time (`_greedy_tail`), so the text is still that greedy transcript; only the cost
+changes (one cheap one-position pass per remaining token).
 A draft from noise is sure of the coming words but not of their positions, so it writes a word
 twice where it spans two positions ("with with with at at"); where a draft token repeats the one
 before it, the position's second choice is drafted instead.
@@ -56,6 +57,7 @@ class SampleOutput:
     tokens: torch.Tensor  # (B, L) final canvas
     confidence: torch.Tensor  # (B, L) probability of each final token at the last step
     steps_run: int
+    tail: list[int] | None = None  # verify: per row, the tokens the causal pass wrote one by one after the last step
 
 
 @torch.no_grad()
@@ -257,7 +259,37 @@ def verify(
             L += extra
             pos = torch.arange(L)
         done = [d or n[b] >= L for b, d in enumerate(done)]  # a full canvas that cannot grow is finished
-    return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run)
+    tail = [0] * B
+    if not all(done):
+        final, conf, tail = _greedy_tail(causal_fn, final, conf, n, done, eot, max_len or L)
+    return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run, tail=tail)
+
+
+def _greedy_tail(causal_fn: RowFn, final, conf, n: list[int], done: list[bool], eot: int, max_len: int):
+    """When the steps run out, the causal pass writes each unfinished row's rest one token at a time
+    (greedy, over the verified prefix's cached keys/values: a one-position pass per token, what
+    Whisper pays for every token), up to end-of-text or `max_len` tokens: the transcript is always
+    the verifier's greedy one, never the unverified draft or seed. Returns the (B, L') tokens and
+    confidences, L' ≥ L, and per row how many tokens were written so."""
+    rows, confs, tail = [], [], []
+    for b in range(final.shape[0]):
+        seq, cs = final[b, : n[b]].tolist(), conf[b, : n[b]].tolist()
+        if done[b]:
+            seq, cs = final[b].tolist(), conf[b].tolist()
+        while not done[b] and len(seq) < max_len and (not seq or seq[-1] != eot):
+            x = torch.tensor([seq + [eot]])  # the last token is a placeholder: position len(seq) reads those before it
+            logits = causal_fn(x, torch.tensor([b]), len(seq)).float()[0, -1]
+            if not seq:
+                logits[eot] = -torch.inf  # as Whisper: never an empty transcript
+            p = logits.softmax(-1)
+            seq.append(int(p.argmax()))
+            cs.append(float(p.max()))
+        tail.append(0 if done[b] else len(seq) - n[b])
+        rows.append(seq)
+        confs.append(cs)
+    width = max(final.shape[1], max(len(r) for r in rows) + 1)
+    tokens = torch.tensor([r + [eot] * (width - len(r)) for r in rows], dtype=final.dtype)
+    return tokens, torch.tensor([c + [0.0] * (width - len(c)) for c in confs]), tail
 
 
 @torch.no_grad()
