@@ -33,7 +33,6 @@ from starlette.requests import ClientDisconnect
 from . import serve_limits
 from .audio import SAMPLE_RATE, load_audio
 from .decoding import DecodeOptions, resolve
-from .decoding.decode import is_base
 from .decoding.options import METHODS, reads
 from .errors import AudioError, ConfigError, DiffasrError
 from .serve_batcher import Batcher, Metrics
@@ -101,7 +100,7 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
         "temperature": _number(form, "temperature", float, None) or None,
     }
     try:
-        options = resolve(model.config.decode_defaults, given, is_base(model))
+        options = resolve(model.config.decode_defaults, given, model.backend.reads)
     except ConfigError as e:
         param = next((f for f in ("steps", "temperature", "method") if re.search(rf"\b{f}\b", str(e))), None)
         raise ApiError(400, str(e), param=param, code="invalid_value") from None

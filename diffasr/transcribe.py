@@ -25,8 +25,8 @@ from .align import Word, ctc_align, words_from_tokens
 from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
 from .decoding import DecodeOptions, resolve
 from .decoding.ctc import speech_evidence
-from .decoding.decode import decode, decode_front, is_base
-from .decoding.whisper import needs_window, word_confidences
+from .decoding.decode import decode, decode_front
+from .decoding.whisper import word_confidences
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
 from .tokenizer import word_separator
@@ -127,7 +127,7 @@ def decode_batch(
     t0 = time.perf_counter()
     feats = model.encode(audios)
     windows = None
-    if is_base(model) and any(want := needs_window(model.denoiser, options, languages)):
+    if any(want := model.backend.needs_window(options, languages)):
         # the released decoder verifies these rows: it reads Whisper's padded 30-s window
         padded = iter(model.encode_window([a for a, w in zip(audios, want) if w]))
         windows = [next(padded) if w else None for w in want]
@@ -329,7 +329,7 @@ def transcribe(
     items = [audio] if single else list(audio)
     if options is None:
         options = resolve(
-            model.config.decode_defaults, {"steps": steps, "language": language, **kwargs}, is_base(model)
+            model.config.decode_defaults, {"steps": steps, "language": language, **kwargs}, model.backend.reads
         )
     if options.language == "auto":
         options = dataclasses.replace(options, language=None)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from diffasr.decoding import resolve
+from diffasr.decoding.options import WHISPER_READS
 from diffasr.errors import ConfigError
 from diffasr.whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE
 
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
     src, out = Path(args.checkpoint), Path(args.out)
     try:
         defaults = json.loads(args.decode_defaults)
-        resolve({}, defaults, beam_seeded=True)
+        resolve({}, defaults, WHISPER_READS)
     except (ValueError, TypeError, ConfigError) as e:
         print(f"error: --decode-defaults: {e}", file=sys.stderr)
         return 2

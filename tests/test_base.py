@@ -320,7 +320,7 @@ def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(shipped_
     from the CTC seed alike; with 1 step the output still starts with that transcript's first token."""
     model = shipped_base
     feat = model.encode([load_audio(str(en_clip))])[0]
-    greedy_text = _causal_greedy(model.denoiser, feat)
+    greedy_text = _causal_greedy(model.backend.denoiser, feat)
     assert "ask not what your country can do for you" in greedy_text.lower(), greedy_text
     for method in ("diffusion-verify", "ctc-verify"):
         r = model.transcribe(
@@ -339,7 +339,7 @@ def test_the_causal_pass_reads_only_past_the_verified_prefix(shipped_base, en_cl
     values, and its logits there are the full causal pass's."""
     from diffasr.decoding.whisper import _row_fns
 
-    den = shipped_base.denoiser
+    den = shipped_base.backend.denoiser
     vocab = den.vocab["en"]
     kv, fmask = den.memory([shipped_base.encode([load_audio(str(en_clip))])[0]])
     prompts = den.prompts(["en"])
@@ -363,8 +363,11 @@ def test_the_causal_pass_reads_only_past_the_verified_prefix(shipped_base, en_cl
 
 
 def test_the_shipped_base_reads_the_tokenizer_it_was_trained_on(shipped_base):
-    assert shipped_base.denoiser.config.tokenizer == "as-shipped" and shipped_base.denoiser.tokens.repaired == []
-    assert shipped_base.denoiser.tokens.encode("the", "en") == [220, 3322]
+    assert (
+        shipped_base.backend.denoiser.config.tokenizer == "as-shipped"
+        and shipped_base.backend.denoiser.tokens.repaired == []
+    )
+    assert shipped_base.backend.denoiser.tokens.encode("the", "en") == [220, 3322]
 
 
 def test_the_shipped_vocabularies_gain_the_tokens_whisper_writes_that_the_file_cannot_make(shipped_base):
@@ -372,7 +375,7 @@ def test_the_shipped_vocabularies_gain_the_tokens_whisper_writes_that_the_file_c
     released decoder (the whisper verifier) writes them, so loading adds each " t…" whose "t…" is in."""
     from safetensors.torch import load_file
 
-    den = shipped_base.denoiser
+    den = shipped_base.backend.denoiser
     tokens = den.tokens
     assert tokens.lost == ["Ġ t"] and tokens.merged_forms([220, 3322]) == [264]  # " ", "the" -> " the"
     stored = load_file(str(Path(diffasr.__file__).parent / "assets" / "diffasr-base" / "vocab.safetensors"))
@@ -393,7 +396,7 @@ def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
     import diffasr
 
     model = diffasr.load("base")
-    assert model.config.preset == "base" and model.denoiser.n_trained() == 1_002_496
+    assert model.config.preset == "base" and model.backend.denoiser.n_trained() == 1_002_496
     r = model.transcribe(str(en_clip), language="en")
     ref = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
     assert jiwer.wer(ref, r.text.lower()) < 0.25, r.text

@@ -14,6 +14,7 @@ import torch
 from diffasr.audio import SAMPLE_RATE, load_audio, log_mel
 from diffasr.decoding import DecodeOptions, resolve
 from diffasr.decoding.canvas import collapse_repeats, random_canvas
+from diffasr.decoding.options import WHISPER_READS
 from diffasr.decoding.sampler import edit, refine
 from diffasr.errors import AudioError, ConfigError, ModelError
 from diffasr.projector import Projector, conv_out_len
@@ -307,7 +308,7 @@ def test_an_option_the_method_does_not_read_is_an_error(method, option):
 def test_small_seeds_its_sampled_methods_with_greedy_ctc_and_refuses_beam_options(tiny_model, en_clip):
     """The base preset seeds diffusion/ctc-refine/ctc-edit with the n-gram beam (they read ngram_weight
     there); small seeds them with greedy CTC, so there the option is an error, not ignored."""
-    assert "ngram_weight" in resolve({}, {"method": "diffusion", "ngram_weight": 0.5}, beam_seeded=True).__dict__
+    assert "ngram_weight" in resolve({}, {"method": "diffusion", "ngram_weight": 0.5}, WHISPER_READS).__dict__
     with pytest.raises(ConfigError, match="does not read ngram_weight"):
         resolve({}, {"method": "diffusion", "ngram_weight": 0.5})
     with pytest.raises(ConfigError, match="does not read ngram_weight"):
@@ -324,7 +325,7 @@ def test_model_defaults_merge_with_caller_options():
     )
     assert resolve(d, {"method": "ctc-greedy"}) == DecodeOptions(method="ctc-greedy")
     assert resolve(d, {"method": "diffusion", "steps": 4}) == DecodeOptions(steps=4)
-    assert resolve(d, {"method": "diffusion"}, beam_seeded=True) == DecodeOptions(
+    assert resolve(d, {"method": "diffusion"}, WHISPER_READS) == DecodeOptions(
         beam=32, ngram_weight=0.7, length_bonus=4.0
     )
     assert resolve({"method": "ctc-edit", "steps": 2}, {"steps": None}) == DecodeOptions(method="ctc-edit", steps=2)

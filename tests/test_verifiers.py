@@ -27,7 +27,7 @@ def test_the_whisper_verifier_is_whisper_base_as_released_over_its_padded_window
     steps enough, ctc-verify writes that decoder's greedy transcript, here faster-whisper's (one
     article wrong), where the adapted verifier hears "Wärbung". Over the unpadded features the
     released decoder cannot tell where the speech ends and repeats the sentence."""
-    model, den = shipped_base, shipped_base.denoiser
+    model, den = shipped_base, shipped_base.backend.denoiser
     released = den.released()
     assert (
         released.embed is den.decoder.embed and released.layers[0].cross_attn.kv is den.decoder.layers[0].cross_attn.kv
@@ -56,7 +56,7 @@ def test_chinese_is_heard_in_either_script_and_written_simplified(shipped_base):
     the Chinese vocabulary holds every Han token, and the transcript comes out simplified."""
     from diffasr.decoding.whisper import simplified
 
-    den = shipped_base.denoiser
+    den = shipped_base.backend.denoiser
     han = den.tokens.han_tokens()
     assert set(han) <= set(den.vocab["zh"].tolist()) and len(han) > 1000
     assert all("\u4e00" <= c <= "\u9fff" for i in han[:50] for c in den.tokens.tok.decode([i]) if c != "\ufffd")
@@ -73,29 +73,32 @@ def test_the_verifier_choice_is_validated_and_auto_is_the_models_per_language(sh
 
     import diffasr
     from diffasr.decoding import resolve
+    from diffasr.decoding.options import WHISPER_READS
     from diffasr.decoding.whisper import denoise_batch, needs_window
     from diffasr.errors import ConfigError
     from diffasr.model import load_base
 
-    den = shipped_base.denoiser
+    den = shipped_base.backend.denoiser
     assert [den.verifier(lang) for lang in ("en", "de", "es", "fr", "zh")] == ["ensemble"] * 5  # verifier.md
     assert den.verifier("de", "adapted") == "adapted" and den.verifier("en", "whisper") == "whisper"
     saved, den.verifier_by_language = den.verifier_by_language, {"de": "whisper"}
     try:  # a language the model names no verifier for: adapted
         assert den.verifier("en") == "adapted" and den.verifier("de") == "whisper"
-        opts = resolve(shipped_base.config.decode_defaults, {"language": "de"}, True)
+        opts = resolve(shipped_base.config.decode_defaults, {"language": "de"}, WHISPER_READS)
         assert opts.verifier == "auto" and needs_window(den, opts, ["en", "de"]) == [False, True]
     finally:
         den.verifier_by_language = saved
     assert needs_window(den, opts, ["en", "de"]) == [True, True]
-    beam = resolve(shipped_base.config.decode_defaults, {"method": "ctc-beam"}, True)
+    beam = resolve(shipped_base.config.decode_defaults, {"method": "ctc-beam"}, WHISPER_READS)
     assert needs_window(den, beam, ["de"]) == [False]
     for bad in ({"method": "ctc-beam", "verifier": "whisper"}, {"method": "ctc-verify", "verifier": "released"}):
         with pytest.raises(ConfigError, match="verifier"):
-            resolve({}, bad, True)
+            resolve({}, bad, WHISPER_READS)
     feat = np.zeros((100, 512), np.float32)
     with pytest.raises(ConfigError, match="padded windows"):  # the windows are the caller's to give
-        denoise_batch(den, [feat], ["de"], [[]], resolve({}, {"method": "ctc-verify", "verifier": "whisper"}, True))
+        denoise_batch(
+            den, [feat], ["de"], [[]], resolve({}, {"method": "ctc-verify", "verifier": "whisper"}, WHISPER_READS)
+        )
     d = tmp_path / "m"
     shutil.copytree(Path(diffasr.__file__).parent / "assets" / "diffasr-base", d)
     cfg = json.loads((d / "config.json").read_text())
@@ -112,7 +115,7 @@ def test_the_ensemble_verifier_is_the_mean_of_both_decoders_log_probabilities(sh
     decoder alone hears "Wärbung"."""
     from diffasr.decoding.whisper import _row_fns
 
-    model, den = shipped_base, shipped_base.denoiser
+    model, den = shipped_base, shipped_base.backend.denoiser
     audio = load_audio(str(real_clip("de", "picovoice_cheetah_test_de.wav")))
     vocab, eot_i = den.vocab["de"], den.eot_index("de")
     kv, fmask = den.memory(model.encode([audio]))

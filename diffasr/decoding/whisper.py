@@ -1,4 +1,5 @@
-"""The `base` preset's backend: Whisper-base's decoder as the denoiser over a Whisper-token canvas.
+"""The `base` preset's backend (`WhisperBackend`): Whisper-base's decoder as the denoiser over a
+Whisper-token canvas.
 
 The CTC head (and its n-gram beam) is diffasr-small's, over the same frozen encoder features: it
 gives the canvas length, the seed (`ctc-refine`, `ctc-edit`, `ctc-verify`), the n-best (`rescore`)
@@ -16,14 +17,17 @@ the sampler draws uniform noise over it and the output layer scores only it.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 from ..tokenizer import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
-from .options import RELEASED, VERIFIED, DecodeOptions
+from .options import RELEASED, VERIFIED, WHISPER_READS, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
+from .types import Front, Hypothesis
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
 
@@ -278,42 +282,66 @@ def needs_window(den, options: DecodeOptions, languages: list) -> list[bool]:
     return [options.method in VERIFIED and den.verifier(lang, options.verifier) in RELEASED for lang in languages]
 
 
-def decode(
-    den, tok, feats: list, languages: list, options: DecodeOptions, ctc_rows: list, times: dict, windows=None
-) -> list:
-    """Hypotheses (decode.Hypothesis) of a batch for a sampled method or `rescore`. ctc_rows: per row,
-    the CTC beam's n-best [(small token ids, score)] for rescore, else the CTC transcript (small ids);
-    windows: see `denoise_batch`."""
-    import time
+class WhisperBackend:
+    """The decoder backend (decoding.backend.Backend) of the base preset: `denoiser`, a
+    WhisperDenoiser, over the CTC head's rows turned into Whisper ids of the row's language."""
 
-    from .decode import Hypothesis
+    reads = WHISPER_READS
 
-    t0 = time.perf_counter()
-    if options.method == "rescore":
-        nbest = [
-            [(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(ctc_rows, languages)
-        ]
-        seeds = [c[0][0] if c else [] for c in nbest]
-    else:
-        seeds = [den.tokens.encode(tok.decode(ids), lang) for ids, lang in zip(ctc_rows, languages)]
-        nbest = None
-    times["ctc_seed"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows)
-    times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
-    out = []
-    for (ids, conf, steps_run), lang in zip(rows, languages):
-        text, chars = char_confidence(den, ids, conf)
-        if lang == "zh":
-            text = simplified(text)
-        small_ids = tok.encode(text) if text else []
-        out.append(
-            Hypothesis(
-                small_ids,
-                [float(np.mean(conf)) if conf else 1.0] * len(small_ids),
-                steps_run,
-                text=text,
-                char_confidences=chars,
+    def __init__(self, denoiser):
+        self.denoiser = denoiser
+
+    def needs_window(self, options: DecodeOptions, languages: list) -> list[bool]:
+        return needs_window(self.denoiser, options, languages)
+
+    def decode(
+        self,
+        model,
+        feats: list,
+        front: Front,
+        languages: list,
+        options: DecodeOptions,
+        ctc_rows: list,
+        times: dict,
+        windows=None,
+    ) -> list[Hypothesis]:
+        den, tok = self.denoiser, model.tokenizer
+        t0 = time.perf_counter()
+        if options.method == "rescore":
+            nbest = [
+                [(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(ctc_rows, languages)
+            ]
+            seeds = [c[0][0] if c else [] for c in nbest]
+        else:
+            seeds = [den.tokens.encode(tok.decode(ids), lang) for ids, lang in zip(ctc_rows, languages)]
+            nbest = None
+        times["ctc_seed"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows)
+        times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
+        out = []
+        for (ids, conf, steps_run), lang in zip(rows, languages):
+            text, chars = char_confidence(den, ids, conf)
+            if lang == "zh":
+                text = simplified(text)
+            small_ids = tok.encode(text) if text else []
+            out.append(
+                Hypothesis(
+                    small_ids,
+                    [float(np.mean(conf)) if conf else 1.0] * len(small_ids),
+                    steps_run,
+                    text=text,
+                    char_confidences=chars,
+                )
             )
-        )
-    return out
+        return out
+
+    def one_step(self, model, feats, front, ctc_rows, languages, options):
+        """The Whisper decoder's pass over a canvas of the (first row's) language's vocabulary."""
+        den, lang = self.denoiser, languages[0] or "en"
+        L = max(canvas_length(len(ids), options, MAX_CANVAS) for ids in ctc_rows)
+        vocab = den.vocab[lang]
+        canvas = vocab[torch.randint(0, len(vocab), (len(ctc_rows), L), generator=torch.Generator().manual_seed(0))]
+        kv, fmask = den.memory(feats)
+        prompts = den.prompts([lang] * len(ctc_rows))
+        return (lambda: den.denoise(prompts, canvas, kv, fmask, vocab)), L
