@@ -441,3 +441,46 @@ def test_a_checkpoint_names_its_tokenizer():
     assert DenoiserConfig.from_dict({"tokenizer": "repaired"}).tokenizer == "repaired"
     with pytest.raises(ModelError, match="tokenizer"):
         DenoiserConfig.from_dict({"tokenizer": "fixed"})
+
+
+def test_words_of_text_take_their_own_tokens_confidences_and_the_ctc_times():
+    """The base preset's words: each word of the cased, punctuated text with the mean confidence of the
+    tokens that wrote it (the two "the"s keep their own), timed by the CTC head's spoken-form words."""
+    from diffasr.align import Word, words_of_text
+
+    text = "The cat sat on the mat."
+    pieces = ["The", " cat", " sat", " on", " the", " mat", "."]
+    spans, at = [], 0
+    for p in pieces:
+        spans.append((at, at + len(p)))
+        at += len(p)
+    conf = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    timed = [Word(float(i), i + 0.5, w, 1.0) for i, w in enumerate("the cat sat on the mat".split())]
+    words = words_of_text(text, spans, conf, timed, 6.0)
+    assert [w.text for w in words] == ["The", "cat", "sat", "on", "the", "mat."]
+    assert [w.confidence for w in words] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.65])
+    assert [(w.start, w.end) for w in words] == [(w.start, w.end) for w in timed]
+    # a count the CTC words do not match: times by character position, still in order
+    odd = words_of_text(text, spans, conf, timed[:4], 6.0)
+    assert [w.text for w in odd] == [w.text for w in words]
+    assert all(a.end <= b.start + 1e-9 and a.start <= a.end for a, b in zip(odd, odd[1:]))
+
+
+def test_base_writes_its_own_tokens_and_each_word_its_own_confidence(shipped_base):
+    """On a real clip, base's tokens are the transcript's own Whisper tokens (their strings make up
+    `text`), one confidence each; every word of `text` is in `words`, in order, with the mean
+    confidence of the tokens that wrote it (not one mean repeated)."""
+    r = shipped_base.transcribe(str(real_clip("en", "jfk.flac")), language="en")
+    assert len(r.tokens) == len(r.confidences) == len(r.token_strings) > 10
+    assert "".join(r.token_strings) == r.text and any(c.isupper() for c in r.text)
+    assert [w.text for w in r.words] == r.text.split()
+    assert len(set(r.confidences)) > 3 and all(0.0 <= c <= 1.0 for c in r.confidences)
+    assert len({w.confidence for w in r.words}) > 3
+    assert all(a.start <= b.start for a, b in zip(r.words, r.words[1:]))
+    ends = np.cumsum([len(t) for t in r.token_strings])
+    at = 0
+    for w in r.words:
+        a = r.text.index(w.text, at)
+        at = a + len(w.text)
+        mine = [c for c, e, t in zip(r.confidences, ends, r.token_strings) if e - len(t) < at and e > a]
+        assert w.confidence == pytest.approx(float(np.mean(mine)), abs=1e-4), w

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 
@@ -24,8 +23,14 @@ class Front(NamedTuple):
 
 @dataclass
 class Hypothesis:
-    tokens: list[int]  # the model's tokenizer ids
+    """One row's transcript in the tokens of whatever wrote it: the CTC head's (the model's tokenizer)
+    or the backend's own (base: Whisper's cased, punctuated tokens, which then set `text`,
+    `token_strings`, `spans` and `align_tokens`)."""
+
+    tokens: list[int]  # token ids
     confidences: list[float]  # one per token, in [0, 1]
     steps_run: int = 0
-    text: str | None = None  # set when the method writes text itself (base: Whisper's detokenised output)
-    char_confidences: np.ndarray | None = None  # with `text`: per character
+    text: str | None = None  # None: the model tokenizer's decode of `tokens`
+    token_strings: list[str] | None = None  # None: the model tokenizer's strings of `tokens`
+    spans: list[tuple[int, int]] | None = None  # per token, the characters of `text` it wrote
+    align_tokens: list[int] | None = None  # the transcript in the CTC head's ids, to time words by; None: tokens

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -243,37 +242,23 @@ def _rescore(den, feats, languages, nbest, options: DecodeOptions):
     return out
 
 
-def char_confidence(den, ids: list[int], conf: list[float]) -> tuple[str, np.ndarray]:
-    """The decoded text and each of its characters' confidence (that of the token that wrote it)."""
+def token_spans(den, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text (stripped) and, per token, the characters of it that the token wrote: a
+    token holding only part of a character's bytes writes none (its span is empty, where the
+    character will start)."""
     text_so_far, spans = "", []
     for k in range(len(ids)):
         t = den.tokens.tok.decode(ids[: k + 1])
         spans.append((len(text_so_far), len(t)))
         text_so_far = t
-    lead = len(text_so_far) - len(text_so_far.lstrip())
-    chars = np.ones(len(text_so_far), np.float32)
-    for (a, b), c in zip(spans, conf):
-        chars[a:b] = c
-    return text_so_far.strip(), chars[lead : lead + len(text_so_far.strip())]
+    lead, text = len(text_so_far) - len(text_so_far.lstrip()), text_so_far.strip()
+    return text, [(min(max(a - lead, 0), len(text)), min(max(b - lead, 0), len(text))) for a, b in spans]
 
 
 def simplified(text: str) -> str:
     """Chinese text in simplified characters (OpenCC t2s), character for character, so that it stays
     aligned with its per-character confidences."""
     return "".join(t2s().convert(c) if is_cjk(c) else c for c in text)
-
-
-def word_confidences(words, text: str, chars: np.ndarray) -> None:
-    """Set each word's confidence to the least confident character of it found in `text` (in order)."""
-    pos = 0
-    for w in words:
-        k = text.find(w.text.strip(), pos)
-        if k < 0:
-            continue
-        n = len(w.text.strip())
-        if n:
-            w.confidence = float(chars[k : k + n].min())
-        pos = k + n
 
 
 def needs_window(den, options: DecodeOptions, languages: list) -> list[bool]:
@@ -321,17 +306,19 @@ class WhisperBackend:
         times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
         out = []
         for (ids, conf, steps_run), lang in zip(rows, languages):
-            text, chars = char_confidence(den, ids, conf)
+            text, spans = token_spans(den, ids)
             if lang == "zh":
                 text = simplified(text)
-            small_ids = tok.encode(text) if text else []
+            # the words' times come from the CTC head's alignment of the same text in its own tokens
             out.append(
                 Hypothesis(
-                    small_ids,
-                    [float(np.mean(conf)) if conf else 1.0] * len(small_ids),
+                    ids,
+                    conf,
                     steps_run,
                     text=text,
-                    char_confidences=chars,
+                    token_strings=[text[a:b] for a, b in spans],
+                    spans=spans,
+                    align_tokens=tok.encode(text) if text else [],
                 )
             )
         return out
