@@ -489,6 +489,7 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
             f"{d}: verifier_by_language must map languages to one of {', '.join(VERIFIERS[1:])}, not {by_language!r}"
         )
     den.verifier_by_language = dict(by_language)
+    trained = raw.get("languages", list(by_language))
     den = den.merge_adapters().to(device).eval()
     model.backend = WhisperBackend(den)
     if set(RELEASED) & set(by_language.values()):
@@ -498,6 +499,8 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
         preset="base",
         decode_defaults=raw.get("decode_defaults", {}),
         training=raw.get("training", {}),
-        languages=[lang for lang in model.config.languages if lang in den.vocab],
+        # the languages it was trained on (`languages`, else those it has a verifier choice for), not
+        # every language its vocabulary file covers
+        languages=[lang for lang in model.config.languages if lang in den.vocab and lang in trained],
     )
     return model

@@ -327,16 +327,19 @@ def create_app(
             "data": [{"id": model_name, "object": "model", "created": int(metrics.started), "owned_by": "diffasr"}],
         }
 
+    # what this model decodes with when a request names nothing: its own decode_defaults
+    table, defaults = model.backend.reads, resolve(model.config.decode_defaults, {}, model.backend.reads)
+
     @app.get("/health")
     async def health():
         return {
             "status": "ok",
             "model": model_name,
             "languages": list(model.config.languages),
-            "methods": list(METHODS),
-            "default_method": model.config.decode_defaults.get("method", DecodeOptions.method),
-            "steps_methods": [m for m in METHODS if "steps" in reads(m)],
-            "default_steps": DecodeOptions.steps,
+            "methods": [m for m in METHODS if m in table],
+            "default_method": defaults.method,
+            "steps_methods": [m for m in METHODS if m in table and "steps" in reads(m, table)],
+            "default_steps": defaults.steps,
             "max_upload_mb": max_upload_mb,
             "max_duration_s": max_duration_s,
         }
