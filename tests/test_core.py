@@ -315,6 +315,22 @@ def test_small_seeds_its_sampled_methods_with_greedy_ctc_and_refuses_beam_option
         tiny_model.transcribe(str(en_clip), options=DecodeOptions(method="ctc-refine", ngram_weight=0.5, language="en"))
 
 
+def test_base_refuses_the_options_its_denoiser_does_not_honour():
+    """The READS table is true on base: its denoiser reads no self-conditioning logits and writes only
+    the language's Whisper vocabulary, so self_condition and restrict_script are errors for its
+    denoising methods (restrict_script still steers its CTC-only methods)."""
+    for method in ("diffusion", "ctc-refine", "ctc-edit"):
+        assert "self_condition" in resolve({}, {"method": method, "self_condition": False}).__dict__
+        with pytest.raises(ConfigError, match="does not read self_condition"):
+            resolve({}, {"method": method, "self_condition": False}, WHISPER_READS)
+    for method in ("diffusion", "ctc-verify", "rescore"):
+        with pytest.raises(ConfigError, match="does not read restrict_script"):
+            resolve({}, {"method": method, "restrict_script": False}, WHISPER_READS)
+    for method in ("ctc-greedy", "ctc-beam"):
+        assert not resolve({}, {"method": method, "restrict_script": False}, WHISPER_READS).restrict_script
+    assert resolve({}, {"method": "ctc-verify", "canvas": 16}, WHISPER_READS).canvas == 16
+
+
 def test_model_defaults_merge_with_caller_options():
     """The defaults' own method takes every default; another method keeps only the defaults it reads."""
     d = {"method": "rescore", "nbest": 8, "rescore_weight": 1.0, "beam": 32, "ngram_weight": 0.7, "length_bonus": 4.0}

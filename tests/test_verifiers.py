@@ -135,3 +135,36 @@ def test_the_ensemble_verifier_is_the_mean_of_both_decoders_log_probabilities(sh
     )
     assert r.text == text and r.steps_run < 40, (r.text, text, r.steps_run)
     assert "Die Werbung vermittelt" in r.text
+
+
+def test_the_verified_path_suppresses_what_greedy_suppresses(shipped_base):
+    """Every verifier's causal pass masks what whisper_decoder.greedy (as faster-whisper) never
+    writes: the config's suppress ids and special tokens anywhere, suppress_ids_begin and the blank
+    first."""
+    from diffasr.decoding.whisper import _row_fns, suppressed
+
+    model, den = shipped_base, shipped_base.backend.denoiser
+    audio = load_audio(str(real_clip("de", "picovoice_cheetah_test_de.wav")))
+    vocab = den.vocab["de"]
+    never, first = suppressed(den, vocab)
+    assert never.any() and first.any() and not never[den.eot_index("de")]
+    assert set(vocab[never].tolist()) == {
+        i for i in vocab.tolist() if i in den.tokens.suppress or i > den.tokens.n_text
+    }
+    kv, fmask = den.memory(model.encode([audio]))
+    window = den.memory(model.encode_window([audio]), released=True)
+    canvas = torch.randint(0, len(vocab), (1, 8), generator=torch.Generator().manual_seed(0))
+    for v in ("adapted", "whisper", "ensemble"):
+        causal = _row_fns(den, vocab, den.prompts(["de"]), kv, fmask, v, window)[1]
+        with torch.no_grad():
+            logits = causal(canvas, torch.tensor([0]), 0)
+        assert torch.isneginf(logits[0, :, never]).all() and torch.isneginf(logits[0, 0, first]).all(), v
+        assert not torch.isneginf(logits[0, 1:, first & ~never]).any(), v
+
+
+def test_a_canvas_given_to_a_verified_method_is_not_grown(shipped_base):
+    """canvas fixes the verified methods' canvas as it does the others': jfk.flac's 25 tokens do not
+    fit 16 positions, and the canvas does not grow to hold them."""
+    clip = str(real_clip("en", "jfk.flac"))
+    r = shipped_base.transcribe(clip, language="en", method="ctc-verify", canvas=16, word_timestamps=False)
+    assert 0 < len(r.tokens) <= 16 and r.text.startswith("And so my fellow Americans")

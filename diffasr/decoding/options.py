@@ -44,14 +44,18 @@ READS = {  # the DiffusionGemma backend (the small preset)
 }
 # The Whisper-decoder backend (the base preset) seeds its sampled methods with the CTC beam's best
 # (n-gram fused when ngram_weight > 0) where small seeds them with greedy CTC: there they also read
-# _BEAM; and it runs the verified methods, which need a decoder that also runs causally.
+# _BEAM; and it runs the verified methods, which need a decoder that also runs causally. Its
+# denoiser reads no self-conditioning logits, and writes only the row language's Whisper vocabulary
+# whatever restrict_script says: its denoising methods read neither.
+_W_STEPS = _STEPS - {"self_condition"}
+_W_REFINE = _REFINE - {"self_condition"}
 WHISPER_READS = {
-    "diffusion": _REFINE | _BEAM | _SCRIPT,
-    "ctc-refine": _REFINE | _BEAM | _SCRIPT,
-    "ctc-edit": _STEPS | _BEAM | _SCRIPT | {"edit_threshold"},
-    "diffusion-verify": _CANVAS | _BEAM | _SCRIPT | {"steps", "seed", "verifier"},
-    "ctc-verify": _CANVAS | _BEAM | _SCRIPT | {"steps", "verifier"},
-    "rescore": READS["rescore"],
+    "diffusion": _W_REFINE | _BEAM,
+    "ctc-refine": _W_REFINE | _BEAM,
+    "ctc-edit": _W_STEPS | _BEAM | {"edit_threshold"},
+    "diffusion-verify": _CANVAS | _BEAM | {"steps", "seed", "verifier"},
+    "ctc-verify": _CANVAS | _BEAM | {"steps", "verifier"},
+    "rescore": _BEAM | _CANVAS | {"nbest", "rescore_weight"},
     "ctc-beam": READS["ctc-beam"],
     "ctc-greedy": READS["ctc-greedy"],
 }

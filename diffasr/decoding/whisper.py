@@ -86,6 +86,16 @@ class _CausalPrefixes:
             self.seen.setdefault(b, []).append((canvas[r], [[k[r], v[r]] for k, v in past]))
 
 
+def suppressed(den, vocab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks (|V|,) over `vocab`'s indices of what Whisper's greedy decoding (whisper_decoder.greedy,
+    as faster-whisper) never writes (the config's suppress ids, special tokens, timestamps) and of what
+    it never writes first (suppress_ids_begin, the blank)."""
+    t = den.tokens
+    never = torch.isin(vocab, torch.tensor(t.suppress, dtype=vocab.dtype)) | (vocab > t.n_text)
+    first = torch.isin(vocab, torch.tensor(list(t.suppress_begin) + [220], dtype=vocab.dtype))
+    return never.to(vocab.device), first.to(vocab.device)
+
+
 def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adapted", window=None):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
     -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, reading only
@@ -102,6 +112,8 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adap
         h = den.denoise(p, vocab[canvas_idx], k, m, hidden=True)
         return den.decoder.logits(h[:, s:], vocab)
 
+    never, first = suppressed(den, vocab)
+
     def causal_of(released: bool):
         prefixes = _CausalPrefixes()
         dec = den.released() if released else den.decoder
@@ -112,7 +124,10 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adap
             past = prefixes.find(canvas_idx, rows, s, p.shape[1] - 1 + s) or [[None, None] for _ in dec.layers]
             h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, released)
             prefixes.keep(canvas_idx, rows, past)
-            return dec.logits(h, vocab)
+            logits = dec.logits(h, vocab).masked_fill(never, -torch.inf)  # as greedy() suppresses
+            if s == 0:
+                logits[:, 0] = logits[:, 0].masked_fill(first, -torch.inf)
+            return logits
 
         return causal
 
@@ -191,7 +206,7 @@ def denoise_batch(
                 options,
                 seeds=seed_idx,
                 row_generators=gens,
-                max_len=MAX_CANVAS,
+                max_len=L if options.canvas is not None else MAX_CANVAS,  # a canvas given is not grown
             )
         else:
             res = refine(
