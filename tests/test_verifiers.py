@@ -13,6 +13,7 @@ from conftest import greedy_of, real_clip
 from diffasr.audio import load_audio
 from diffasr.encoder import whisper_base_dir
 from diffasr.errors import ModelError
+from diffasr.metrics import error_rate
 from diffasr.whisper_decoder import WhisperDecoder, greedy
 
 
@@ -21,10 +22,13 @@ def whisper_dir():
     return whisper_base_dir()
 
 
+GERMAN = "Die Werbung vermittelt einen falschen Eindruck."  # the German clip's reference
+
+
 def test_the_whisper_verifier_is_whisper_base_as_released_over_its_padded_window(shipped_base, whisper_dir):
     """verifier="whisper" checks the drafts with Whisper-base's decoder as released (sharing the
     embedding and the cross-attention projections), reading the encoder's 30-s padded window: given
-    steps enough, ctc-verify writes that decoder's greedy transcript, here faster-whisper's (one
+    steps enough, ctc-verify writes that decoder's greedy transcript (faster-whisper's gets one
     article wrong), where the adapted verifier hears "Wärbung". Over the unpadded features the
     released decoder cannot tell where the speech ends and repeats the sentence."""
     model, den = shipped_base, shipped_base.backend.denoiser
@@ -41,13 +45,15 @@ def test_the_whisper_verifier_is_whisper_base_as_released_over_its_padded_window
     with torch.no_grad():
         padded = greedy(released, den.tokens, torch.as_tensor(window)[None], "de")
         unpadded = greedy(released, den.tokens, torch.as_tensor(model.encode([audio])[0])[None], "de", max_len=40)
-    assert den.tokens.tok.decode(padded).strip() == "Die Werbung vermittelt ein falschen Eindruck."
+    # "ein" or "einen": a near-tie that the CPU's float kernels decide (faster-whisper writes "ein")
+    as_greedy = den.tokens.tok.decode(padded).strip()
+    assert error_rate([GERMAN], [as_greedy], "de")[0] <= 1 / 6 and "Werbung" in as_greedy, as_greedy
     assert den.tokens.tok.decode(unpadded).count("Eindruck") > 1
     got = {
         v: model.transcribe(audio, language="de", method="ctc-verify", steps=40, verifier=v, word_timestamps=False)
         for v in ("whisper", "adapted")
     }
-    assert got["whisper"].text == "Die Werbung vermittelt ein falschen Eindruck." and got["whisper"].steps_run < 40
+    assert got["whisper"].text == as_greedy and got["whisper"].steps_run < 40
     assert "Wärbung" in got["adapted"].text
 
 
