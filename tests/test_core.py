@@ -257,11 +257,11 @@ def test_refine_sampler_commits_everything_by_the_last_step(tiny_model):
     sched = BlockRefinementScheduler(threshold=1.0)
     sched.set_timesteps(4, block_length=16)
     canvas = torch.randint(0, m.tokenizer.vocab_size, (1, 16))
-    committed = []
+    committed, kept = [], torch.zeros(1, 16, dtype=torch.bool)
     for t in range(4):
         out = sched.step(m.denoise(state, canvas), t, canvas, mask_token_id=None)
-        canvas = out.prev_sample
-        committed.append(int(sched._committed.sum()))
+        canvas, kept = out.prev_sample, kept | out.transfer_index  # committed: the public outputs, not its state
+        committed.append(int(kept.sum()))
     assert committed == [4, 8, 12, 16]  # sticky, growing quota, nothing undecided at the end
 
 
