@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ctc-model", default="diffasr-small")
     ap.add_argument("--decode-defaults", default="{}")
     ap.add_argument("--training", default=None, help="JSON file with the recipe/provenance to record")
+    ap.add_argument("--verifier-by-language", default="{}", help="JSON: language -> adapted | whisper | ensemble")
     args = ap.parse_args(argv)
     src, out = Path(args.checkpoint), Path(args.out)
     try:
@@ -51,6 +52,8 @@ def main(argv=None) -> int:
         "decode_defaults": defaults,
         "training": training,
     }
+    if by_language := json.loads(args.verifier_by_language):
+        cfg["verifier_by_language"] = by_language
     tmp = out / "config.json.tmp"
     tmp.write_text(json.dumps(cfg, indent=2) + "\n")
     tmp.replace(out / "config.json")
