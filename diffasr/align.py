@@ -8,6 +8,10 @@ dependency here (it pins its own torch).
 
 `words_from_tokens` merges tokens into words on the Metaspace '▁' that starts a word; a token of
 CJK characters becomes one word per character, its span shared evenly (Chinese has no spaces).
+
+`words_of_text` makes the words of a transcript written in other tokens than the CTC head's (the
+base preset's cased, punctuated Whisper tokens): each word of the text with the mean confidence of
+the tokens that wrote it, timed by the CTC head's aligned words of the same transcript.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tokenizer import is_cjk
+from .tokenizer import is_cjk, spoken_form
 
 
 @dataclass
@@ -98,3 +102,59 @@ def words_from_tokens(
         group.append(k)
     flush()
     return words
+
+
+def _text_words(text: str) -> list[tuple[int, int]]:
+    """(start, end) character spans of the words of `text`: runs between whitespace, and each CJK
+    character on its own."""
+    spans, start = [], None
+    for i, ch in enumerate(text + " "):
+        if ch.isspace() or is_cjk(ch):
+            if start is not None:
+                spans.append((start, i))
+                start = None
+            if is_cjk(ch):
+                spans.append((i, i + 1))
+        elif start is None:
+            start = i
+    return spans
+
+
+def _spoken_count(word: str) -> int:
+    """How many words the CTC head's spoken form of `word` holds ("Well-known," -> 2, "—" -> 0)."""
+    spoken = spoken_form(word)
+    return sum(len(_text_words(w)) for w in spoken.split())
+
+
+def words_of_text(
+    text: str, spans: list[tuple[int, int]], confidences: list[float], timed: list[Word], duration: float
+) -> list[Word]:
+    """The words of `text`, each with the mean confidence of the tokens that wrote its characters
+    (token k wrote text[spans[k][0]:spans[k][1]]; a token of only part of a character's bytes has an
+    empty span where that character starts), and times from `timed`: the CTC alignment's words of the
+    same transcript in the CTC head's spoken form (lower case, no punctuation), matched in order: a
+    word takes the span of the spoken words it becomes, a word with none (punctuation) a zero-length
+    span where the previous ended. When the two disagree on the count, each word's time is
+    interpolated by its character position between the first aligned start and the last aligned end
+    (0 and `duration` without any)."""
+    out: list[Word] = []
+    words = _text_words(text)
+    counts = [_spoken_count(text[a:b]) for a, b in words]
+    if sum(counts) == len(timed):
+        times, k = [], 0
+        for n in counts:
+            if n:
+                times.append((timed[k].start, timed[k + n - 1].end))
+            else:
+                t = times[-1][1] if times else (timed[0].start if timed else 0.0)
+                times.append((t, t))
+            k += n
+    else:
+        t0, t1 = (timed[0].start, timed[-1].end) if timed else (0.0, duration)
+        n = max(len(text), 1)
+        times = [(t0 + (t1 - t0) * a / n, t0 + (t1 - t0) * b / n) for a, b in words]
+    for (a, b), (start, end) in zip(words, times):
+        mine = [c for (x, y), c in zip(spans, confidences) if (x < b and y > a) or (x == y and a <= x < b)]
+        conf = float(np.mean(mine)) if mine else float(np.mean(confidences)) if confidences else 1.0
+        out.append(Word(start, end, text[a:b], conf))
+    return out

@@ -65,17 +65,16 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
     """Seconds per stage for `batch` copies of `clip` decoded as one batch with DecodeOptions
     `options` (medians over repeats).
 
-    `one_step` times a single denoiser pass on the batch's own canvas length: `model.denoise` on its
-    prompt state with self-conditioning logits as every step after the first sees them, or for `base`
-    the Whisper decoder's pass over a canvas of the language's vocabulary.
+    `one_step` times a single denoiser pass on the batch's own canvas length, as the model's decoder
+    backend runs it (`Backend.one_step`: small's DiffusionGemma on its prompt state with the
+    self-conditioning logits every step after the first sees; base's Whisper decoder over a canvas of
+    the language's vocabulary).
     """
     import torch
 
     from .audio import load_audio
-    from .decoding.canvas import canvas_length
     from .decoding.ctc import ctc_greedy
-    from .decoding.decode import is_base
-    from .decoding.whisper import MAX_CANVAS
+    from .decoding.decode import decode_front
     from .evaluate import transcribe_plain as transcribe
 
     files = [str(clip)] * batch
@@ -88,28 +87,13 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
     out = {k: statistics.median(run.get(k, 0.0) for run in runs) for k in runs[0]}
     out["audio_decode"] *= batch  # transcribe reports it per input
 
-    tok = model.tokenizer
     with torch.no_grad():
         audios = [load_audio(clip)] * batch
         feats = model.encode(audios)
-        audio_tokens, n_audio = model.project(feats)
-        logits, prefilled = model.ctc(audio_tokens, n_audio, [language] * batch)
-        ctc = ctc_greedy(logits, n_audio, blank=tok.pad)
-        gen = torch.Generator().manual_seed(0)
-        if is_base(model):  # the Whisper decoder's pass over a canvas of the language's vocabulary
-            den, lang = model.denoiser, language or "en"
-            L = max(canvas_length(len(ids), options, MAX_CANVAS) for ids in ctc)
-            vocab = den.vocab[lang]
-            canvas = vocab[torch.randint(0, len(vocab), (batch, L), generator=gen)]
-            kv, fmask = den.memory(feats)
-            prompts = den.prompts([lang] * batch)
-            out["one_step"], _ = timed(lambda: den.denoise(prompts, canvas, kv, fmask, vocab), repeats)
-        else:
-            state = prefilled or model.prefill(audio_tokens, n_audio, [language] * batch)
-            L = max(canvas_length(len(ids), options, model.config.canvas_length) for ids in ctc)
-            canvas = torch.randint(0, tok.vocab_size, (batch, L), generator=gen).to(model.device)
-            sc = model.denoise(state, canvas)
-            out["one_step"], _ = timed(lambda: model.denoise(state, canvas, sc), repeats)
+        front = decode_front(model, feats, [language] * batch, options)
+        ctc = ctc_greedy(front.ctc, front.n_audio, blank=model.tokenizer.pad)
+        step, L = model.backend.one_step(model, feats, front, ctc, [language] * batch, options)
+        out["one_step"], _ = timed(step, repeats)
     steps_run = out.get("steps_run", 0)
     out.update(batch=batch, canvas=L, steps=steps_run, per_step=out.get("denoise", 0.0) / max(1, steps_run))
     return out
@@ -296,7 +280,6 @@ def run(args) -> int:
     from . import load
     from .audio import SAMPLE_RATE, load_audio
     from .decoding import resolve
-    from .decoding.decode import is_base
     from .evaluate import _parse_list, _write, load_faster_whisper, set_threads
 
     batches = _parse_list(args.batch_sizes, "batch-sizes", int)
@@ -309,7 +292,7 @@ def run(args) -> int:
     ten_clip, ten_lang = clips[pick["ten"]]
 
     model = load(args.model, device=args.device)
-    options = resolve(model.config.decode_defaults, {"method": args.method, "steps": args.steps}, is_base(model))
+    options = resolve(model.config.decode_defaults, {"method": args.method, "steps": args.steps}, model.backend.reads)
     label = options.method + (f", {options.steps} steps" if "steps" in reads(options.method) else "")
     if args.threads:
         set_threads(model, args.threads)

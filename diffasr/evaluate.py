@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .decoding import METHODS, DecodeOptions, resolve
-from .decoding.decode import is_base
 from .decoding.options import reads
 from .errors import ConfigError, DataError
 from .manifest import Utterance
@@ -79,16 +78,16 @@ def row_options(model, methods: list[str], steps: list[int] | None, flags: dict)
     """The DecodeOptions of each eval row: every method in `methods` (those that read steps once per
     step count, `steps` None: the model's), each with the decoding `flags` it reads over the model's
     decode_defaults. A flag (or --steps) that none of the methods reads is a ConfigError."""
-    beam_seeded = is_base(model)
-    read_by_any = set().union(*(reads(m, beam_seeded) for m in methods))
+    table = model.backend.reads
+    read_by_any = set().union(*(reads(m, table) for m in methods))
     unread = sorted(set(flags) - read_by_any) + (["steps"] if steps is not None and "steps" not in read_by_any else [])
     if unread:
         raise ConfigError(f"no method of {', '.join(methods)} reads {', '.join(unread)}")
     rows = []
     for m in methods:
-        given = {k: v for k, v in flags.items() if k in reads(m, beam_seeded)}
+        given = {k: v for k, v in flags.items() if k in reads(m, table)}
         sweep = steps if steps is not None and "steps" in reads(m) else [None]
-        rows += [resolve(model.config.decode_defaults, {**given, "method": m, "steps": s}, beam_seeded) for s in sweep]
+        rows += [resolve(model.config.decode_defaults, {**given, "method": m, "steps": s}, table) for s in sweep]
     return rows
 
 

@@ -1,4 +1,7 @@
-"""DiffusionASR = frozen Whisper encoder + projector + DiffusionGemma backbone + tokenizer.
+"""DiffusionASR = frozen Whisper encoder + projector (+ CTC head) + a decoder backend + tokenizer.
+
+The backend (decoding/backend.py) is the DiffusionGemma backbone the model holds (`small`) or, for a
+`base` checkpoint (`load_base`), Whisper-base's adapted decoder (decoding/whisper.py).
 
 Also the checkpoint format. A checkpoint is a directory that describes itself:
   config.json        every dimension, the preset, token ids, canvas length, encoder and tokenizer
@@ -25,7 +28,9 @@ import torch
 from torch import nn
 
 from .backbone import Backbone, make_config
+from .decoding.backend import Backend, DiffusionGemmaBackend
 from .decoding.options import RELEASED, VERIFIERS
+from .decoding.whisper import WhisperBackend
 from .encoder import EncoderSpec, WhisperEncoder, build_encoder
 from .errors import ModelError
 from .ngram import NgramModels
@@ -158,6 +163,8 @@ class DiffusionASR(nn.Module):
         self.projector = Projector(config.encoder["dim"], config.projector["hidden"], h, config.projector["strides"])
         self._encoder = encoder
         self.ngrams = NgramModels(None)  # per-language n-grams for CTC beam search; load() finds lm/
+        # what runs the denoising methods: the backbone above, unless a base checkpoint sets another
+        self.backend: Backend = DiffusionGemmaBackend()
 
     # ------------------------------------------------------------------ construction
 
@@ -482,14 +489,18 @@ def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
             f"{d}: verifier_by_language must map languages to one of {', '.join(VERIFIERS[1:])}, not {by_language!r}"
         )
     den.verifier_by_language = dict(by_language)
-    model.denoiser = den.merge_adapters().to(device).eval()
+    trained = raw.get("languages", list(by_language))
+    den = den.merge_adapters().to(device).eval()
+    model.backend = WhisperBackend(den)
     if set(RELEASED) & set(by_language.values()):
-        model.denoiser.released()  # built now (~0.5 s), not inside the first transcription that needs it
+        den.released()  # built now (~0.5 s), not inside the first transcription that needs it
     model.config = dataclasses.replace(
         model.config,
         preset="base",
         decode_defaults=raw.get("decode_defaults", {}),
         training=raw.get("training", {}),
-        languages=[lang for lang in model.config.languages if lang in den.vocab],
+        # the languages it was trained on (`languages`, else those it has a verifier choice for), not
+        # every language its vocabulary file covers
+        languages=[lang for lang in model.config.languages if lang in den.vocab and lang in trained],
     )
     return model

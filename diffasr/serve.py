@@ -33,7 +33,6 @@ from starlette.requests import ClientDisconnect
 from . import serve_limits
 from .audio import SAMPLE_RATE, load_audio
 from .decoding import DecodeOptions, resolve
-from .decoding.decode import is_base
 from .decoding.options import METHODS, reads
 from .errors import AudioError, ConfigError, DiffasrError
 from .serve_batcher import Batcher, Metrics
@@ -101,7 +100,7 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
         "temperature": _number(form, "temperature", float, None) or None,
     }
     try:
-        options = resolve(model.config.decode_defaults, given, is_base(model))
+        options = resolve(model.config.decode_defaults, given, model.backend.reads)
     except ConfigError as e:
         param = next((f for f in ("steps", "temperature", "method") if re.search(rf"\b{f}\b", str(e))), None)
         raise ApiError(400, str(e), param=param, code="invalid_value") from None
@@ -328,16 +327,19 @@ def create_app(
             "data": [{"id": model_name, "object": "model", "created": int(metrics.started), "owned_by": "diffasr"}],
         }
 
+    # what this model decodes with when a request names nothing: its own decode_defaults
+    table, defaults = model.backend.reads, resolve(model.config.decode_defaults, {}, model.backend.reads)
+
     @app.get("/health")
     async def health():
         return {
             "status": "ok",
             "model": model_name,
             "languages": list(model.config.languages),
-            "methods": list(METHODS),
-            "default_method": model.config.decode_defaults.get("method", DecodeOptions.method),
-            "steps_methods": [m for m in METHODS if "steps" in reads(m)],
-            "default_steps": DecodeOptions.steps,
+            "methods": [m for m in METHODS if m in table],
+            "default_method": defaults.method,
+            "steps_methods": [m for m in METHODS if m in table and "steps" in reads(m, table)],
+            "default_steps": defaults.steps,
             "max_upload_mb": max_upload_mb,
             "max_duration_s": max_duration_s,
         }

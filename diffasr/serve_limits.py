@@ -288,7 +288,10 @@ def _raw_response(status: int, reason: str, message: str, code: str) -> bytes:
 
 
 def bounded_protocol(limits: Limits):
-    """A uvicorn h11 protocol class enforcing `limits` on request heads and on draining bodies."""
+    """A uvicorn h11 protocol class enforcing `limits` on request heads and on draining bodies.
+
+    It subclasses uvicorn's internal H11Protocol (uvicorn has no public hook for a request-head limit),
+    so pyproject pins uvicorn to the minor release this was tested against; test_serve_limits checks it."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 

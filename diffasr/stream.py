@@ -39,7 +39,6 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .decoding import DecodeOptions, resolve
-from .decoding.decode import is_base
 from .errors import AudioError, ConfigError
 from .vad import WINDOW, SileroVAD, VadOptions
 
@@ -99,7 +98,7 @@ class StreamSession:
         if pad_s >= pause_s:  # the final's trailing context must have arrived when the pause closes it
             raise ConfigError(f"pad_s ({pad_s}) must be shorter than pause_s ({pause_s})")
         self.model, self.language = model, language
-        self.options = resolve(model.config.decode_defaults, {**decode_options, "language": None}, is_base(model))
+        self.options = resolve(model.config.decode_defaults, {**decode_options, "language": None}, model.backend.reads)
         # partials: greedy CTC, the cheapest text the model offers (one encoder pass + one prefill)
         self.partial_options = DecodeOptions(method="ctc-greedy", restrict_script=self.options.restrict_script)
         self.vad_options = vad_options = vad_options or VadOptions()

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .align import Word, ctc_align, words_from_tokens
+from .align import Word, ctc_align, words_from_tokens, words_of_text
 from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
 from .decoding import DecodeOptions, resolve
 from .decoding.ctc import speech_evidence
-from .decoding.decode import decode, decode_front, is_base
-from .decoding.whisper import needs_window, word_confidences
+from .decoding.decode import decode, decode_front
 from .encoder import FRAMES_PER_SECOND
 from .errors import ConfigError
 from .tokenizer import word_separator
@@ -127,7 +126,7 @@ def decode_batch(
     t0 = time.perf_counter()
     feats = model.encode(audios)
     windows = None
-    if is_base(model) and any(want := needs_window(model.denoiser, options, languages)):
+    if any(want := model.backend.needs_window(options, languages)):
         # the released decoder verifies these rows: it reads Whisper's padded 30-s window
         padded = iter(model.encode_window([a for a, w in zip(audios, want) if w]))
         windows = [next(padded) if w else None for w in want]
@@ -177,14 +176,14 @@ def decode_features(
     results = []
     for h, d, lang, ev in zip(hyps, durations, languages, evidence):
         if speech_guard and not is_speech(ev):  # no VAD upstream: the guard stands in for it
-            h = dataclasses.replace(h, tokens=[], confidences=[], text="", char_confidences=None)
+            h = dataclasses.replace(h, tokens=[], confidences=[], text="", token_strings=[], spans=[], align_tokens=[])
         results.append(
             Transcription(
                 text=tok.decode(h.tokens) if h.text is None else h.text,
                 language=lang,
                 tokens=h.tokens,
                 confidences=h.confidences,
-                token_strings=tok.token_strings(h.tokens),
+                token_strings=tok.token_strings(h.tokens) if h.token_strings is None else h.token_strings,
                 duration=d,
                 method=options.method,
                 steps_run=h.steps_run,
@@ -195,9 +194,11 @@ def decode_features(
         t0 = time.perf_counter()
         log_probs = ctc.float().log_softmax(-1)
         for r, h, lp, n in zip(results, hyps, log_probs, n_audio.tolist()):
-            r.words = _align_words(model, r.tokens, r.confidences, lp[:n], r.duration)
-            if h.char_confidences is not None and r.text:  # base: each word as sure as its least sure character
-                word_confidences(r.words, r.text, h.char_confidences)
+            if h.align_tokens is None:  # the CTC head's own tokens: their words, as sure as their tokens
+                r.words = _align_words(model, r.tokens, r.confidences, lp[:n], r.duration)
+            else:  # the words of the text, as sure as the tokens that wrote them, timed by the CTC head
+                timed = _align_words(model, h.align_tokens, [1.0] * len(h.align_tokens), lp[:n], r.duration)
+                r.words = words_of_text(r.text, h.spans, h.confidences, timed, r.duration)
         times["align"] = time.perf_counter() - t0
     for r in results:
         r.timings = dict(times)
@@ -329,7 +330,7 @@ def transcribe(
     items = [audio] if single else list(audio)
     if options is None:
         options = resolve(
-            model.config.decode_defaults, {"steps": steps, "language": language, **kwargs}, is_base(model)
+            model.config.decode_defaults, {"steps": steps, "language": language, **kwargs}, model.backend.reads
         )
     if options.language == "auto":
         options = dataclasses.replace(options, language=None)

@@ -120,7 +120,6 @@ def run(args) -> int:
 
     from . import load
     from .decoding import resolve
-    from .decoding.decode import is_base
     from .transcribe import transcribe
     from .writers import WRITERS
 
@@ -129,7 +128,7 @@ def run(args) -> int:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
     options = resolve(
-        model.config.decode_defaults, {"language": args.language, **decoding_overrides(args)}, is_base(model)
+        model.config.decode_defaults, {"language": args.language, **decoding_overrides(args)}, model.backend.reads
     )
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from diffasr.decoding import resolve
-from diffasr.decoding.options import VERIFIERS
+from diffasr.decoding.options import VERIFIERS, WHISPER_READS
 from diffasr.errors import ConfigError
 from diffasr.whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE
 
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     src, out = Path(args.checkpoint), Path(args.out)
     try:
         defaults = json.loads(args.decode_defaults)
-        resolve({}, defaults, beam_seeded=True)
+        resolve({}, defaults, WHISPER_READS)
         by_language = json.loads(args.verifier_by_language)
         if not isinstance(by_language, dict) or any(v not in VERIFIERS[1:] for v in by_language.values()):
             raise ConfigError(f"--verifier-by-language maps languages to one of {', '.join(VERIFIERS[1:])}")

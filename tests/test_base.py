@@ -341,7 +341,7 @@ def test_shipped_base_verified_decoding_is_the_causal_greedy_transcript(shipped_
     from the CTC seed alike; with 1 step the output still starts with that transcript's first token."""
     model = shipped_base
     feat = model.encode([load_audio(str(en_clip))])[0]
-    greedy_text = _causal_greedy(model.denoiser, feat)
+    greedy_text = _causal_greedy(model.backend.denoiser, feat)
     assert "ask not what your country can do for you" in greedy_text.lower(), greedy_text
     for method in ("diffusion-verify", "ctc-verify"):
         r = model.transcribe(
@@ -360,7 +360,7 @@ def test_the_causal_pass_reads_only_past_the_verified_prefix(shipped_base, en_cl
     values, and its logits there are the full causal pass's."""
     from diffasr.decoding.whisper import _row_fns
 
-    den = shipped_base.denoiser
+    den = shipped_base.backend.denoiser
     vocab = den.vocab["en"]
     kv, fmask = den.memory([shipped_base.encode([load_audio(str(en_clip))])[0]])
     prompts = den.prompts(["en"])
@@ -384,8 +384,11 @@ def test_the_causal_pass_reads_only_past_the_verified_prefix(shipped_base, en_cl
 
 
 def test_the_shipped_base_reads_the_tokenizer_it_was_trained_on(shipped_base):
-    assert shipped_base.denoiser.config.tokenizer == "as-shipped" and shipped_base.denoiser.tokens.repaired == []
-    assert shipped_base.denoiser.tokens.encode("the", "en") == [220, 3322]
+    assert (
+        shipped_base.backend.denoiser.config.tokenizer == "as-shipped"
+        and shipped_base.backend.denoiser.tokens.repaired == []
+    )
+    assert shipped_base.backend.denoiser.tokens.encode("the", "en") == [220, 3322]
 
 
 def test_the_shipped_vocabularies_gain_the_tokens_whisper_writes_that_the_file_cannot_make(shipped_base):
@@ -393,7 +396,7 @@ def test_the_shipped_vocabularies_gain_the_tokens_whisper_writes_that_the_file_c
     released decoder (the whisper verifier) writes them, so loading adds each " t…" whose "t…" is in."""
     from safetensors.torch import load_file
 
-    den = shipped_base.denoiser
+    den = shipped_base.backend.denoiser
     tokens = den.tokens
     assert tokens.lost == ["Ġ t"] and tokens.merged_forms([220, 3322]) == [264]  # " ", "the" -> " the"
     stored = load_file(str(Path(diffasr.__file__).parent / "assets" / "diffasr-base" / "vocab.safetensors"))
@@ -414,7 +417,7 @@ def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
     import diffasr
 
     model = diffasr.load("base")
-    assert model.config.preset == "base" and model.denoiser.n_trained() == 1_002_496
+    assert model.config.preset == "base" and model.backend.denoiser.n_trained() == 1_002_496
     r = model.transcribe(str(en_clip), language="en")
     ref = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
     assert jiwer.wer(ref, r.text.lower()) < 0.25, r.text
@@ -459,3 +462,46 @@ def test_a_checkpoint_names_its_tokenizer():
     assert DenoiserConfig.from_dict({"tokenizer": "repaired"}).tokenizer == "repaired"
     with pytest.raises(ModelError, match="tokenizer"):
         DenoiserConfig.from_dict({"tokenizer": "fixed"})
+
+
+def test_words_of_text_take_their_own_tokens_confidences_and_the_ctc_times():
+    """The base preset's words: each word of the cased, punctuated text with the mean confidence of the
+    tokens that wrote it (the two "the"s keep their own), timed by the CTC head's spoken-form words."""
+    from diffasr.align import Word, words_of_text
+
+    text = "The cat sat on the mat."
+    pieces = ["The", " cat", " sat", " on", " the", " mat", "."]
+    spans, at = [], 0
+    for p in pieces:
+        spans.append((at, at + len(p)))
+        at += len(p)
+    conf = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    timed = [Word(float(i), i + 0.5, w, 1.0) for i, w in enumerate("the cat sat on the mat".split())]
+    words = words_of_text(text, spans, conf, timed, 6.0)
+    assert [w.text for w in words] == ["The", "cat", "sat", "on", "the", "mat."]
+    assert [w.confidence for w in words] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.65])
+    assert [(w.start, w.end) for w in words] == [(w.start, w.end) for w in timed]
+    # a count the CTC words do not match: times by character position, still in order
+    odd = words_of_text(text, spans, conf, timed[:4], 6.0)
+    assert [w.text for w in odd] == [w.text for w in words]
+    assert all(a.end <= b.start + 1e-9 and a.start <= a.end for a, b in zip(odd, odd[1:]))
+
+
+def test_base_writes_its_own_tokens_and_each_word_its_own_confidence(shipped_base):
+    """On a real clip, base's tokens are the transcript's own Whisper tokens (their strings make up
+    `text`), one confidence each; every word of `text` is in `words`, in order, with the mean
+    confidence of the tokens that wrote it (not one mean repeated)."""
+    r = shipped_base.transcribe(str(real_clip("en", "jfk.flac")), language="en")
+    assert len(r.tokens) == len(r.confidences) == len(r.token_strings) > 10
+    assert "".join(r.token_strings) == r.text and any(c.isupper() for c in r.text)
+    assert [w.text for w in r.words] == r.text.split()
+    assert len(set(r.confidences)) > 3 and all(0.0 <= c <= 1.0 for c in r.confidences)
+    assert len({w.confidence for w in r.words}) > 3
+    assert all(a.start <= b.start for a, b in zip(r.words, r.words[1:]))
+    ends = np.cumsum([len(t) for t in r.token_strings])
+    at = 0
+    for w in r.words:
+        a = r.text.index(w.text, at)
+        at = a + len(w.text)
+        mine = [c for c, e, t in zip(r.confidences, ends, r.token_strings) if e - len(t) < at and e > a]
+        assert w.confidence == pytest.approx(float(np.mean(mine)), abs=1e-4), w

@@ -14,6 +14,7 @@ import torch
 from diffasr.audio import SAMPLE_RATE, load_audio, log_mel
 from diffasr.decoding import DecodeOptions, resolve
 from diffasr.decoding.canvas import collapse_repeats, random_canvas
+from diffasr.decoding.options import WHISPER_READS
 from diffasr.decoding.sampler import edit, refine
 from diffasr.errors import AudioError, ConfigError, ModelError
 from diffasr.projector import Projector, conv_out_len
@@ -256,11 +257,11 @@ def test_refine_sampler_commits_everything_by_the_last_step(tiny_model):
     sched = BlockRefinementScheduler(threshold=1.0)
     sched.set_timesteps(4, block_length=16)
     canvas = torch.randint(0, m.tokenizer.vocab_size, (1, 16))
-    committed = []
+    committed, kept = [], torch.zeros(1, 16, dtype=torch.bool)
     for t in range(4):
         out = sched.step(m.denoise(state, canvas), t, canvas, mask_token_id=None)
-        canvas = out.prev_sample
-        committed.append(int(sched._committed.sum()))
+        canvas, kept = out.prev_sample, kept | out.transfer_index  # committed: the public outputs, not its state
+        committed.append(int(kept.sum()))
     assert committed == [4, 8, 12, 16]  # sticky, growing quota, nothing undecided at the end
 
 
@@ -307,11 +308,27 @@ def test_an_option_the_method_does_not_read_is_an_error(method, option):
 def test_small_seeds_its_sampled_methods_with_greedy_ctc_and_refuses_beam_options(tiny_model, en_clip):
     """The base preset seeds diffusion/ctc-refine/ctc-edit with the n-gram beam (they read ngram_weight
     there); small seeds them with greedy CTC, so there the option is an error, not ignored."""
-    assert "ngram_weight" in resolve({}, {"method": "diffusion", "ngram_weight": 0.5}, beam_seeded=True).__dict__
+    assert "ngram_weight" in resolve({}, {"method": "diffusion", "ngram_weight": 0.5}, WHISPER_READS).__dict__
     with pytest.raises(ConfigError, match="does not read ngram_weight"):
         resolve({}, {"method": "diffusion", "ngram_weight": 0.5})
     with pytest.raises(ConfigError, match="does not read ngram_weight"):
         tiny_model.transcribe(str(en_clip), options=DecodeOptions(method="ctc-refine", ngram_weight=0.5, language="en"))
+
+
+def test_base_refuses_the_options_its_denoiser_does_not_honour():
+    """The READS table is true on base: its denoiser reads no self-conditioning logits and writes only
+    the language's Whisper vocabulary, so self_condition and restrict_script are errors for its
+    denoising methods (restrict_script still steers its CTC-only methods)."""
+    for method in ("diffusion", "ctc-refine", "ctc-edit"):
+        assert "self_condition" in resolve({}, {"method": method, "self_condition": False}).__dict__
+        with pytest.raises(ConfigError, match="does not read self_condition"):
+            resolve({}, {"method": method, "self_condition": False}, WHISPER_READS)
+    for method in ("diffusion", "ctc-verify", "rescore"):
+        with pytest.raises(ConfigError, match="does not read restrict_script"):
+            resolve({}, {"method": method, "restrict_script": False}, WHISPER_READS)
+    for method in ("ctc-greedy", "ctc-beam"):
+        assert not resolve({}, {"method": method, "restrict_script": False}, WHISPER_READS).restrict_script
+    assert resolve({}, {"method": "ctc-verify", "canvas": 16}, WHISPER_READS).canvas == 16
 
 
 def test_model_defaults_merge_with_caller_options():
@@ -324,7 +341,7 @@ def test_model_defaults_merge_with_caller_options():
     )
     assert resolve(d, {"method": "ctc-greedy"}) == DecodeOptions(method="ctc-greedy")
     assert resolve(d, {"method": "diffusion", "steps": 4}) == DecodeOptions(steps=4)
-    assert resolve(d, {"method": "diffusion"}, beam_seeded=True) == DecodeOptions(
+    assert resolve(d, {"method": "diffusion"}, WHISPER_READS) == DecodeOptions(
         beam=32, ngram_weight=0.7, length_bonus=4.0
     )
     assert resolve({"method": "ctc-edit", "steps": 2}, {"steps": None}) == DecodeOptions(method="ctc-edit", steps=2)

@@ -85,3 +85,40 @@ def test_disjoint_drops_the_dev_rows_whose_sentence_is_in_the_test_set(tmp_path)
     test.write_text(json.dumps(dict(rows[1], text=rows[1]["text"].upper() + "!")) + "\n")  # same sentence, spoken form
     assert recipe.disjoint(dev, test, out) == 3
     assert [json.loads(l)["text"] for l in out.read_text().splitlines()] == [rows[i]["text"] for i in (0, 2, 3)]
+
+
+BASE = json.loads((REPO / "diffasr" / "assets" / "diffasr-base" / "config.json").read_text())
+
+
+def test_the_base_recipe_rebuilds_the_shipped_base_from_the_repository_and_the_corpus_commands(capsys):
+    """`recipe base --dry-run` lists a rebuild that starts from files in the repository (scripts, the
+    CTC model it names) and the corpus commands, resumes one run stage after stage, stops where the
+    shipped run stopped (config.json's provenance record) and exports with the shipped defaults."""
+    steps = recipe.plan("base")
+    commands = [c for s in steps for c in s.commands]
+    assert all(c[1] in ("-m", "scripts/export_base.py", "scripts/concat_clips.py") for c in commands), commands
+    assert [s.check for s in steps if s.check] == [f"diffasr/assets/{BASE['ctc_model']}/config.json"]
+    assert all((REPO / s.check).is_file() for s in steps if s.check)
+    for c in commands:
+        if c[1] != "-m":
+            assert (REPO / c[1]).is_file(), c[1]
+        else:
+            assert c[2] in ("diffasr", "diffasr.training.train_base") and (c[2] != "diffasr" or c[3] == "corpus"), c
+        for i, a in enumerate(c):  # every manifest is made by an earlier step or is ../shared's
+            if a == "--manifest" and not c[i + 1].startswith("../shared/"):
+                made = c[i + 1].rsplit("/", 1)[0]
+                assert any(made in " ".join(d) and "--out" in d for d in commands[: commands.index(c)]), made
+    trains = [c for c in commands if c[2:3] == ("diffasr.training.train_base",)]
+    assert all("--resume" in c and c[c.index("--out") + 1] == "runs/rebuild-base/train" for c in trains)
+
+    def last(c):
+        return int(c[c.index("--stop-at") + 1] if "--stop-at" in c else c[c.index("--steps") + 1])
+
+    assert [last(c) for c in trains] == sorted(last(c) for c in trains)
+    assert BASE["training"]["recipe"] == "base" and last(trains[-1]) == BASE["training"]["steps"]
+    export = commands[-1]
+    assert export[1] == "scripts/export_base.py"
+    assert json.loads(export[export.index("--decode-defaults") + 1]) == BASE["decode_defaults"]
+    assert json.loads(export[export.index("--verifier-by-language") + 1]) == BASE["verifier_by_language"]
+    assert recipe.main(["base", "--dry-run"]) == 0
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("# total: ")

@@ -193,6 +193,23 @@ def test_models_health_metrics_and_page(server):
     assert page.status_code == 200 and 'id="transcript"' in page.text
 
 
+def test_health_reports_the_loaded_models_own_defaults_and_the_page_sends_only_changes(shipped_base, tiny_model):
+    """/health gives the model's own default method and steps (base's decode_defaults: ctc-verify, 64
+    steps; not DecodeOptions' 8), only the methods its backend runs and only the languages it was
+    trained on; the page pre-fills no steps, so a request it sends is decoded as the API's default."""
+    with serving(create_app(shipped_base)) as (url, _):
+        health = httpx.get(url + "/health").json()
+        page = httpx.get(url + "/").text
+    defaults = shipped_base.config.decode_defaults
+    assert health["default_method"] == defaults["method"] and health["default_steps"] == defaults["steps"] == 64
+    assert "diffusion-verify" in health["methods"] and "hi" not in health["languages"]
+    assert health["languages"] == shipped_base.config.languages
+    assert 'id="steps"' in page and not re.search(r'id="steps"[^>]*value=', page)
+    with serving(create_app(tiny_model)) as (url, _):
+        health = httpx.get(url + "/health").json()
+    assert "diffusion-verify" not in health["methods"] and "ctc-verify" not in health["steps_methods"]
+
+
 def test_concurrent_requests_are_batched(tiny_model, en_clip):
     # A long max wait and max_batch=2: the batch closes as soon as the second request arrives.
     with serving(create_app(tiny_model, max_batch=2, max_wait_ms=20_000)) as (url, _):

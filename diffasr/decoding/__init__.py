@@ -5,7 +5,9 @@ canvas.py    canvas lengths, clean and random canvases
 ctc.py       greedy CTC, prefix beam search with n-gram fusion, n-best, token confidences
 sampler.py   the refine, edit and verify samplers, canvas scoring
 rescore.py   n-best rescoring (small preset)
-whisper.py   the base preset's backend (Whisper decoder, per-language index space)
+types.py     Front and Hypothesis, what the stages hand each other
+backend.py   the decoder-backend interface and the DiffusionGemma backend (small preset)
+whisper.py   the Whisper-decoder backend (base preset; per-language index space)
 decode.py    the method switch
 """
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .options import READS
+from .options import ANY_READS
 
 
 def round_up(n: int, multiple: int = 8) -> int:
@@ -47,8 +47,8 @@ def random_canvas(batch: int, length: int, vocab_size: int, generator) -> torch.
 
 def written(ids: list[int], conf: list[float], options) -> tuple[list[int], list[float]]:
     """A sampled transcript (ids before end-of-text, confidence each) as the method writes it: with
-    runs collapsed when the method reads `collapse_repeats` (options.READS) and it is set."""
-    if "collapse_repeats" in READS[options.method] and options.collapse_repeats:
+    runs collapsed when the method reads `collapse_repeats` (options.ANY_READS) and it is set."""
+    if "collapse_repeats" in ANY_READS[options.method] and options.collapse_repeats:
         return collapse_repeats(ids, conf)
     return ids, conf
 

@@ -26,35 +26,53 @@ from dataclasses import dataclass, fields
 
 from ..errors import ConfigError
 
-_ALWAYS = frozenset({"method", "language", "restrict_script"})
+_ALWAYS = frozenset({"method", "language"})
 _CANVAS = frozenset({"canvas", "length_margin"})
 _STEPS = _CANVAS | {"steps", "self_condition", "early_stop"}
 _REFINE = _STEPS | {"temperature", "threshold", "edit_threshold", "seed", "collapse_repeats"}
 _BEAM = frozenset({"beam", "ngram_weight", "length_bonus"})
-READS = {  # method -> the fields it reads besides method, language and restrict_script
-    "diffusion": _REFINE,
-    "ctc-refine": _REFINE,
-    "ctc-edit": _STEPS | {"edit_threshold"},
-    "diffusion-verify": _CANVAS | {"steps", "seed", "verifier"},
-    "ctc-verify": _CANVAS | {"steps", "verifier"},
-    "rescore": _BEAM | _CANVAS | {"nbest", "rescore_weight"},
-    "ctc-beam": _BEAM,
-    "ctc-greedy": frozenset(),
+_SCRIPT = frozenset({"restrict_script"})
+# Each decoder backend runs the methods of its table (method -> the fields it reads besides method
+# and language); a method missing from a backend's table is one it cannot run.
+READS = {  # the DiffusionGemma backend (the small preset)
+    "diffusion": _REFINE | _SCRIPT,
+    "ctc-refine": _REFINE | _SCRIPT,
+    "ctc-edit": _STEPS | _SCRIPT | {"edit_threshold"},
+    "rescore": _BEAM | _CANVAS | _SCRIPT | {"nbest", "rescore_weight"},
+    "ctc-beam": _BEAM | _SCRIPT,
+    "ctc-greedy": _SCRIPT,
 }
-METHODS = tuple(READS)
+# The Whisper-decoder backend (the base preset) seeds its sampled methods with the CTC beam's best
+# (n-gram fused when ngram_weight > 0) where small seeds them with greedy CTC: there they also read
+# _BEAM; and it runs the verified methods, which need a decoder that also runs causally. Its
+# denoiser reads no self-conditioning logits, and writes only the row language's Whisper vocabulary
+# whatever restrict_script says: its denoising methods read neither.
+_W_STEPS = _STEPS - {"self_condition"}
+_W_REFINE = _REFINE - {"self_condition"}
+WHISPER_READS = {
+    "diffusion": _W_REFINE | _BEAM,
+    "ctc-refine": _W_REFINE | _BEAM,
+    "ctc-edit": _W_STEPS | _BEAM | {"edit_threshold"},
+    "diffusion-verify": _CANVAS | _BEAM | {"steps", "seed", "verifier"},
+    "ctc-verify": _CANVAS | _BEAM | {"steps", "verifier"},
+    "rescore": _BEAM | _CANVAS | {"nbest", "rescore_weight"},
+    "ctc-beam": READS["ctc-beam"],
+    "ctc-greedy": READS["ctc-greedy"],
+}
+METHODS = ("diffusion", "ctc-refine", "ctc-edit", "diffusion-verify", "ctc-verify", "rescore", "ctc-beam", "ctc-greedy")
+# What a method reads on some backend: what DecodeOptions alone can check
+ANY_READS = {m: READS.get(m, frozenset()) | WHISPER_READS.get(m, frozenset()) for m in METHODS}
 SAMPLED = ("diffusion", "ctc-refine", "ctc-edit", "diffusion-verify", "ctc-verify")  # run `steps` denoiser passes
 VERIFIED = ("diffusion-verify", "ctc-verify")  # need a denoiser that also runs causally: the base preset
 # DecodeOptions.verifier; a model's per-language choice is one of all but auto
 VERIFIERS = ("auto", "adapted", "whisper", "ensemble")
 RELEASED = ("whisper", "ensemble")  # the verifiers that run Whisper-base's released decoder over its padded window
-# The `base` preset seeds its sampled methods with the CTC beam's best (n-gram fused when
-# ngram_weight > 0) where `small` seeds them with greedy CTC: there they also read _BEAM.
-BEAM_SEEDED = {m: _BEAM for m in SAMPLED}
 
 
-def reads(method: str, beam_seeded: bool = False) -> frozenset:
-    """The fields `method` reads (with `beam_seeded`: as the base preset runs it)."""
-    return _ALWAYS | READS[method] | (BEAM_SEEDED.get(method, frozenset()) if beam_seeded else frozenset())
+def reads(method: str, table: dict | None = None) -> frozenset:
+    """The fields `method` reads as a backend with READS-like `table` runs it (None: on any backend)."""
+    table = ANY_READS if table is None else table
+    return _ALWAYS | table.get(method, frozenset())
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ class DecodeOptions:
     restrict_script: bool = True  # a known language's output uses only its script's tokens
 
     def __post_init__(self):
-        if self.method not in READS:
+        if self.method not in ANY_READS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         checks = [
             (
@@ -113,54 +131,55 @@ class DecodeOptions:
             if not ok:
                 raise ConfigError(msg)
         unread = [
-            f.name
-            for f in fields(self)
-            if f.name not in reads(self.method, beam_seeded=True) and getattr(self, f.name) != f.default
+            f.name for f in fields(self) if f.name not in reads(self.method) and getattr(self, f.name) != f.default
         ]
         if unread:
-            raise _unread(self.method, unread)
+            raise _unread(self.method, unread, ANY_READS)
 
 
-def _unread(method: str, names: list[str]) -> ConfigError:
-    read = sorted(READS[method]) or ["no options"]
+def _unread(method: str, names: list[str], table: dict) -> ConfigError:
+    read = sorted(table[method]) or ["no options"]
     return ConfigError(f"method {method!r} does not read {', '.join(names)} (it reads {', '.join(read)})")
 
 
-def resolve(defaults: dict, given: dict, beam_seeded: bool = False) -> DecodeOptions:
+def resolve(defaults: dict, given: dict, table: dict | None = None) -> DecodeOptions:
     """DecodeOptions from a model's `decode_defaults` and the caller's `given` fields (None values
     are not given). The method is the caller's, else the defaults'; defaults that method does not
     read are dropped (they belong to another method), but every given field must be read by it.
-    beam_seeded: the model is the base preset (see BEAM_SEEDED)."""
+    table: what each method reads on the model's backend (`model.backend.reads`; None: READS, the
+    DiffusionGemma backend's)."""
+    table = READS if table is None else table
     given = {k: v for k, v in given.items() if v is not None}
     names = {f.name for f in fields(DecodeOptions)}
     for where, d in (("decoding option", given), ("decode_defaults option", defaults)):
         if unknown := sorted(set(d) - names):
             raise ConfigError(f"unknown {where} {', '.join(unknown)} (known: {', '.join(sorted(names))})")
     method = given.get("method", defaults.get("method", DecodeOptions.method))
-    if method not in READS:
+    if method not in ANY_READS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    _check_causal(method, beam_seeded)
-    allowed = reads(method, beam_seeded)
+    _check_runs(method, table)
+    allowed = reads(method, table)
     unread = [k for k in given if k not in allowed]
     if unread:
-        raise _unread(method, unread)
+        raise _unread(method, unread, table)
     kept = {k: v for k, v in defaults.items() if k in allowed}
     return DecodeOptions(**{**kept, **given, "method": method})
 
 
-def check_reads(options: DecodeOptions, beam_seeded: bool) -> None:
-    """ConfigError when `options` sets a field its method does not read on this model (small's
-    sampled methods do not read the beam's fields)."""
-    _check_causal(options.method, beam_seeded)
+def check_reads(options: DecodeOptions, table: dict) -> None:
+    """ConfigError when `options` sets a field its method does not read on the backend whose READS-like
+    table is `table` (small's sampled methods do not read the beam's fields)."""
+    _check_runs(options.method, table)
     unread = [
         f.name
         for f in fields(options)
-        if f.name not in reads(options.method, beam_seeded) and getattr(options, f.name) != f.default
+        if f.name not in reads(options.method, table) and getattr(options, f.name) != f.default
     ]
     if unread:
-        raise _unread(options.method, unread)
+        raise _unread(options.method, unread, table)
 
 
-def _check_causal(method: str, base: bool) -> None:
-    if method in VERIFIED and not base:
-        raise ConfigError(f"method {method!r} needs a denoiser that also runs causally: use the base model")
+def _check_runs(method: str, table: dict) -> None:
+    if method not in table:
+        need = "a denoiser that also runs causally: use the base model" if method in VERIFIED else "another model"
+        raise ConfigError(f"method {method!r} needs {need}")

@@ -79,12 +79,13 @@ def refine(
     sched = BlockRefinementScheduler(threshold=options.threshold, editing_threshold=options.edit_threshold)
     sched.set_timesteps(n, block_length=init.shape[1])
     canvas, sc, prev_pred, logits = init, None, None, None
+    kept = torch.zeros_like(init, dtype=torch.bool)  # committed positions: every step's transfer_index so far
     steps_run = 0
     for t in range(n):  # ascending step index: BlockRefinement's own `timesteps` run backwards (docs pitfall)
         logits = step_fn(canvas, sc if options.self_condition else None)
         steps_run += 1
         out = sched.step(logits, t, canvas, mask_token_id=None, temperature=options.temperature, generator=generator)
-        canvas, sc, kept = out.prev_sample, logits, sched._committed
+        canvas, sc, kept = out.prev_sample, logits, kept | out.transfer_index
         if seeded:
             # A CTC-seeded canvas is a noisy estimate, not noise: like the committed-predictions-plus-noise
             # states the decoder is trained to correct.

@@ -1,4 +1,5 @@
-"""The `base` preset's backend: Whisper-base's decoder as the denoiser over a Whisper-token canvas.
+"""The `base` preset's backend (`WhisperBackend`): Whisper-base's decoder as the denoiser over a
+Whisper-token canvas.
 
 The CTC head (and its n-gram beam) is diffasr-small's, over the same frozen encoder features: it
 gives the canvas length, the seed (`ctc-refine`, `ctc-edit`, `ctc-verify`), the n-best (`rescore`)
@@ -16,14 +17,16 @@ the sampler draws uniform noise over it and the output layer scores only it.
 
 from __future__ import annotations
 
-import numpy as np
+import time
+
 import torch
 
 from ..errors import ConfigError
 from ..tokenizer import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
-from .options import RELEASED, VERIFIED, DecodeOptions
+from .options import RELEASED, VERIFIED, WHISPER_READS, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
+from .types import Front, Hypothesis
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
 
@@ -83,6 +86,16 @@ class _CausalPrefixes:
             self.seen.setdefault(b, []).append((canvas[r], [[k[r], v[r]] for k, v in past]))
 
 
+def suppressed(den, vocab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks (|V|,) over `vocab`'s indices of what Whisper's greedy decoding (whisper_decoder.greedy,
+    as faster-whisper) never writes (the config's suppress ids, special tokens, timestamps) and of what
+    it never writes first (suppress_ids_begin, the blank)."""
+    t = den.tokens
+    never = torch.isin(vocab, torch.tensor(t.suppress, dtype=vocab.dtype)) | (vocab > t.n_text)
+    first = torch.isin(vocab, torch.tensor(list(t.suppress_begin) + [220], dtype=vocab.dtype))
+    return never.to(vocab.device), first.to(vocab.device)
+
+
 def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adapted", window=None):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
     -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, reading only
@@ -99,6 +112,8 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adap
         h = den.denoise(p, vocab[canvas_idx], k, m, hidden=True)
         return den.decoder.logits(h[:, s:], vocab)
 
+    never, first = suppressed(den, vocab)
+
     def causal_of(released: bool):
         prefixes = _CausalPrefixes()
         dec = den.released() if released else den.decoder
@@ -109,7 +124,10 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adap
             past = prefixes.find(canvas_idx, rows, s, p.shape[1] - 1 + s) or [[None, None] for _ in dec.layers]
             h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, released)
             prefixes.keep(canvas_idx, rows, past)
-            return dec.logits(h, vocab)
+            logits = dec.logits(h, vocab).masked_fill(never, -torch.inf)  # as greedy() suppresses
+            if s == 0:
+                logits[:, 0] = logits[:, 0].masked_fill(first, -torch.inf)
+            return logits
 
         return causal
 
@@ -188,7 +206,7 @@ def denoise_batch(
                 options,
                 seeds=seed_idx,
                 row_generators=gens,
-                max_len=MAX_CANVAS,
+                max_len=L if options.canvas is not None else MAX_CANVAS,  # a canvas given is not grown
             )
         else:
             res = refine(
@@ -239,18 +257,17 @@ def _rescore(den, feats, languages, nbest, options: DecodeOptions):
     return out
 
 
-def char_confidence(den, ids: list[int], conf: list[float]) -> tuple[str, np.ndarray]:
-    """The decoded text and each of its characters' confidence (that of the token that wrote it)."""
+def token_spans(den, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text (stripped) and, per token, the characters of it that the token wrote: a
+    token holding only part of a character's bytes writes none (its span is empty, where the
+    character will start)."""
     text_so_far, spans = "", []
     for k in range(len(ids)):
         t = den.tokens.tok.decode(ids[: k + 1])
         spans.append((len(text_so_far), len(t)))
         text_so_far = t
-    lead = len(text_so_far) - len(text_so_far.lstrip())
-    chars = np.ones(len(text_so_far), np.float32)
-    for (a, b), c in zip(spans, conf):
-        chars[a:b] = c
-    return text_so_far.strip(), chars[lead : lead + len(text_so_far.strip())]
+    lead, text = len(text_so_far) - len(text_so_far.lstrip()), text_so_far.strip()
+    return text, [(min(max(a - lead, 0), len(text)), min(max(b - lead, 0), len(text))) for a, b in spans]
 
 
 def simplified(text: str) -> str:
@@ -259,61 +276,74 @@ def simplified(text: str) -> str:
     return "".join(t2s().convert(c) if is_cjk(c) else c for c in text)
 
 
-def word_confidences(words, text: str, chars: np.ndarray) -> None:
-    """Set each word's confidence to the least confident character of it found in `text` (in order)."""
-    pos = 0
-    for w in words:
-        k = text.find(w.text.strip(), pos)
-        if k < 0:
-            continue
-        n = len(w.text.strip())
-        if n:
-            w.confidence = float(chars[k : k + n].min())
-        pos = k + n
-
-
 def needs_window(den, options: DecodeOptions, languages: list) -> list[bool]:
     """Per row: whether its decoding reads the encoder's padded 30-s window (a verified method whose
     verifier for the row's language runs the released decoder: "whisper" or "ensemble")."""
     return [options.method in VERIFIED and den.verifier(lang, options.verifier) in RELEASED for lang in languages]
 
 
-def decode(
-    den, tok, feats: list, languages: list, options: DecodeOptions, ctc_rows: list, times: dict, windows=None
-) -> list:
-    """Hypotheses (decode.Hypothesis) of a batch for a sampled method or `rescore`. ctc_rows: per row,
-    the CTC beam's n-best [(small token ids, score)] for rescore, else the CTC transcript (small ids);
-    windows: see `denoise_batch`."""
-    import time
+class WhisperBackend:
+    """The decoder backend (decoding.backend.Backend) of the base preset: `denoiser`, a
+    WhisperDenoiser, over the CTC head's rows turned into Whisper ids of the row's language."""
 
-    from .decode import Hypothesis
+    reads = WHISPER_READS
 
-    t0 = time.perf_counter()
-    if options.method == "rescore":
-        nbest = [
-            [(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(ctc_rows, languages)
-        ]
-        seeds = [c[0][0] if c else [] for c in nbest]
-    else:
-        seeds = [den.tokens.encode(tok.decode(ids), lang) for ids, lang in zip(ctc_rows, languages)]
-        nbest = None
-    times["ctc_seed"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows)
-    times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
-    out = []
-    for (ids, conf, steps_run), lang in zip(rows, languages):
-        text, chars = char_confidence(den, ids, conf)
-        if lang == "zh":
-            text = simplified(text)
-        small_ids = tok.encode(text) if text else []
-        out.append(
-            Hypothesis(
-                small_ids,
-                [float(np.mean(conf)) if conf else 1.0] * len(small_ids),
-                steps_run,
-                text=text,
-                char_confidences=chars,
+    def __init__(self, denoiser):
+        self.denoiser = denoiser
+
+    def needs_window(self, options: DecodeOptions, languages: list) -> list[bool]:
+        return needs_window(self.denoiser, options, languages)
+
+    def decode(
+        self,
+        model,
+        feats: list,
+        front: Front,
+        languages: list,
+        options: DecodeOptions,
+        ctc_rows: list,
+        times: dict,
+        windows=None,
+    ) -> list[Hypothesis]:
+        den, tok = self.denoiser, model.tokenizer
+        t0 = time.perf_counter()
+        if options.method == "rescore":
+            nbest = [
+                [(den.tokens.encode(tok.decode(ids), lang), s) for ids, s in b] for b, lang in zip(ctc_rows, languages)
+            ]
+            seeds = [c[0][0] if c else [] for c in nbest]
+        else:
+            seeds = [den.tokens.encode(tok.decode(ids), lang) for ids, lang in zip(ctc_rows, languages)]
+            nbest = None
+        times["ctc_seed"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows)
+        times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
+        out = []
+        for (ids, conf, steps_run), lang in zip(rows, languages):
+            text, spans = token_spans(den, ids)
+            if lang == "zh":
+                text = simplified(text)
+            # the words' times come from the CTC head's alignment of the same text in its own tokens
+            out.append(
+                Hypothesis(
+                    ids,
+                    conf,
+                    steps_run,
+                    text=text,
+                    token_strings=[text[a:b] for a, b in spans],
+                    spans=spans,
+                    align_tokens=tok.encode(text) if text else [],
+                )
             )
-        )
-    return out
+        return out
+
+    def one_step(self, model, feats, front, ctc_rows, languages, options):
+        """The Whisper decoder's pass over a canvas of the (first row's) language's vocabulary."""
+        den, lang = self.denoiser, languages[0] or "en"
+        L = max(canvas_length(len(ids), options, MAX_CANVAS) for ids in ctc_rows)
+        vocab = den.vocab[lang]
+        canvas = vocab[torch.randint(0, len(vocab), (len(ctc_rows), L), generator=torch.Generator().manual_seed(0))]
+        kv, fmask = den.memory(feats)
+        prompts = den.prompts([lang] * len(ctc_rows))
+        return (lambda: den.denoise(prompts, canvas, kv, fmask, vocab)), L

@@ -297,6 +297,7 @@ def main(argv=None) -> int:
     ap.add_argument("--text-dir", default="../shared/data/text", help="sentence files, for the vocabularies")
     ap.add_argument("--minutes", type=float, default=30.0, help="wall-time budget of this chunk")
     ap.add_argument("--steps", type=int, default=4000, help="total steps of the schedule")
+    ap.add_argument("--stop-at", type=int, default=None, help="stop at this step of the schedule (default: --steps)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--rank", type=int, default=16, help="LoRA rank; 0 trains every decoder weight")
@@ -396,7 +397,7 @@ def main(argv=None) -> int:
     if began:
         meta["init"] = began  # a fine-tuning run says what it fine-tunes, in every checkpoint
     model.train()
-    while step < args.steps and time.time() < t_end:
+    while step < min(args.stop_at or args.steps, args.steps) and time.time() < t_end:
         warm = min(1.0, (step + 1) / 50)
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
