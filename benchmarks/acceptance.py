@@ -46,7 +46,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
-    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--manifest", action="append", required=True, help="repeatable")
     ap.add_argument("--langs", default=None, help="comma-separated: only these languages")
     ap.add_argument("--limit", type=int, default=0, help="at most this many clips per language (0: all)")
     ap.add_argument("--teacher", action="store_true", help="also faster-whisper greedy: agreement and its errors")
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     langs = set(args.langs.split(",")) if args.langs else None
     rows, seen = [], defaultdict(int)
-    for u in read_manifest(args.manifest):
+    for u in (u for m in args.manifest for u in read_manifest(m)):
         if (langs and u.lang not in langs) or (args.limit and seen[u.lang] >= args.limit):
             continue
         seen[u.lang] += 1
