@@ -1,8 +1,9 @@
 """`diffasr serve`: an OpenAI-compatible transcription server with dynamic batching and a web page.
 
     POST /v1/audio/transcriptions   multipart form as OpenAI's (file, model, language, response_format,
-                                    temperature) plus the extension fields `method` and `steps`
-                                    (a field the method does not read is a 400)
+                                    temperature) plus the extension fields `method`, `steps` and
+                                    `return_steps` (true: verbose_json's `canvas_steps` holds each
+                                    step's canvas; a field the method does not read is a 400)
     GET  /v1/models, /health, /metrics (JSON counters, batch sizes included), /  (the web page)
     WS   /v1/stream                     live transcription (stream_server.py)
 
@@ -46,7 +47,7 @@ log = logging.getLogger("diffasr.serve")
 MB = 1 << 20
 FORM_OVERHEAD = 64 * 1024  # bytes of a multipart body that are not the file: boundaries, headers, fields
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-FIELDS = ("file", "model", "language", "response_format", "temperature", "method", "steps")
+FIELDS = ("file", "model", "language", "response_format", "temperature", "method", "steps", "return_steps")
 MODEL_ALIASES = ("whisper-1",)  # what OpenAI clients send by default; there is one model to pick
 
 
@@ -99,13 +100,26 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
         # OpenAI's default is 0 and many clients always send it: 0 means "not sampled", which
         # every method honours; another value is the caller's option, checked like the rest
         "temperature": _number(form, "temperature", float, None) or None,
+        "return_steps": _flag(form, "return_steps"),
     }
     try:
         options = resolve(model.config.decode_defaults, given, is_base(model))
     except ConfigError as e:
-        param = next((f for f in ("steps", "temperature", "method") if re.search(rf"\b{f}\b", str(e))), None)
+        param = next(
+            (f for f in ("return_steps", "steps", "temperature", "method") if re.search(rf"\b{f}\b", str(e))), None
+        )
         raise ApiError(400, str(e), param=param, code="invalid_value") from None
     return options, fmt
+
+
+def _flag(form, name: str) -> bool | None:
+    """A boolean form field: true/1/yes -> True, false/0/no -> None (not given), else ApiError(400)."""
+    value = (form.get(name) or "").strip().lower()
+    if value in ("", "false", "0", "no"):
+        return None
+    if value in ("true", "1", "yes"):
+        return True
+    raise ApiError(400, f"{name} must be true or false, not {value!r}", param=name, code="invalid_value")
 
 
 def _number(form, name: str, kind: type, default):
@@ -203,6 +217,8 @@ def _render(result: Transcription, fmt: str, batch_size: int):
             "method": result.method,
             "steps": result.steps_run,
         }
+        if result.steps is not None:  # return_steps: each step's canvas (decoding/steps.py); `steps` is the count
+            body["canvas_steps"] = result.steps
         return JSONResponse(body, headers=headers)
     writer = {"text": write_txt, "srt": write_srt, "vtt": write_vtt}[fmt]
     media = "text/vtt" if fmt == "vtt" else "text/plain"

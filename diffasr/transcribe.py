@@ -57,9 +57,13 @@ class Transcription:
     words: list[Word] = field(default_factory=list)  # CTC-aligned, absolute times, inside their segment
     language_probability: float | None = None  # when the language was identified, not given
     speech: dict = field(default_factory=dict)  # per window: speech_evidence (CTC tokens/s, confidence)
+    steps: list[dict] | None = None  # return_steps: each step's canvas per segment (decoding/steps.py)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["steps"] is None:  # not asked for: the dict is as it was before steps existed
+            del d["steps"]
+        return d
 
 
 # No-speech guard for audio decoded without the VAD. Its evidence is the CTC head read with no
@@ -189,6 +193,7 @@ def decode_features(
                 method=options.method,
                 steps_run=h.steps_run,
                 speech=ev,
+                steps=h.steps,
             )
         )
     if word_timestamps:
@@ -274,7 +279,10 @@ class _Input:
     def result(self) -> Transcription:
         parts = [(p, t) for p, t in self.parts if t.text]
         segments, words = [], []
+        steps = [] if self.options.return_steps else None
         for p, t in parts:
+            if steps is not None:
+                steps += [{**st, "segment": len(segments)} for st in t.steps or []]
             lo, hi = round(p.segment.start_s, 3), round(p.segment.end_s, 3)
             segments.append(Segment(start=lo, end=hi, text=t.text))
             for w in t.words:  # absolute, clamped into the segment (monotonic within and across)
@@ -294,6 +302,7 @@ class _Input:
             timings=self.timings,
             words=words,
             language_probability=self.language_probability,
+            steps=steps,
         )
 
 
@@ -323,7 +332,8 @@ def transcribe(
     keywords, over the model's decode_defaults (decoding.resolve: a field the method does not read is
     a ConfigError); `options` replaces them all. language None or "auto": identified per input.
     vad=False skips voice activity detection (fixed 30-s windows, no silence removal);
-    word_timestamps=False skips the alignment (`words` stays empty).
+    word_timestamps=False skips the alignment (`words` stays empty). return_steps=True (a DecodeOptions
+    field, read by the canvas methods) fills `steps`: each step's canvas (decoding/steps.py).
     """
     single = not isinstance(audio, list)
     items = [audio] if single else list(audio)

@@ -113,6 +113,12 @@ def add_arguments(p) -> None:
         "--no-vad", action="store_true", help="no voice activity detection: fixed 30-s windows, silence kept"
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--show-steps",
+        action="store_true",
+        help="print each denoising step's canvas on stderr ([rejected] {renoised} <reseeded> tokens marked), and "
+        "with --output-dir write <stem>.steps.json (canvas methods only; json output holds them too)",
+    )
 
 
 def run(args) -> int:
@@ -129,7 +135,9 @@ def run(args) -> int:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
     options = resolve(
-        model.config.decode_defaults, {"language": args.language, **decoding_overrides(args)}, is_base(model)
+        model.config.decode_defaults,
+        {"language": args.language, **decoding_overrides(args), "return_steps": args.show_steps or None},
+        is_base(model),
     )
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
@@ -146,6 +154,8 @@ def run(args) -> int:
             print(f"diffasr transcribe: error: {message}", file=sys.stderr)
             failed += 1
             continue
+        if args.show_steps:
+            show_steps(f, r, out_dir)
         for fmt in formats:
             text = WRITERS[fmt](r)
             if out_dir:
@@ -157,3 +167,18 @@ def run(args) -> int:
                 sys.stdout.write(f"{f}: {text}" if fmt == "txt" and len(args.files) > 1 else text)
                 sys.stdout.flush()
     return 1 if failed else 0
+
+
+MARKS = {"kept": "{}", "rejected": "[{}]", "renoised": "{{{}}}", "reseeded": "<{}>"}
+
+
+def show_steps(f, result, out_dir: Path | None) -> None:
+    """`--show-steps`: one line per step on stderr (tokens marked by status), and the steps as JSON
+    in <out_dir>/<stem>.steps.json when an output directory is given."""
+    import json
+
+    for st in result.steps or []:
+        line = "".join(MARKS[s].format(t) for t, s in zip(st["tokens"], st["status"]))
+        print(f"{f} segment {st['segment']} step {st['step']:2d}: {line}", file=sys.stderr)
+    if out_dir:
+        (out_dir / f"{Path(f).stem}.steps.json").write_text(json.dumps(result.steps, ensure_ascii=False), "utf-8")

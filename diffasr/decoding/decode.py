@@ -26,6 +26,7 @@ from .ctc import ctc_greedy, ctc_nbest
 from .options import DecodeOptions, check_reads
 from .rescore import rescore
 from .sampler import edit, refine, step_fn
+from .steps import StepRecorder, small_strings
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Hypothesis:
     steps_run: int = 0
     text: str | None = None  # set when the method writes text itself (base: Whisper's detokenised output)
     char_confidences: np.ndarray | None = None  # with `text`: per character
+    steps: list[dict] | None = None  # options.return_steps: each step's canvas (steps.py)
 
 
 def allowed_tokens(tok, languages: list, options: DecodeOptions, device) -> torch.Tensor | None:
@@ -120,7 +122,13 @@ def decode(
         rows = rescore(model, audio_tokens, n_audio, ctc_rows, languages, allowed, options, prefilled)
         # one decoder pass; "denoise" includes the CTC beam search, "prefill" is the CTC head's, reused
         times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=1)
-        return [Hypothesis(*rows[i], steps_run=1) for i in range(len(ctc_rows))]
+        hyps = [Hypothesis(*rows[i], steps_run=1) for i in range(len(ctc_rows))]
+        if options.return_steps:  # one pass: one step, the winning candidate
+            for h in hyps:
+                rec = StepRecorder(1)
+                rec.record([0], torch.tensor([h.tokens + [tok.eos]]), torch.zeros(1, len(h.tokens) + 1, dtype=torch.long), torch.tensor([h.confidences + [1.0]]))
+                h.steps = small_strings(rec, 0, tok)
+        return hyps
     return _sampled(model, audio_tokens, n_audio, ctc_rows, prefilled, languages, allowed, options, times)
 
 
@@ -153,12 +161,13 @@ def _sampled(
         t0 = time.perf_counter()
         fn = step_fn(model, state, None if allowed is None else allowed[rows])
         gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
+        rec = StepRecorder(len(rows)) if options.return_steps else None
         if options.method == "diffusion":
             init = random_canvas(len(rows), L, tok.vocab_size, gens)
         else:  # the CTC transcript, EOS, then padding
             init = clean_canvas([ctc_ids[i] for i in rows], L, tok.eos, tok.pad)
         if options.method == "ctc-edit":
-            res = edit(fn, init.to(model.device), options)
+            res = edit(fn, init.to(model.device), options, recorder=rec)
         else:
             res = refine(
                 fn,
@@ -168,11 +177,12 @@ def _sampled(
                 torch.Generator(model.device).manual_seed(options.seed),
                 seeded=options.method == "ctc-refine",
                 row_generators=gens,
+                recorder=rec,
             )
         times["denoise"] += time.perf_counter() - t0
         for j, i in enumerate(rows):
             ids, conf = written(*_until_eos(res.tokens[j].tolist(), res.confidence[j].tolist(), tok), options)
-            out[i] = Hypothesis(ids, conf, res.steps_run)
+            out[i] = Hypothesis(ids, conf, res.steps_run, steps=None if rec is None else small_strings(rec, j, tok))
     times["steps_run"] = max(h.steps_run for h in out.values())
     return [out[i] for i in range(len(ctc_ids))]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from ..errors import ConfigError
 
 _ALWAYS = frozenset({"method", "language", "restrict_script"})
-_CANVAS = frozenset({"canvas", "length_margin"})
+_CANVAS = frozenset({"canvas", "length_margin", "return_steps"})  # return_steps: every canvas method records
 _STEPS = _CANVAS | {"steps", "self_condition", "early_stop"}
 _REFINE = _STEPS | {"temperature", "threshold", "edit_threshold", "seed", "collapse_repeats"}
 _BEAM = frozenset({"beam", "ngram_weight", "length_bonus"})
@@ -77,6 +77,7 @@ class DecodeOptions:
     length_bonus: float = 0.0  # with an n-gram: added per token, offsetting what the n-gram charges for each
     verifier: str = "auto"  # verified methods: one of VERIFIERS
     seed: int = 0  # same seed, same input -> same output
+    return_steps: bool = False  # canvas methods: record each step's canvas (Transcription.steps; steps.py)
     language: str | None = None  # None: auto
     restrict_script: bool = True  # a known language's output uses only its script's tokens
 

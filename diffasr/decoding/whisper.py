@@ -24,6 +24,7 @@ from ..tokenizer import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
 from .options import RELEASED, VERIFIED, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
+from .steps import END, StepRecorder
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
 
@@ -146,19 +147,21 @@ def denoise_batch(
     options: DecodeOptions,
     nbest: list[list[tuple[list[int], float]]] | None = None,
     windows: list | None = None,
+    steps_out: dict | None = None,
 ) -> list[tuple[list[int], list[float], int]]:
     """Per row: (Whisper text ids, confidence per id, steps run).
 
     feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
     and, for ctc-refine, ctc-edit and ctc-verify, the starting canvas); nbest (rescore): per row, CTC candidates as
     (Whisper ids, beam score); windows: per row, the encoder's padded 30-s window (1500, D), or None
-    where the row's verifier does not read it (`needs_window`). Rows are grouped by language and
+    where the row's verifier does not read it (`needs_window`); steps_out (options.return_steps): filled
+    with row -> its steps (steps.py). Rows are grouped by language and
     canvas length; each row draws its noise from its own generator, so its transcript does not depend
     on its batch-mates."""
     eot = den.tokens.eot
     out: dict[int, tuple[list[int], list[float], int]] = {}
     if options.method == "rescore":
-        return _rescore(den, feats, languages, nbest, options)
+        return _rescore(den, feats, languages, nbest, options, steps_out)
     lengths = [canvas_length(len(s), options, MAX_CANVAS) for s in seeds]
     for key in sorted(set(zip(languages, lengths))):
         lang, L = key
@@ -172,8 +175,9 @@ def denoise_batch(
         from_noise = options.method in ("diffusion", "diffusion-verify")
         seed_idx = None if from_noise else [_to_index(vocab, seeds[i])[: L - 1] for i in rows]
         init = random_canvas(len(rows), L, len(vocab), gens) if from_noise else _index_canvas(seed_idx, L, eot_index)
+        rec = StepRecorder(len(rows)) if steps_out is not None else None
         if options.method == "ctc-edit":
-            res = edit(step_fn, init, options)
+            res = edit(step_fn, init, options, recorder=rec)
         elif options.method in VERIFIED:
             window, verifier = None, den.verifier(lang, options.verifier)
             if verifier in RELEASED:
@@ -189,6 +193,7 @@ def denoise_batch(
                 seeds=seed_idx,
                 row_generators=gens,
                 max_len=MAX_CANVAS,
+                recorder=rec,
             )
         else:
             res = refine(
@@ -199,11 +204,20 @@ def denoise_batch(
                 torch.Generator().manual_seed(options.seed),
                 seeded=options.method == "ctc-refine",
                 row_generators=gens,
+                recorder=rec,
             )
         for j, i in enumerate(rows):
+            if rec is not None:
+                steps_out[i] = rec.strings(j, lambda t: token_string(den, vocab, t), eot_index)
             ids, conf = written(*_until_eot(res.tokens[j].tolist(), res.confidence[j].tolist(), vocab, eot), options)
             out[i] = (ids, conf, res.steps_run)
     return [out[i] for i in range(len(feats))]
+
+
+def token_string(den, vocab: torch.Tensor, index: int) -> str:
+    """The text of canvas index `index` (end-of-text as steps.END)."""
+    tok = int(vocab[index])
+    return END if tok == den.tokens.eot else den.tokens.tok.decode([tok], skip_special_tokens=False)
 
 
 def candidate_canvases(den, feat, lang: str, rows: list[list[int]], options: DecodeOptions):
@@ -219,7 +233,7 @@ def candidate_canvases(den, feat, lang: str, rows: list[list[int]], options: Dec
     return vocab, canvas, lens, den.prompts([lang] * len(rows)), kv, fmask
 
 
-def _rescore(den, feats, languages, nbest, options: DecodeOptions):
+def _rescore(den, feats, languages, nbest, options: DecodeOptions, steps_out: dict | None = None):
     """The decoder scores each row's CTC candidates in one pass (clean canvases); the best CTC beam
     score + rescore_weight × decoder log-likelihood wins."""
     eot = den.tokens.eot
@@ -236,6 +250,10 @@ def _rescore(den, feats, languages, nbest, options: DecodeOptions):
         b = int(total.argmax())
         ids, conf = _until_eot(canvas[b].tolist(), probs[b].tolist(), vocab, eot)
         out.append((ids, conf, 1))
+        if steps_out is not None:  # one pass: one step, the winning candidate
+            rec = StepRecorder(1)
+            rec.record([0], canvas[b][None], torch.zeros_like(canvas[b])[None], probs[b][None])
+            steps_out[i] = rec.strings(0, lambda t: token_string(den, vocab, t), den.eot_index(languages[i]))
     return out
 
 
@@ -299,10 +317,11 @@ def decode(
         nbest = None
     times["ctc_seed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows)
+    steps = {} if options.return_steps else None
+    rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows, steps)
     times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
     out = []
-    for (ids, conf, steps_run), lang in zip(rows, languages):
+    for i, ((ids, conf, steps_run), lang) in enumerate(zip(rows, languages)):
         text, chars = char_confidence(den, ids, conf)
         if lang == "zh":
             text = simplified(text)
@@ -314,6 +333,7 @@ def decode(
                 steps_run,
                 text=text,
                 char_confidences=chars,
+                steps=None if steps is None else steps.get(i, []),
             )
         )
     return out
