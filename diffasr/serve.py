@@ -256,6 +256,7 @@ def create_app(
     metrics = Metrics()
     admission = Admission(limits)
     page = resources.files("diffasr").joinpath("web/index.html")
+    script = resources.files("diffasr").joinpath("web/steps.js")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -353,6 +354,7 @@ def create_app(
             "methods": list(METHODS),
             "default_method": model.config.decode_defaults.get("method", DecodeOptions.method),
             "steps_methods": [m for m in METHODS if "steps" in reads(m)],
+            "canvas_methods": [m for m in METHODS if "return_steps" in reads(m)],
             "default_steps": DecodeOptions.steps,
             "max_upload_mb": max_upload_mb,
             "max_duration_s": max_duration_s,
@@ -387,6 +389,12 @@ def create_app(
         if not page.is_file():
             raise ApiError(404, "the web page is not installed (diffasr/web/index.html)", code="not_found")
         return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    @app.get("/steps.js")
+    async def steps_js():
+        if not script.is_file():
+            raise ApiError(404, "the web page is not installed (diffasr/web/steps.js)", code="not_found")
+        return PlainTextResponse(script.read_text(encoding="utf-8"), media_type="text/javascript")
 
     return app
 
