@@ -1,7 +1,8 @@
 """`diffasr serve`: an OpenAI-compatible transcription server with dynamic batching and a web page.
 
     POST /v1/audio/transcriptions   multipart form as OpenAI's (file, model, language, response_format,
-                                    temperature) plus the extension fields `method`, `steps` and
+                                    temperature, prompt) plus the extension fields `method`, `steps`,
+                                    `hotwords` (comma-separated, or the field repeated) and
                                     `return_steps` (true: verbose_json's `canvas_steps` holds each
                                     step's canvas; a field the method does not read is a 400)
     GET  /v1/models, /health, /metrics (JSON counters, batch sizes included), /  (the web page)
@@ -47,7 +48,18 @@ log = logging.getLogger("diffasr.serve")
 MB = 1 << 20
 FORM_OVERHEAD = 64 * 1024  # bytes of a multipart body that are not the file: boundaries, headers, fields
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-FIELDS = ("file", "model", "language", "response_format", "temperature", "method", "steps", "return_steps")
+FIELDS = (
+    "file",
+    "model",
+    "language",
+    "response_format",
+    "temperature",
+    "method",
+    "steps",
+    "return_steps",
+    "prompt",
+    "hotwords",
+)
 MODEL_ALIASES = ("whisper-1",)  # what OpenAI clients send by default; there is one model to pick
 
 
@@ -101,13 +113,15 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
         # every method honours; another value is the caller's option, checked like the rest
         "temperature": _number(form, "temperature", float, None) or None,
         "return_steps": _flag(form, "return_steps"),
+        "prompt": (form.get("prompt") or "").strip() or None,
+        "hotwords": [w.strip() for v in form.getlist("hotwords") for w in str(v).split(",") if w.strip()],
     }
     try:
         options = resolve(model.config.decode_defaults, given, is_base(model))
     except ConfigError as e:
-        param = next(
-            (f for f in ("return_steps", "steps", "temperature", "method") if re.search(rf"\b{f}\b", str(e))), None
-        )
+        unread = re.search(r"does not read (\w+)", str(e))  # the field named first, not those it reads
+        named = [f for f in ("hotwords", "prompt", "return_steps", "steps", "temperature", "method") if f in str(e)]
+        param = unread.group(1) if unread else next((f for f in named if re.search(rf"\b{f}\b", str(e))), None)
         raise ApiError(400, str(e), param=param, code="invalid_value") from None
     return options, fmt
 

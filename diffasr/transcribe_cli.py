@@ -22,6 +22,9 @@ DECODING_FLAGS = (
     "length_bonus",
     "verifier",
     "seed",
+    "hotwords",
+    "hotword_boost",
+    "prompt",
 )
 
 
@@ -88,6 +91,29 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
     p.add_argument(
         "--seed", type=int, default=None, help="diffusion, ctc-refine, diffusion-verify: noise seed (default 0)"
     )
+    p.add_argument(
+        "--hotwords",
+        type=_words,
+        default=None,
+        metavar="WORD,WORD",
+        help="comma-separated words to favour (names, terms; at most 16): boosted in the CTC beam (ctc-beam, "
+        "rescore, base's sampled methods) and, for base's verified methods, in Whisper's previous-text prompt",
+    )
+    p.add_argument(
+        "--hotword-boost",
+        type=float,
+        default=None,
+        help="with --hotwords: CTC beam bonus per token of a completed hotword (default 3)",
+    )
+    p.add_argument(
+        "--prompt",
+        default=None,
+        help="base, *-verify: text the released Whisper decoder reads as what came before (spelling, names, style)",
+    )
+
+
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in value.split(",") if w.strip())
 
 
 def decoding_overrides(args) -> dict:

@@ -23,6 +23,7 @@ import torch
 from ..tokenizer import SCRIPTS
 from .canvas import canvas_length, clean_canvas, random_canvas, written
 from .ctc import ctc_greedy, ctc_nbest
+from .hotwords import context_graph
 from .options import DecodeOptions, check_reads
 from .rescore import rescore
 from .sampler import edit, refine, step_fn
@@ -89,9 +90,10 @@ def is_base(model) -> bool:
 
 def nbest(model, ctc, n_audio, languages: list, options: DecodeOptions, k: int) -> list:
     """Per row, the CTC beam's `k` best (token ids, score), with the row language's n-gram when
-    options.ngram_weight > 0 and the model has one."""
+    options.ngram_weight > 0 and the model has one, and options.hotwords' paths boosted."""
     ngrams = [model.ngrams.get(lang) if options.ngram_weight > 0 else None for lang in languages]
-    return ctc_nbest(ctc, n_audio, model.tokenizer.pad, ngrams, options, k)
+    graph = context_graph(model.tokenizer, options.hotwords, options.hotword_boost)
+    return ctc_nbest(ctc, n_audio, model.tokenizer.pad, ngrams, options, k, hotwords=graph)
 
 
 @torch.no_grad()
@@ -107,7 +109,9 @@ def decode(
     tok, method = model.tokenizer, options.method
     if method == "rescore":
         ctc_rows = nbest(model, ctc, n_audio, languages, options, options.nbest)
-    elif method == "ctc-beam" or (base and method != "ctc-greedy" and options.ngram_weight > 0):
+    elif method == "ctc-beam" or (
+        base and method != "ctc-greedy" and (options.ngram_weight > 0 or bool(options.hotwords))
+    ):
         ctc_rows = [beam[0][0] if beam else [] for beam in nbest(model, ctc, n_audio, languages, options, 1)]
     else:  # greedy CTC: the transcript, or the canvas length (and seed) of a sampled method
         ctc_rows = ctc_greedy(ctc, n_audio, blank=tok.pad)

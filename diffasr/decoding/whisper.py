@@ -24,6 +24,7 @@ from ..tokenizer import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
 from .options import RELEASED, VERIFIED, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
+from .hotwords import previous_text
 from .steps import END, StepRecorder
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
@@ -84,16 +85,18 @@ class _CausalPrefixes:
             self.seen.setdefault(b, []).append((canvas[r], [[k[r], v[r]] for k, v in past]))
 
 
-def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adapted", window=None):
+def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adapted", window=None, prev=None):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
     -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, reading only
     positions s.., over the keys/values of the verified prefix kept from the step before). The causal
     pass is `verifier`'s: "adapted", the adapted decoder over `kv`; "whisper", the released decoder
     over `window` (kv, frame mask of Whisper's padded windows); "ensemble", the mean of the two's
-    log-probabilities."""
+    log-probabilities. prev (N', P') or None: the released decoder's prompts with Whisper's previous
+    text before them (hotwords.previous_text), one per batch row."""
 
-    def rows_of(rows, kv, fmask):
-        return prompts[rows], [(_take(a, rows), _take(b, rows)) for a, b in kv], fmask[rows]
+    def rows_of(rows, kv, fmask, released=False):
+        p = prev if released and prev is not None else prompts
+        return p[rows], [(_take(a, rows), _take(b, rows)) for a, b in kv], fmask[rows]
 
     def denoise(canvas_idx, rows, s):
         p, k, m = rows_of(rows, kv, fmask)
@@ -106,7 +109,7 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adap
         ckv, cmask = window if released else (kv, fmask)
 
         def causal(canvas_idx, rows, s):
-            p, k, m = rows_of(rows, ckv, cmask)
+            p, k, m = rows_of(rows, ckv, cmask, released)
             past = prefixes.find(canvas_idx, rows, s, p.shape[1] - 1 + s) or [[None, None] for _ in dec.layers]
             h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, released)
             prefixes.keep(canvas_idx, rows, past)
@@ -180,12 +183,18 @@ def denoise_batch(
             res = edit(step_fn, init, options, recorder=rec)
         elif options.method in VERIFIED:
             window, verifier = None, den.verifier(lang, options.verifier)
+            prev = previous_text(den.tokens, options.hotwords, options.prompt, lang)
+            if prev and verifier not in RELEASED and options.prompt:
+                raise ConfigError(
+                    f"prompt is read by the released decoder: verifier whisper or ensemble, not {verifier}"
+                )
+            prev = torch.tensor([prev + den.tokens.prompt(lang)] * len(rows)) if prev else None
             if verifier in RELEASED:
                 if windows is None or any(windows[i] is None for i in rows):
                     raise ConfigError(f"the {verifier} verifier reads the encoder's padded windows: none were given")
                 window = den.memory([windows[i] for i in rows], released=True)
             res = verify(
-                *_row_fns(den, vocab, prompts, kv, fmask, verifier, window),
+                *_row_fns(den, vocab, prompts, kv, fmask, verifier, window, prev),
                 init,
                 len(vocab),
                 eot_index,
