@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import real_clip
 from test_serve import post, serving
@@ -76,3 +77,16 @@ def test_server_canvas_steps(shipped_model):
     assert "canvas_steps" not in plain and body["text"] == plain["text"]
     assert len(body["canvas_steps"]) == body["steps"] + 1  # the starting canvas, then one per step
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "return_steps"
+
+
+def test_stream_finals_carry_steps(shipped_model):
+    from diffasr.audio import load_audio
+
+    session = shipped_model.stream(language="en", return_steps=True)
+    audio = load_audio(CLIP)
+    events = session.feed(audio) + session.feed(np.zeros(16000, np.float32)) + session.close()
+    finals = [e for e in events if e.type == "final"]
+    assert finals and all(e.steps for e in finals)
+    assert "steps" in finals[0].to_dict() and all("steps" not in e.to_dict() for e in events if e.type == "partial")
+    last = finals[-1].steps[-1]
+    assert " ".join("".join(kept_text(last, END)).split()) == " ".join(finals[-1].text.split())

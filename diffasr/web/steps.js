@@ -14,7 +14,6 @@ function confidenceColour(c) {
 }
 
 const STEP_DELAY_MS = 180;  // between two rows of the animation
-let stepTimer = null;
 
 function stepRow(step, segments) {
   const row = document.createElement("div");
@@ -37,7 +36,7 @@ function stepRow(step, segments) {
 }
 
 function showSteps(strip, steps) {
-  clearTimeout(stepTimer);
+  clearTimeout(strip.timer);
   strip.replaceChildren();
   if (!steps || !steps.length) { strip.hidden = true; return; }
   strip.hidden = false;
@@ -46,7 +45,7 @@ function showSteps(strip, steps) {
   const next = () => {
     strip.appendChild(stepRow(steps[k], segments));
     k += 1;
-    if (k < steps.length) stepTimer = setTimeout(next, STEP_DELAY_MS);
+    if (k < steps.length) strip.timer = setTimeout(next, STEP_DELAY_MS);
     else strip.dataset.done = "1";
   };
   strip.dataset.done = "";
