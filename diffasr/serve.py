@@ -1,8 +1,10 @@
 """`diffasr serve`: an OpenAI-compatible transcription server with dynamic batching and a web page.
 
     POST /v1/audio/transcriptions   multipart form as OpenAI's (file, model, language, response_format,
-                                    temperature) plus the extension fields `method` and `steps`
-                                    (a field the method does not read is a 400)
+                                    temperature, prompt) plus the extension fields `method`, `steps`,
+                                    `hotwords` (comma-separated, or the field repeated) and
+                                    `return_steps` (true: verbose_json's `canvas_steps` holds each
+                                    step's canvas; a field the method does not read is a 400)
     GET  /v1/models, /health, /metrics (JSON counters, batch sizes included), /  (the web page)
     WS   /v1/stream                     live transcription (stream_server.py)
 
@@ -45,7 +47,18 @@ log = logging.getLogger("diffasr.serve")
 MB = 1 << 20
 FORM_OVERHEAD = 64 * 1024  # bytes of a multipart body that are not the file: boundaries, headers, fields
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-FIELDS = ("file", "model", "language", "response_format", "temperature", "method", "steps")
+FIELDS = (
+    "file",
+    "model",
+    "language",
+    "response_format",
+    "temperature",
+    "method",
+    "steps",
+    "return_steps",
+    "prompt",
+    "hotwords",
+)
 MODEL_ALIASES = ("whisper-1",)  # what OpenAI clients send by default; there is one model to pick
 
 
@@ -98,13 +111,28 @@ def _options(form, model, model_name: str) -> tuple[DecodeOptions, str]:
         # OpenAI's default is 0 and many clients always send it: 0 means "not sampled", which
         # every method honours; another value is the caller's option, checked like the rest
         "temperature": _number(form, "temperature", float, None) or None,
+        "return_steps": _flag(form, "return_steps"),
+        "prompt": (form.get("prompt") or "").strip() or None,
+        "hotwords": [w.strip() for v in form.getlist("hotwords") for w in str(v).split(",") if w.strip()],
     }
     try:
         options = resolve(model.config.decode_defaults, given, model.backend.reads)
     except ConfigError as e:
-        param = next((f for f in ("steps", "temperature", "method") if re.search(rf"\b{f}\b", str(e))), None)
+        unread = re.search(r"does not read (\w+)", str(e))  # the field named first, not those it reads
+        named = [f for f in ("hotwords", "prompt", "return_steps", "steps", "temperature", "method") if f in str(e)]
+        param = unread.group(1) if unread else next((f for f in named if re.search(rf"\b{f}\b", str(e))), None)
         raise ApiError(400, str(e), param=param, code="invalid_value") from None
     return options, fmt
+
+
+def _flag(form, name: str) -> bool | None:
+    """A boolean form field: true/1/yes -> True, false/0/no -> None (not given), else ApiError(400)."""
+    value = (form.get(name) or "").strip().lower()
+    if value in ("", "false", "0", "no"):
+        return None
+    if value in ("true", "1", "yes"):
+        return True
+    raise ApiError(400, f"{name} must be true or false, not {value!r}", param=name, code="invalid_value")
 
 
 def _number(form, name: str, kind: type, default):
@@ -202,6 +230,8 @@ def _render(result: Transcription, fmt: str, batch_size: int):
             "method": result.method,
             "steps": result.steps_run,
         }
+        if result.steps is not None:  # return_steps: each step's canvas (decoding/steps.py); `steps` is the count
+            body["canvas_steps"] = result.steps
         return JSONResponse(body, headers=headers)
     writer = {"text": write_txt, "srt": write_srt, "vtt": write_vtt}[fmt]
     media = "text/vtt" if fmt == "vtt" else "text/plain"
@@ -239,6 +269,7 @@ def create_app(
     metrics = Metrics()
     admission = Admission(limits)
     page = resources.files("diffasr").joinpath("web/index.html")
+    script = resources.files("diffasr").joinpath("web/steps.js")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -339,6 +370,7 @@ def create_app(
             "methods": [m for m in METHODS if m in table],
             "default_method": defaults.method,
             "steps_methods": [m for m in METHODS if m in table and "steps" in reads(m, table)],
+            "canvas_methods": [m for m in METHODS if m in table and "return_steps" in reads(m, table)],
             "default_steps": defaults.steps,
             "max_upload_mb": max_upload_mb,
             "max_duration_s": max_duration_s,
@@ -373,6 +405,12 @@ def create_app(
         if not page.is_file():
             raise ApiError(404, "the web page is not installed (diffasr/web/index.html)", code="not_found")
         return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    @app.get("/steps.js")
+    async def steps_js():
+        if not script.is_file():
+            raise ApiError(404, "the web page is not installed (diffasr/web/steps.js)", code="not_found")
+        return PlainTextResponse(script.read_text(encoding="utf-8"), media_type="text/javascript")
 
     return app
 

@@ -55,9 +55,12 @@ class StreamEvent:
     language: str | None = None
     words: list = field(default_factory=list)  # final: dicts {word, start, end, confidence}, absolute times
     decode_s: float = 0.0  # wall seconds this event's decode took
+    steps: list | None = None  # final, with return_steps: each denoising step's canvas (decoding/steps.py)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        if d["steps"] is None:
+            del d["steps"]
         d.update(start=round(self.start, 3), end=round(self.end, 3), decode_s=round(self.decode_s, 3))
         if self.type == "partial":
             del d["words"]
@@ -342,7 +345,7 @@ class StreamSession:
             }
             for w in r.words
         ]
-        ev = StreamEvent("final", self.next_id, r.text, s, e, self.language, words, dt)
+        ev = StreamEvent("final", self.next_id, r.text, s, e, self.language, words, dt, steps=r.steps)
         self.next_id += 1
         return [ev]
 

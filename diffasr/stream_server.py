@@ -127,9 +127,11 @@ def _params(ws: WebSocket, model) -> tuple[str | None, int]:
     """language and sample_rate from the query string (format is checked, read by the caller);
     ValueError with a message otherwise."""
     q = ws.query_params
-    unknown = sorted(set(q) - {"language", "sample_rate", "format"})
+    unknown = sorted(set(q) - {"language", "sample_rate", "format", "steps"})
     if unknown:
-        raise ValueError(f"unknown parameter {unknown[0]!r} (this endpoint takes language, sample_rate, format)")
+        raise ValueError(f"unknown parameter {unknown[0]!r} (this endpoint takes language, sample_rate, format, steps)")
+    if q.get("steps", "false") not in ("true", "false"):
+        raise ValueError(f"steps must be true or false, not {q.get('steps')!r}")
     if q.get("format", "pcm16") not in ("pcm16", "webm"):
         raise ValueError(f"format must be pcm16 or webm, not {q.get('format')!r}")
     language = (q.get("language") or "").strip().lower() or None
@@ -150,7 +152,8 @@ async def _serve(ws: WebSocket, model, worker, limits: dict, session_options: di
     loop = asyncio.get_running_loop()
     try:
         language, rate = _params(ws, model)
-        session = await loop.run_in_executor(worker, lambda: StreamSession(model, language, **session_options))
+        steps = {"return_steps": True} if ws.query_params.get("steps") == "true" else {}  # finals carry their steps
+        session = await loop.run_in_executor(worker, lambda: StreamSession(model, language, **session_options, **steps))
     except (ValueError, DiffasrError) as e:
         await _send(ws, _error("invalid_parameter", str(e)))
         return await _close(ws, CLOSE_POLICY)

@@ -52,13 +52,18 @@ class Transcription:
     duration: float = 0.0  # seconds of audio
     method: str = "diffusion"  # the decoding method (DecodeOptions.method)
     steps_run: int = 0
+    tail_tokens: int = 0  # verified methods: tokens the causal pass wrote one by one once the steps ran out
     timings: dict = field(default_factory=dict)  # seconds per stage, for this batch
     words: list[Word] = field(default_factory=list)  # CTC-aligned, absolute times, inside their segment
     language_probability: float | None = None  # when the language was identified, not given
     speech: dict = field(default_factory=dict)  # per window: speech_evidence (CTC tokens/s, confidence)
+    steps: list[dict] | None = None  # return_steps: each step's canvas per segment (decoding/steps.py)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["steps"] is None:  # not asked for: the dict is as it was before steps existed
+            del d["steps"]
+        return d
 
 
 # No-speech guard for audio decoded without the VAD. Its evidence is the CTC head read with no
@@ -187,7 +192,9 @@ def decode_features(
                 duration=d,
                 method=options.method,
                 steps_run=h.steps_run,
+                tail_tokens=h.tail_tokens,
                 speech=ev,
+                steps=h.steps,
             )
         )
     if word_timestamps:
@@ -275,7 +282,10 @@ class _Input:
     def result(self) -> Transcription:
         parts = [(p, t) for p, t in self.parts if t.text]
         segments, words = [], []
+        steps = [] if self.options.return_steps else None
         for p, t in parts:
+            if steps is not None:
+                steps += [{**st, "segment": len(segments)} for st in t.steps or []]
             lo, hi = round(p.segment.start_s, 3), round(p.segment.end_s, 3)
             segments.append(Segment(start=lo, end=hi, text=t.text))
             for w in t.words:  # absolute, clamped into the segment (monotonic within and across)
@@ -292,9 +302,11 @@ class _Input:
             duration=self.n_samples / SAMPLE_RATE,
             method=self.options.method,
             steps_run=max((t.steps_run for _, t in self.parts), default=0),
+            tail_tokens=sum(t.tail_tokens for _, t in self.parts),
             timings=self.timings,
             words=words,
             language_probability=self.language_probability,
+            steps=steps,
         )
 
 
@@ -324,7 +336,8 @@ def transcribe(
     keywords, over the model's decode_defaults (decoding.resolve: a field the method does not read is
     a ConfigError); `options` replaces them all. language None or "auto": identified per input.
     vad=False skips voice activity detection (fixed 30-s windows, no silence removal);
-    word_timestamps=False skips the alignment (`words` stays empty).
+    word_timestamps=False skips the alignment (`words` stays empty). return_steps=True (a DecodeOptions
+    field, read by the canvas methods) fills `steps`: each step's canvas (decoding/steps.py).
     """
     single = not isinstance(audio, list)
     items = [audio] if single else list(audio)

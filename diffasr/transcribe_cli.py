@@ -22,6 +22,9 @@ DECODING_FLAGS = (
     "length_bonus",
     "verifier",
     "seed",
+    "hotwords",
+    "hotword_boost",
+    "prompt",
 )
 
 
@@ -88,6 +91,29 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
     p.add_argument(
         "--seed", type=int, default=None, help="diffusion, ctc-refine, diffusion-verify: noise seed (default 0)"
     )
+    p.add_argument(
+        "--hotwords",
+        type=_words,
+        default=None,
+        metavar="WORD,WORD",
+        help="comma-separated words to favour (names, terms; at most 16): boosted in the CTC beam (ctc-beam, "
+        "rescore, base's sampled methods) and, for base's verified methods, in Whisper's previous-text prompt",
+    )
+    p.add_argument(
+        "--hotword-boost",
+        type=float,
+        default=None,
+        help="with --hotwords: CTC beam bonus per token of a completed hotword (default 3)",
+    )
+    p.add_argument(
+        "--prompt",
+        default=None,
+        help="base, *-verify: text the released Whisper decoder reads as what came before (spelling, names, style)",
+    )
+
+
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in value.split(",") if w.strip())
 
 
 def decoding_overrides(args) -> dict:
@@ -113,6 +139,12 @@ def add_arguments(p) -> None:
         "--no-vad", action="store_true", help="no voice activity detection: fixed 30-s windows, silence kept"
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--show-steps",
+        action="store_true",
+        help="print each denoising step's canvas on stderr ([rejected] {renoised} <reseeded> tokens marked), and "
+        "with --output-dir write <stem>.steps.json (canvas methods only; json output holds them too)",
+    )
 
 
 def run(args) -> int:
@@ -128,7 +160,9 @@ def run(args) -> int:
         raise ConfigError("--format all writes several files: give --output-dir")
     model = load(args.model, device=args.device)
     options = resolve(
-        model.config.decode_defaults, {"language": args.language, **decoding_overrides(args)}, model.backend.reads
+        model.config.decode_defaults,
+        {"language": args.language, **decoding_overrides(args), "return_steps": args.show_steps or None},
+        model.backend.reads,
     )
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
@@ -145,6 +179,8 @@ def run(args) -> int:
             print(f"diffasr transcribe: error: {message}", file=sys.stderr)
             failed += 1
             continue
+        if args.show_steps:
+            show_steps(f, r, out_dir)
         for fmt in formats:
             text = WRITERS[fmt](r)
             if out_dir:
@@ -156,3 +192,18 @@ def run(args) -> int:
                 sys.stdout.write(f"{f}: {text}" if fmt == "txt" and len(args.files) > 1 else text)
                 sys.stdout.flush()
     return 1 if failed else 0
+
+
+MARKS = {"kept": "{}", "rejected": "[{}]", "renoised": "{{{}}}", "reseeded": "<{}>"}
+
+
+def show_steps(f, result, out_dir: Path | None) -> None:
+    """`--show-steps`: one line per step on stderr (tokens marked by status), and the steps as JSON
+    in <out_dir>/<stem>.steps.json when an output directory is given."""
+    import json
+
+    for st in result.steps or []:
+        line = "".join(MARKS[s].format(t) for t, s in zip(st["tokens"], st["status"]))
+        print(f"{f} segment {st['segment']} step {st['step']:2d}: {line}", file=sys.stderr)
+    if out_dir:
+        (out_dir / f"{Path(f).stem}.steps.json").write_text(json.dumps(result.steps, ensure_ascii=False), "utf-8")

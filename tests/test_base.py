@@ -196,8 +196,8 @@ def test_denoise_batch_from_noise_and_from_seed(denoiser):
         two = denoise_batch(denoiser, feats, ["en", "en"], [seed, seed[:3]], opts)
         one = denoise_batch(denoiser, feats[:1], ["en"], [seed], opts)
         assert two[0][0] == one[0][0]
-        for ids, conf, steps in two:
-            assert set(ids) <= vocab and len(ids) == len(conf) and 1 <= steps <= 2
+        for ids, conf, steps, tail in two:
+            assert set(ids) <= vocab and len(ids) == len(conf) and 1 <= steps <= 2 and tail >= 0
             assert all(0.0 <= c <= 1.0 for c in conf)
 
 
@@ -294,7 +294,16 @@ def test_when_the_steps_run_out_the_causal_pass_writes_the_rest_token_by_token()
         assert res.steps_run == 3 and res.tail == [len(target) - 3], method
         assert res.tokens[0, : len(target)].tolist() == target, method
         assert (res.confidence[0, : len(target)] > 0.9).all()
-    full = verify(denoise, causal, init, V, eot, DecodeOptions(method="diffusion-verify", steps=24), row_generators=[torch.Generator()], max_len=24)
+    full = verify(
+        denoise,
+        causal,
+        init,
+        V,
+        eot,
+        DecodeOptions(method="diffusion-verify", steps=24),
+        row_generators=[torch.Generator()],
+        max_len=24,
+    )
     assert full.tail == [0] and full.tokens[0, : len(target)].tolist() == target
 
 

@@ -63,6 +63,8 @@ def test_live_microphone(shipped_model, browser, mic_wav):
         text = final.get_attribute("textContent").strip()
         assert final.value_of_css_property("color") == "rgba(29, 35, 43, 1)"  # --fg: black
         assert browser.find_element(By.ID, "partial").value_of_css_property("color") == "rgba(106, 115, 128, 1)"  # grey
+        rows = browser.find_elements(By.CSS_SELECTOR, "#live-strip .step-row")  # the final's denoising steps
+        assert rows and rows[0].find_elements(By.CSS_SELECTOR, ".tok")
         browser.find_element(By.ID, "live-button").click()  # stop
     assert partials, "no partial before the final"
     assert len(levels) > 2  # the level meter moved

@@ -25,6 +25,7 @@ from .canvas import canvas_length, clean_canvas, random_canvas, written
 from .options import READS, DecodeOptions
 from .rescore import rescore
 from .sampler import edit, refine, step_fn
+from .steps import StepRecorder, small_strings
 from .types import Front, Hypothesis
 
 
@@ -74,7 +75,20 @@ class DiffusionGemmaBackend:
             rows = rescore(model, audio_tokens, n_audio, ctc_rows, languages, allowed, options, prefilled)
             # one decoder pass; "denoise" includes the CTC beam search, "prefill" is the CTC head's, reused
             times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=1)
-            return [Hypothesis(*rows[i], steps_run=1) for i in range(len(ctc_rows))]
+            hyps = [Hypothesis(*rows[i], steps_run=1) for i in range(len(ctc_rows))]
+            if options.return_steps:  # one pass: one step, the winning candidate
+                eos = model.tokenizer.eos
+                for h in hyps:
+                    rec = StepRecorder(1)
+                    n = len(h.tokens) + 1
+                    rec.record(
+                        [0],
+                        torch.tensor([h.tokens + [eos]]),
+                        torch.zeros(1, n, dtype=torch.long),
+                        torch.tensor([h.confidences + [1.0]]),
+                    )
+                    h.steps = small_strings(rec, 0, model.tokenizer)
+            return hyps
         return self._sampled(model, front, ctc_rows, languages, options, times)
 
     def one_step(self, model, feats, front, ctc_rows, languages, options):
@@ -104,12 +118,13 @@ class DiffusionGemmaBackend:
             t0 = time.perf_counter()
             fn = step_fn(model, state, None if allowed is None else allowed[rows])
             gens = [torch.Generator().manual_seed(options.seed) for _ in rows]
+            rec = StepRecorder(len(rows)) if options.return_steps else None
             if options.method == "diffusion":
                 init = random_canvas(len(rows), L, tok.vocab_size, gens)
             else:  # the CTC transcript, EOS, then padding
                 init = clean_canvas([ctc_ids[i] for i in rows], L, tok.eos, tok.pad)
             if options.method == "ctc-edit":
-                res = edit(fn, init.to(model.device), options)
+                res = edit(fn, init.to(model.device), options, recorder=rec)
             else:
                 res = refine(
                     fn,
@@ -119,11 +134,12 @@ class DiffusionGemmaBackend:
                     torch.Generator(model.device).manual_seed(options.seed),
                     seeded=options.method == "ctc-refine",
                     row_generators=gens,
+                    recorder=rec,
                 )
             times["denoise"] += time.perf_counter() - t0
             for j, i in enumerate(rows):
                 ids, conf = written(*_until_eos(res.tokens[j].tolist(), res.confidence[j].tolist(), tok), options)
-                out[i] = Hypothesis(ids, conf, res.steps_run)
+                out[i] = Hypothesis(ids, conf, res.steps_run, steps=None if rec is None else small_strings(rec, j, tok))
         times["steps_run"] = max(h.steps_run for h in out.values())
         return [out[i] for i in range(len(ctc_ids))]
 

@@ -54,14 +54,18 @@ def ctc_prefix_beam(
     ngram=None,
     ngram_weight: float = 0.0,
     length_bonus: float = 0.0,
+    hotwords=None,
 ) -> list[tuple[list[int], float]]:
     """CTC prefix beam search over log-probabilities (T, V): up to `beam` (token ids, score) pairs, best
     first. Per frame only the `topk` likeliest tokens above `prune` extend a prefix. Without `ngram` the
     score is log P(ids | audio). With an n-gram (lm.NgramLM) it is shallow fusion: log P(ids | audio)
-    + ngram_weight × log P_ngram(ids, EOS) + length_bonus × len(ids), and the beam is pruned by that score."""
+    + ngram_weight × log P_ngram(ids, EOS) + length_bonus × len(ids), and the beam is pruned by that score.
+    hotwords (hotwords.ContextGraph or None): completed hotword token paths earn its boost, in the
+    pruning score and the final one alike."""
     lse, ninf = _logaddexp, -math.inf
     beams = {(): (0.0, ninf)}  # prefix -> (log p ending in blank, log p ending in a token)
-    extra = {(): 0.0}  # prefix -> its n-gram and length terms
+    extra = {(): 0.0}  # prefix -> its n-gram, length and hotword terms
+    hot = {(): 0}  # prefix -> its hotword graph state (with hotwords)
     for row in log_probs:
         top = np.argpartition(-row, topk)[:topk] if topk < len(row) else range(len(row))
         cand = [(int(c), float(row[c])) for c in top if c != blank and row[c] > prune]
@@ -78,6 +82,9 @@ def ctc_prefix_beam(
                     extra[ext] = (
                         extra[pre] + length_bonus + (ngram_weight * ngram.logprob(ctx, c) if ngram is not None else 0.0)
                     )
+                    if hotwords is not None:
+                        hot[ext], gain = hotwords.step(hot[pre], c)
+                        extra[ext] += gain
                 b_, nb = nxt.get(ext, (ninf, ninf))
                 # a repeated token is a new token only after a blank; without one it extends `pre`
                 nxt[ext] = (b_, lse(nb, (pb if c == last else total) + p))
@@ -86,19 +93,26 @@ def ctc_prefix_beam(
                     nxt[pre] = (b_, lse(nb, pnb + p))
         beams = dict(sorted(nxt.items(), key=lambda kv: -(lse(*kv[1]) + extra[kv[0]]))[:beam])
         extra = {pre: extra[pre] for pre in beams}
-    end = (
+        if hotwords is not None:
+            hot = {pre: hot[pre] for pre in beams}
+    lm_end = (
         (lambda pre: ngram_weight * ngram.logprob(ngram.context(pre), ngram.eos))
         if ngram is not None
         else (lambda pre: 0.0)
     )
+
+    def end(pre):
+        return lm_end(pre) - (hotwords.unfinished(hot[pre]) if hotwords is not None else 0.0)
+
     return sorted(((list(p), lse(*v) + extra[p] + end(p)) for p, v in beams.items()), key=lambda x: -x[1])
 
 
 def ctc_nbest(
-    ctc: torch.Tensor, n_audio: torch.Tensor, blank: int, ngrams: list, options, k: int
+    ctc: torch.Tensor, n_audio: torch.Tensor, blank: int, ngrams: list, options, k: int, hotwords=None
 ) -> list[list[tuple[list[int], float]]]:
     """Per row, CTC prefix beam search's `k` best (token ids, score) over logits (B, T', V), fused with
-    the row's n-gram (`ngrams[i]`, None for none) when options.ngram_weight > 0."""
+    the row's n-gram (`ngrams[i]`, None for none) when options.ngram_weight > 0, hotword paths boosted
+    by `hotwords` (hotwords.ContextGraph, or None)."""
     log_probs = ctc.float().log_softmax(-1).cpu().numpy()
     out = []
     for i, n in enumerate(n_audio.tolist()):
@@ -108,7 +122,7 @@ def ctc_nbest(
             if ngram is not None
             else {}
         )
-        out.append(ctc_prefix_beam(log_probs[i, :n], blank, beam=max(options.beam, k), **fuse)[:k])
+        out.append(ctc_prefix_beam(log_probs[i, :n], blank, beam=max(options.beam, k), hotwords=hotwords, **fuse)[:k])
     return out
 
 

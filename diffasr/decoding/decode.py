@@ -19,6 +19,7 @@ import torch
 
 from ..tokenizer import SCRIPTS
 from .ctc import ctc_greedy, ctc_nbest
+from .hotwords import context_graph
 from .options import DecodeOptions, check_reads
 from .types import Front, Hypothesis
 
@@ -58,9 +59,10 @@ def decode_texts(model, feats: list, languages: list, options: DecodeOptions) ->
 
 def nbest(model, ctc, n_audio, languages: list, options: DecodeOptions, k: int) -> list:
     """Per row, the CTC beam's `k` best (token ids, score), with the row language's n-gram when
-    options.ngram_weight > 0 and the model has one."""
+    options.ngram_weight > 0 and the model has one, and options.hotwords' paths boosted."""
     ngrams = [model.ngrams.get(lang) if options.ngram_weight > 0 else None for lang in languages]
-    return ctc_nbest(ctc, n_audio, model.tokenizer.pad, ngrams, options, k)
+    graph = context_graph(model.tokenizer, options.hotwords, options.hotword_boost)
+    return ctc_nbest(ctc, n_audio, model.tokenizer.pad, ngrams, options, k, hotwords=graph)
 
 
 @torch.no_grad()
@@ -74,7 +76,8 @@ def decode(
     table = model.backend.reads
     check_reads(options, table)
     tok, method = model.tokenizer, options.method
-    beam_seeded = "ngram_weight" in table[method] and options.ngram_weight > 0  # the n-gram beam seeds the canvas
+    # the beam seeds the canvas where the backend reads its options for this method and they matter
+    beam_seeded = "ngram_weight" in table[method] and (options.ngram_weight > 0 or bool(options.hotwords))
     if method == "rescore":
         ctc_rows = nbest(model, ctc, n_audio, languages, options, options.nbest)
     elif method == "ctc-beam" or (method != "ctc-greedy" and beam_seeded):

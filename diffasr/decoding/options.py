@@ -13,11 +13,16 @@ it is an error, never silently ignored.
                 `verifier` "adapted" (the same decoder), "whisper" (Whisper-base's as released,
                 over its 30-s padded window) or "ensemble" (the mean of the two's log-probabilities);
                 "auto", the model's choice per language
-    ctc-verify  the same from the CTC transcript, which also stands in for the unverified rest
+    ctc-verify  the same from the CTC transcript; when the steps run out, the causal pass writes the
+                unverified rest token by token (its greedy continuation), so the text is the verifier's
     rescore     CTC prefix beam search (+ the language's n-gram) proposes `nbest` transcripts; one
                 denoiser pass scores them; best beam score + rescore_weight × denoiser log-likelihood
     ctc-beam    CTC prefix beam search (+ the language's n-gram when ngram_weight > 0)
     ctc-greedy  greedy CTC
+
+`hotwords` (with `hotword_boost`) are read where the CTC beam runs (its paths are boosted), and on
+base also by the verified methods' released decoder, whose previous-text slot holds them with
+`prompt` (hotwords.py).
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..errors import ConfigError
+from .hotwords import check as check_hotwords
 
 _ALWAYS = frozenset({"method", "language"})
-_CANVAS = frozenset({"canvas", "length_margin"})
+_CANVAS = frozenset({"canvas", "length_margin", "return_steps"})  # return_steps: every canvas method records
 _STEPS = _CANVAS | {"steps", "self_condition", "early_stop"}
 _REFINE = _STEPS | {"temperature", "threshold", "edit_threshold", "seed", "collapse_repeats"}
-_BEAM = frozenset({"beam", "ngram_weight", "length_bonus"})
+_BEAM = frozenset({"beam", "ngram_weight", "length_bonus", "hotwords", "hotword_boost"})
 _SCRIPT = frozenset({"restrict_script"})
 # Each decoder backend runs the methods of its table (method -> the fields it reads besides method
 # and language); a method missing from a backend's table is one it cannot run.
@@ -53,8 +59,8 @@ WHISPER_READS = {
     "diffusion": _W_REFINE | _BEAM,
     "ctc-refine": _W_REFINE | _BEAM,
     "ctc-edit": _W_STEPS | _BEAM | {"edit_threshold"},
-    "diffusion-verify": _CANVAS | _BEAM | {"steps", "seed", "verifier"},
-    "ctc-verify": _CANVAS | _BEAM | {"steps", "verifier"},
+    "diffusion-verify": _CANVAS | _BEAM | {"steps", "seed", "verifier", "prompt"},
+    "ctc-verify": _CANVAS | _BEAM | {"steps", "verifier", "prompt"},
     "rescore": _BEAM | _CANVAS | {"nbest", "rescore_weight"},
     "ctc-beam": READS["ctc-beam"],
     "ctc-greedy": READS["ctc-greedy"],
@@ -95,10 +101,15 @@ class DecodeOptions:
     length_bonus: float = 0.0  # with an n-gram: added per token, offsetting what the n-gram charges for each
     verifier: str = "auto"  # verified methods: one of VERIFIERS
     seed: int = 0  # same seed, same input -> same output
+    hotwords: tuple[str, ...] = ()  # CTC beam: boosted token paths; base verified: in Whisper's previous text
+    hotword_boost: float = 3.0  # per hotword token, added to the CTC beam score of a completed hotword
+    prompt: str | None = None  # base verified methods: previous text for the released decoder (OpenAI `prompt`)
+    return_steps: bool = False  # canvas methods: record each step's canvas (Transcription.steps; steps.py)
     language: str | None = None  # None: auto
     restrict_script: bool = True  # a known language's output uses only its script's tokens
 
     def __post_init__(self):
+        object.__setattr__(self, "hotwords", check_hotwords(self.hotwords, self.prompt))  # a list given: a tuple
         if self.method not in ANY_READS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         checks = [
@@ -125,6 +136,7 @@ class DecodeOptions:
             (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1], not {self.threshold}"),
             (self.canvas is None or 8 <= self.canvas <= 512, f"canvas must be in 8..512, not {self.canvas}"),
             (0.0 <= self.length_margin <= 2.0, f"length_margin must be in [0, 2], not {self.length_margin}"),
+            (0.0 <= self.hotword_boost <= 20.0, f"hotword_boost must be in [0, 20], not {self.hotword_boost}"),
             (self.verifier in VERIFIERS, f"verifier must be one of {', '.join(VERIFIERS)}, not {self.verifier!r}"),
         ]
         for ok, msg in checks:
@@ -144,12 +156,12 @@ def _unread(method: str, names: list[str], table: dict) -> ConfigError:
 
 def resolve(defaults: dict, given: dict, table: dict | None = None) -> DecodeOptions:
     """DecodeOptions from a model's `decode_defaults` and the caller's `given` fields (None values
-    are not given). The method is the caller's, else the defaults'; defaults that method does not
-    read are dropped (they belong to another method), but every given field must be read by it.
+    are not given, nor are empty hotwords). The method is the caller's, else the defaults'; defaults
+    that method does not read are dropped (they belong to another method), but every given field must be read by it.
     table: what each method reads on the model's backend (`model.backend.reads`; None: READS, the
     DiffusionGemma backend's)."""
     table = READS if table is None else table
-    given = {k: v for k, v in given.items() if v is not None}
+    given = {k: v for k, v in given.items() if v is not None and not (k == "hotwords" and not v)}
     names = {f.name for f in fields(DecodeOptions)}
     for where, d in (("decoding option", given), ("decode_defaults option", defaults)):
         if unknown := sorted(set(d) - names):

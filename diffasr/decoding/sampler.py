@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .steps import KEPT, REJECTED, RENOISED, RESEEDED
+
 StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
@@ -69,10 +71,12 @@ def refine(
     generator: torch.Generator,
     seeded: bool,
     row_generators: list[torch.Generator] | None = None,
+    recorder=None,
 ) -> SampleOutput:
     """Denoise `init` (B, L) in `options.steps` steps. `seeded`: `init` is a CTC transcript (positions
     not yet committed return to it), else noise (they are re-drawn, per row from `row_generators`
-    when given, so a row's result does not depend on which other rows share its batch)."""
+    when given, so a row's result does not depend on which other rows share its batch).
+    recorder (steps.StepRecorder or None): gets the starting canvas and each step's."""
     from diffusers import BlockRefinementScheduler
 
     n = options.steps
@@ -81,6 +85,10 @@ def refine(
     canvas, sc, prev_pred, logits = init, None, None, None
     kept = torch.zeros_like(init, dtype=torch.bool)  # committed positions: every step's transfer_index so far
     steps_run = 0
+    rows = torch.arange(init.shape[0])
+    unkept = RESEEDED if seeded else RENOISED
+    if recorder is not None:
+        recorder.record(rows, init, torch.full_like(init, unkept), torch.zeros(init.shape))
     for t in range(n):  # ascending step index: BlockRefinement's own `timesteps` run backwards (docs pitfall)
         logits = step_fn(canvas, sc if options.self_condition else None)
         steps_run += 1
@@ -93,6 +101,9 @@ def refine(
         elif row_generators is not None:
             noise = torch.stack([torch.randint(0, vocab_size, canvas.shape[1:], generator=g) for g in row_generators])
             canvas = torch.where(kept, canvas, noise.to(canvas.device))
+        if recorder is not None:
+            p = logits.float().softmax(-1).gather(-1, canvas[..., None])[..., 0]
+            recorder.record(rows, canvas, torch.where(kept, KEPT, unkept), p)
         pred = logits.argmax(-1)
         if options.early_stop and bool(kept.all()) and prev_pred is not None and torch.equal(pred, prev_pred):
             break
@@ -102,13 +113,15 @@ def refine(
 
 
 @torch.no_grad()
-def edit(step_fn: StepFn, init: torch.Tensor, options) -> SampleOutput:
+def edit(step_fn: StepFn, init: torch.Tensor, options, recorder=None) -> SampleOutput:
     """Refine a seeded canvas (B, L) by confident edits only: each step, a position takes the
     decoder's prediction when its probability is ≥ `edit_threshold`, and keeps its current token
     otherwise. A decoder weaker than its seed cannot make the seed worse by much, and one that is
-    sure of a correction gets to make it; stops early when a step changes nothing."""
+    sure of a correction gets to make it; stops early when a step changes nothing. recorder: as refine's."""
     canvas, sc, probs = init, None, None
     steps_run = 0
+    if recorder is not None:
+        recorder.record(torch.arange(init.shape[0]), init, torch.full_like(init, KEPT), torch.zeros(init.shape))
     for _ in range(options.steps):
         logits = step_fn(canvas, sc if options.self_condition else None)
         steps_run += 1
@@ -117,6 +130,9 @@ def edit(step_fn: StepFn, init: torch.Tensor, options) -> SampleOutput:
         new = torch.where(conf >= options.edit_threshold, pred, canvas)
         sc = logits
         changed = not torch.equal(new, canvas)
+        if recorder is not None:
+            p = probs.gather(-1, new[..., None])[..., 0]
+            recorder.record(torch.arange(new.shape[0]), new, torch.where(new == canvas, KEPT, REJECTED), p)
         canvas = new
         if options.early_stop and not changed:
             break
@@ -180,6 +196,7 @@ def verify(
     seeds: list[list[int]] | None = None,
     row_generators: list[torch.Generator] | None = None,
     max_len: int | None = None,
+    recorder=None,
 ) -> SampleOutput:
     """Self-speculative decoding of `init` (B, L): noise, or (`seeds` given, each row's CTC tokens)
     the seeds, end-of-text, padding. denoise_fn(canvas (N, L), rows (N,), s) -> logits (N, L - s, V)
@@ -190,8 +207,13 @@ def verify(
     verified token, the denoiser's of an unverified one. The canvas length is an estimate (from the
     CTC transcript, short where CTC is poor): when a prefix comes within `_GROW_AT` positions of
     the end without end-of-text, every row gets `_GROW_BY` more (noise, or end-of-text), up to
-    `max_len` (None: never). The tokens returned are (B, L') with L' ≥ L."""
+    `max_len` (None: never). The tokens returned are (B, L') with L' ≥ L. recorder (steps.StepRecorder
+    or None): gets the starting canvas, then per step each live row's checked candidate (verified
+    prefix kept, the draft past it rejected; confidence: causal in the prefix, the denoiser's past it)."""
     B, L = init.shape
+    if recorder is not None:
+        unkept = RENOISED if seeds is None else RESEEDED
+        recorder.record(range(B), init, torch.full_like(init, unkept), torch.zeros(init.shape))
     pos = torch.arange(L)
     canvas, final = init.clone(), init.clone()
     conf = torch.zeros(B, L)
@@ -231,6 +253,11 @@ def verify(
                 row[nb:] = eot
                 done[b] = True
             n[b] = nb
+            if recorder is not None:
+                shown = conf[b].clone()
+                shown[n0:nb] = cprobs[r, pos[n0:nb] - s, row[n0:nb]]
+                shown[nb:] = probs[j, pos[nb:] - s, row[nb:]]
+                recorder.record([b], row[None], torch.where(pos < nb, KEPT, REJECTED)[None], shown[None])
             final[b] = row
             if done[b]:
                 canvas[b] = row
@@ -263,6 +290,9 @@ def verify(
     tail = [0] * B
     if not all(done):
         final, conf, tail = _greedy_tail(causal_fn, final, conf, n, done, eot, max_len or L)
+        if recorder is not None:  # one more row: what the causal pass wrote token by token
+            rows = [b for b in range(B) if tail[b]]
+            recorder.record(rows, final[rows], torch.full_like(final[rows], KEPT), conf[rows])
     return SampleOutput(tokens=final, confidence=conf, steps_run=steps_run, tail=tail)
 
 

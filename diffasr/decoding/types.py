@@ -34,3 +34,5 @@ class Hypothesis:
     token_strings: list[str] | None = None  # None: the model tokenizer's strings of `tokens`
     spans: list[tuple[int, int]] | None = None  # per token, the characters of `text` it wrote
     align_tokens: list[int] | None = None  # the transcript in the CTC head's ids, to time words by; None: tokens
+    tail_tokens: int = 0  # verify: tokens written one by one by the causal pass once the steps ran out
+    steps: list[dict] | None = None  # options.return_steps: each step's canvas (steps.py)

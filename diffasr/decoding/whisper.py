@@ -17,6 +17,7 @@ the sampler draws uniform noise over it and the output layer scores only it.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -24,8 +25,10 @@ import torch
 from ..errors import ConfigError
 from ..tokenizer import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
+from .hotwords import previous_text
 from .options import RELEASED, VERIFIED, WHISPER_READS, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
+from .steps import END, StepRecorder
 from .types import Front, Hypothesis
 
 MAX_CANVAS = 224  # Whisper's decoder has 448 positions; prompt + canvas stay well inside
@@ -96,16 +99,18 @@ def suppressed(den, vocab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return never.to(vocab.device), first.to(vocab.device)
 
 
-def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adapted", window=None):
+def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adapted", window=None, prev=None):
     """verify's view of the decoder: (canvas (N, L) indices, rows (N,) of the batch, first position s)
     -> logits (N, L - s, |V|), bidirectional (denoise) and causal (autoregressive, reading only
     positions s.., over the keys/values of the verified prefix kept from the step before). The causal
     pass is `verifier`'s: "adapted", the adapted decoder over `kv`; "whisper", the released decoder
     over `window` (kv, frame mask of Whisper's padded windows); "ensemble", the mean of the two's
-    log-probabilities."""
+    log-probabilities. prev (N', P') or None: the released decoder's prompts with Whisper's previous
+    text before them (hotwords.previous_text), one per batch row."""
 
-    def rows_of(rows, kv, fmask):
-        return prompts[rows], [(_take(a, rows), _take(b, rows)) for a, b in kv], fmask[rows]
+    def rows_of(rows, kv, fmask, released=False):
+        p = prev if released and prev is not None else prompts
+        return p[rows], [(_take(a, rows), _take(b, rows)) for a, b in kv], fmask[rows]
 
     def denoise(canvas_idx, rows, s):
         p, k, m = rows_of(rows, kv, fmask)
@@ -120,7 +125,7 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adap
         ckv, cmask = window if released else (kv, fmask)
 
         def causal(canvas_idx, rows, s):
-            p, k, m = rows_of(rows, ckv, cmask)
+            p, k, m = rows_of(rows, ckv, cmask, released)
             past = prefixes.find(canvas_idx, rows, s, p.shape[1] - 1 + s) or [[None, None] for _ in dec.layers]
             h = den.autoregressive_from(p, vocab[canvas_idx], k, m, s, past, released)
             prefixes.keep(canvas_idx, rows, past)
@@ -164,19 +169,22 @@ def denoise_batch(
     options: DecodeOptions,
     nbest: list[list[tuple[list[int], float]]] | None = None,
     windows: list | None = None,
-) -> list[tuple[list[int], list[float], int]]:
-    """Per row: (Whisper text ids, confidence per id, steps run).
+    steps_out: dict | None = None,
+) -> list[tuple[list[int], list[float], int, int]]:
+    """Per row: (Whisper text ids, confidence per id, steps run, tokens the causal pass wrote one by one
+    after the last step: verify's tail, 0 elsewhere).
 
     feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
     and, for ctc-refine, ctc-edit and ctc-verify, the starting canvas); nbest (rescore): per row, CTC candidates as
     (Whisper ids, beam score); windows: per row, the encoder's padded 30-s window (1500, D), or None
-    where the row's verifier does not read it (`needs_window`). Rows are grouped by language and
+    where the row's verifier does not read it (`needs_window`); steps_out (options.return_steps): filled
+    with row -> its steps (steps.py). Rows are grouped by language and
     canvas length; each row draws its noise from its own generator, so its transcript does not depend
     on its batch-mates."""
     eot = den.tokens.eot
-    out: dict[int, tuple[list[int], list[float], int]] = {}
+    out: dict[int, tuple[list[int], list[float], int, int]] = {}
     if options.method == "rescore":
-        return _rescore(den, feats, languages, nbest, options)
+        return _rescore(den, feats, languages, nbest, options, steps_out)
     lengths = [canvas_length(len(s), options, MAX_CANVAS) for s in seeds]
     for key in sorted(set(zip(languages, lengths))):
         lang, L = key
@@ -190,16 +198,23 @@ def denoise_batch(
         from_noise = options.method in ("diffusion", "diffusion-verify")
         seed_idx = None if from_noise else [_to_index(vocab, seeds[i])[: L - 1] for i in rows]
         init = random_canvas(len(rows), L, len(vocab), gens) if from_noise else _index_canvas(seed_idx, L, eot_index)
+        rec = StepRecorder(len(rows)) if steps_out is not None else None
         if options.method == "ctc-edit":
-            res = edit(step_fn, init, options)
+            res = edit(step_fn, init, options, recorder=rec)
         elif options.method in VERIFIED:
             window, verifier = None, den.verifier(lang, options.verifier)
+            prev = previous_text(den.tokens, options.hotwords, options.prompt, lang)
+            if prev and verifier not in RELEASED and options.prompt:
+                raise ConfigError(
+                    f"prompt is read by the released decoder: verifier whisper or ensemble, not {verifier}"
+                )
+            prev = torch.tensor([prev + den.tokens.prompt(lang)] * len(rows)) if prev else None
             if verifier in RELEASED:
                 if windows is None or any(windows[i] is None for i in rows):
                     raise ConfigError(f"the {verifier} verifier reads the encoder's padded windows: none were given")
                 window = den.memory([windows[i] for i in rows], released=True)
             res = verify(
-                *_row_fns(den, vocab, prompts, kv, fmask, verifier, window),
+                *_row_fns(den, vocab, prompts, kv, fmask, verifier, window, prev),
                 init,
                 len(vocab),
                 eot_index,
@@ -207,6 +222,7 @@ def denoise_batch(
                 seeds=seed_idx,
                 row_generators=gens,
                 max_len=L if options.canvas is not None else MAX_CANVAS,  # a canvas given is not grown
+                recorder=rec,
             )
         else:
             res = refine(
@@ -217,11 +233,20 @@ def denoise_batch(
                 torch.Generator().manual_seed(options.seed),
                 seeded=options.method == "ctc-refine",
                 row_generators=gens,
+                recorder=rec,
             )
         for j, i in enumerate(rows):
+            if rec is not None:
+                steps_out[i] = rec.strings(j, functools.partial(token_string, den, vocab), eot_index)
             ids, conf = written(*_until_eot(res.tokens[j].tolist(), res.confidence[j].tolist(), vocab, eot), options)
-            out[i] = (ids, conf, res.steps_run)
+            out[i] = (ids, conf, res.steps_run, res.tail[j] if res.tail else 0)
     return [out[i] for i in range(len(feats))]
+
+
+def token_string(den, vocab: torch.Tensor, index: int) -> str:
+    """The text of canvas index `index` (end-of-text as steps.END)."""
+    tok = int(vocab[index])
+    return END if tok == den.tokens.eot else den.tokens.tok.decode([tok], skip_special_tokens=False)
 
 
 def candidate_canvases(den, feat, lang: str, rows: list[list[int]], options: DecodeOptions):
@@ -237,7 +262,7 @@ def candidate_canvases(den, feat, lang: str, rows: list[list[int]], options: Dec
     return vocab, canvas, lens, den.prompts([lang] * len(rows)), kv, fmask
 
 
-def _rescore(den, feats, languages, nbest, options: DecodeOptions):
+def _rescore(den, feats, languages, nbest, options: DecodeOptions, steps_out: dict | None = None):
     """The decoder scores each row's CTC candidates in one pass (clean canvases); the best CTC beam
     score + rescore_weight × decoder log-likelihood wins."""
     eot = den.tokens.eot
@@ -253,7 +278,11 @@ def _rescore(den, feats, languages, nbest, options: DecodeOptions):
         total = torch.tensor([s for _, s in cands]) + options.rescore_weight * ll
         b = int(total.argmax())
         ids, conf = _until_eot(canvas[b].tolist(), probs[b].tolist(), vocab, eot)
-        out.append((ids, conf, 1))
+        out.append((ids, conf, 1, 0))
+        if steps_out is not None:  # one pass: one step, the winning candidate
+            rec = StepRecorder(1)
+            rec.record([0], canvas[b][None], torch.zeros_like(canvas[b])[None], probs[b][None])
+            steps_out[i] = rec.strings(0, functools.partial(token_string, den, vocab), den.eot_index(languages[i]))
     return out
 
 
@@ -317,10 +346,11 @@ class WhisperBackend:
             nbest = None
         times["ctc_seed"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows)
+        steps = {} if options.return_steps else None
+        rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows, steps)
         times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
         out = []
-        for (ids, conf, steps_run), lang in zip(rows, languages):
+        for i, ((ids, conf, steps_run, tail), lang) in enumerate(zip(rows, languages)):
             text, spans = token_spans(den, ids)
             if lang == "zh":
                 text = simplified(text)
@@ -334,6 +364,8 @@ class WhisperBackend:
                     token_strings=[text[a:b] for a, b in spans],
                     spans=spans,
                     align_tokens=tok.encode(text) if text else [],
+                    tail_tokens=tail,
+                    steps=None if steps is None else steps.get(i, []),
                 )
             )
         return out
