@@ -55,6 +55,7 @@ def _schema():
             ),  # seconds per stage; `file` = this file's share of its batch
             ("method", pa.string()),  # the decoding method
             ("steps", pa.int64()),  # denoising steps run
+            ("tail_tokens", pa.int64()),  # verified methods: tokens the causal pass wrote one by one after the step cap
             ("error", pa.string()),  # null = ok; else "ExceptionType: message"
         ]
     )
@@ -185,6 +186,7 @@ def _row(path: str, t=None, error: str | None = None, share: float = 0.0) -> dic
             "timings": {"file": share},
             "method": None,
             "steps": None,
+            "tail_tokens": None,
             "error": error,
         }
     segments, words, k = [], list(t.words), 0
@@ -208,6 +210,7 @@ def _row(path: str, t=None, error: str | None = None, share: float = 0.0) -> dic
         "timings": timings,
         "method": t.method,
         "steps": t.steps_run,
+        "tail_tokens": t.tail_tokens,
         "error": None,
     }
 

@@ -229,6 +229,7 @@ def _render(result: Transcription, fmt: str, batch_size: int):
             "language_probability": getattr(result, "language_probability", None),
             "method": result.method,
             "steps": result.steps_run,
+            "tail_tokens": result.tail_tokens,  # written one by one by the causal pass after the step cap
         }
         if result.steps is not None:  # return_steps: each step's canvas (decoding/steps.py); `steps` is the count
             body["canvas_steps"] = result.steps

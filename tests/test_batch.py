@@ -76,6 +76,7 @@ def test_batch_two_actors_real_clips_and_a_broken_file(batch_run):
         "timings",
         "method",
         "steps",
+        "tail_tokens",
         "error",
     ]
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in t.to_pylist()}

@@ -271,11 +271,13 @@ def test_train_base_fine_tunes_the_shipped_model_from_its_directory(tmp_path, ca
     args = ["--manifest", str(manifest), "--out", str(out), "--cache", str(tmp_path / "feats"), "--init", str(shipped)]
     assert train_base.main(args + ["--steps", "1", "--batch", "2", "--threads", "1", "--rank", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "tokenizer as-shipped -> repaired" in printed and "starting at step 0" in printed
+    shipped_cfg = json.loads((shipped / "config.json").read_text())
+    moved = shipped_cfg["denoiser"]["tokenizer"] == "as-shipped"  # a model on the old tokenizer is moved
+    assert ("tokenizer as-shipped -> repaired" in printed) == moved and "starting at step 0" in printed
     ckpt = checkpoint.latest(out)
     cfg = json.loads((ckpt / "config.json").read_text())
     assert cfg["step"] == 1 and cfg["denoiser"]["rank"] == 16 and cfg["denoiser"]["tokenizer"] == "repaired"
-    assert cfg["init"] == {"model": str(shipped), "step": 7459}
+    assert cfg["init"] == {"model": str(shipped), "step": shipped_cfg["training"]["steps"]}
     before, after = load_file(str(shipped / "denoiser.safetensors")), load_file(str(ckpt / "denoiser.safetensors"))
     assert before.keys() == after.keys()
     moved = [k for k in before if not torch.equal(before[k], after[k])]

@@ -90,31 +90,46 @@ def test_disjoint_drops_the_dev_rows_whose_sentence_is_in_the_test_set(tmp_path)
 BASE = json.loads((REPO / "diffasr" / "assets" / "diffasr-base" / "config.json").read_text())
 
 
+def export_of(commands, checkpoint):
+    return [c for c in commands if c[1] == "scripts/export_base.py" and c[2] == checkpoint]
+
+
 def test_the_base_recipe_rebuilds_the_shipped_base_from_the_repository_and_the_corpus_commands(capsys):
     """`recipe base --dry-run` lists a rebuild that starts from files in the repository (scripts, the
     CTC model it names) and the corpus commands, resumes one run stage after stage, stops where the
     shipped run stopped (config.json's provenance record) and exports with the shipped defaults."""
     steps = recipe.plan("base")
     commands = [c for s in steps for c in s.commands]
-    assert all(c[1] in ("-m", "scripts/export_base.py", "scripts/concat_clips.py") for c in commands), commands
+    scripts = ("scripts/export_base.py", "scripts/concat_clips.py", "scripts/select_rows.py")
+    assert all(c[1] in ("-m", *scripts) for c in commands), commands
     assert [s.check for s in steps if s.check] == [f"diffasr/assets/{BASE['ctc_model']}/config.json"]
     assert all((REPO / s.check).is_file() for s in steps if s.check)
     for c in commands:
         if c[1] != "-m":
             assert (REPO / c[1]).is_file(), c[1]
         else:
-            assert c[2] in ("diffasr", "diffasr.training.train_base") and (c[2] != "diffasr" or c[3] == "corpus"), c
+            modules = ("diffasr", "diffasr.training.train_base", "diffasr.training.teacher")
+            assert c[2] in modules and (c[2] != "diffasr" or c[3] == "corpus"), c
         for i, a in enumerate(c):  # every manifest is made by an earlier step or is ../shared's
             if a == "--manifest" and not c[i + 1].startswith("../shared/"):
                 made = c[i + 1].rsplit("/", 1)[0]
                 assert any(made in " ".join(d) and "--out" in d for d in commands[: commands.index(c)]), made
     trains = [c for c in commands if c[2:3] == ("diffasr.training.train_base",)]
-    assert all("--resume" in c and c[c.index("--out") + 1] == "runs/rebuild-base/train" for c in trains)
+    # stages 1-7 resume one run; the distillation starts a second from the first's export
+    runs = [c[c.index("--out") + 1] for c in trains]
+    assert all("--resume" in c for c in trains) and set(runs) == {"runs/rebuild-base/train", "runs/rebuild-base/distil"}
+    distil = trains[-1]
+    assert runs[-1] == "runs/rebuild-base/distil" and runs.count(runs[-1]) == 1
+    init = distil[distil.index("--init") + 1]
+    assert any(d[1] == "scripts/export_base.py" and d[3] == init for d in commands[: commands.index(distil)])
 
     def last(c):
         return int(c[c.index("--stop-at") + 1] if "--stop-at" in c else c[c.index("--steps") + 1])
 
-    assert [last(c) for c in trains] == sorted(last(c) for c in trains)
+    assert [last(c) for c in trains[:-1]] == sorted(last(c) for c in trains[:-1])
+    assert export_of(commands, "runs/rebuild-base/train/checkpoint") and export_of(
+        commands, "runs/rebuild-base/distil/checkpoint"
+    )
     assert BASE["training"]["recipe"] == "base" and last(trains[-1]) == BASE["training"]["steps"]
     export = commands[-1]
     assert export[1] == "scripts/export_base.py"

@@ -286,7 +286,8 @@ def init_dir(path: str) -> Path:
 def init_meta(d: Path) -> dict:
     """What a fine-tuning run started from: the directory and its own training step."""
     cfg = json.loads((d / "config.json").read_text())
-    return {"model": str(d), "step": cfg.get("training", {}).get("step")}
+    # a shipped model records `steps` in its provenance record, a checkpoint its `step`
+    return {"model": str(d), "step": cfg.get("training", {}).get("steps", cfg.get("step"))}
 
 
 def main(argv=None) -> int:
