@@ -405,21 +405,17 @@ def test_the_shipped_base_reads_the_tokenizer_it_was_trained_on(shipped_base):
     assert shipped_base.backend.denoiser.tokens.encode("the", "en") == [264]
 
 
-def test_the_shipped_vocabularies_gain_the_tokens_whisper_writes_that_the_file_cannot_make(shipped_base):
-    """Made with the tokenizer as shipped, the vocabularies lacked " the" (264), " tiene", …: the
-    released decoder (the whisper verifier) writes them, so loading adds each " t…" whose "t…" is in."""
+def test_the_shipped_vocabularies_hold_the_tokens_whisper_writes(shipped_base):
+    """Built with the repaired tokenizer (stage 8), the stored vocabularies hold " the" (264), " tiene",
+    the tokens the released decoder (the whisper verifier) writes, and loading keeps them as stored."""
     from safetensors.torch import load_file
 
     den = shipped_base.backend.denoiser
     tokens = den.tokens
-    assert tokens.lost == ["Ġ t"] and tokens.merged_forms([220, 3322]) == [264]  # " ", "the" -> " the"
     stored = load_file(str(Path(diffasr.__file__).parent / "assets" / "diffasr-base" / "vocab.safetensors"))
     for lang in ("en", "es"):
-        was, now = set(stored[lang].tolist()), set(den.vocab[lang].tolist())
-        added = now - was
-        assert was < now and added == set(tokens.merged_forms(sorted(was))) - was and len(added) > 100
-        assert all(tokens.tok.id_to_token(i).startswith("Ġt") for i in added)
-    assert 264 in den.vocab["en"].tolist() and tokens.tok.token_to_id("Ġtiene") in den.vocab["es"].tolist()
+        assert set(stored[lang].tolist()) <= set(den.vocab[lang].tolist())
+    assert 264 in stored["en"].tolist() and tokens.tok.token_to_id("Ġtiene") in stored["es"].tolist()
 
 
 def test_shipped_base_loads_by_preset_name_and_transcribes_a_real_clip(en_clip):
