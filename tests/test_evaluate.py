@@ -300,6 +300,8 @@ def test_eval_ngram_row_needs_and_uses_an_ngram(tmp_path, tiny_model_dir, capsys
         "beam": 16,
         "ngram_weight": 0.5,
         "length_bonus": 1.0,
+        "hotwords": [],
+        "hotword_boost": 3.0,
         "restrict_script": True,
     }
     assert rows["diffasr ctc-greedy"] == {"method": "ctc-greedy", "restrict_script": True}
