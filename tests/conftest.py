@@ -115,3 +115,15 @@ def shipped_model():
     import diffasr
 
     return diffasr.load("small")
+
+
+def close_call_log_probs():
+    """(4, 6) CTC log-probabilities, blank 0, where the acoustics slightly prefer tokens 2 4 (0.55)
+    over 2 3 (0.44): the close call a beam bias (n-gram, hotword) should be able to flip."""
+    import numpy as np
+
+    probs = np.full((4, 6), 1e-4)
+    probs[0, 2], probs[1, 0] = 0.99, 0.99
+    probs[2, 4], probs[2, 3] = 0.55, 0.44
+    probs[3, 0] = 0.99
+    return np.log(probs / probs.sum(1, keepdims=True))

@@ -3,9 +3,8 @@ validation, and real clips through the API, the CLI and the server."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from conftest import real_clip, shared_real_dev
+from conftest import close_call_log_probs, real_clip, shared_real_dev
 from test_serve import post, serving
 
 from diffasr.decoding import DecodeOptions
@@ -33,12 +32,8 @@ def test_context_graph_keeps_only_finished_hotwords():
 def test_beam_boost_turns_a_close_call_into_the_hotword():
     """Acoustics slightly prefer 2 4 over the hotword 2 3; the boost flips it, and the score of the
     hotword path is its acoustic score plus boost × its length."""
-    blank, V = 0, 6
-    probs = np.full((4, V), 1e-4)
-    probs[0, 2], probs[1, blank] = 0.99, 0.99
-    probs[2, 4], probs[2, 3] = 0.55, 0.44
-    probs[3, blank] = 0.99
-    lp = np.log(probs / probs.sum(1, keepdims=True))
+    blank = 0
+    lp = close_call_log_probs()
     assert ctc_prefix_beam(lp, blank)[0][0] == [2, 4]
     boosted = ctc_prefix_beam(lp, blank, hotwords=ContextGraph([[2, 3]], 1.0))
     assert boosted[0][0] == [2, 3]

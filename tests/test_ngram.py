@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 import random
 
-import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, close_call_log_probs
 
 from diffasr.decoding.ctc import ctc_prefix_beam
 from diffasr.errors import ConfigError
@@ -56,11 +55,7 @@ def test_fusion_turns_an_unseen_spelling_into_a_known_one():
     seen 2 3 flips the choice, weight 0 leaves the acoustic best, and the fused score is the sum of its
     parts: log P(ids | audio) + weight × log P_lm(ids, EOS) + bonus × len(ids)."""
     blank, V = 0, 6
-    probs = np.full((4, V), 1e-4)
-    probs[0, 2], probs[1, blank] = 0.99, 0.99
-    probs[2, 4], probs[2, 3] = 0.55, 0.44
-    probs[3, blank] = 0.99
-    lp = np.log(probs / probs.sum(1, keepdims=True))
+    lp = close_call_log_probs()
     lm = NgramLM.train([[2, 3]] * 50 + [[5]] * 10, vocab_size=V, eos=1, order=2)
     assert ctc_prefix_beam(lp, blank)[0][0] == [2, 4]
     assert ctc_prefix_beam(lp, blank, ngram=lm, ngram_weight=0.0)[0][0] == [2, 4]
