@@ -12,7 +12,7 @@ import soundfile as sf
 from diffasr.cli import main
 from diffasr.errors import DataError
 from diffasr.training.corpus import augment as aug
-from diffasr.training.corpus import engines, synth
+from diffasr.training.corpus import engines, numbers, synth
 from diffasr.training.corpus.text import LANGS, TEXT_DIR, load_sentences, normalize_label
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
@@ -298,3 +298,40 @@ def test_perturb_names_rows_without_ids_and_rejects_incomplete_ones(tmp_path, ca
     assert cli(bad) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lacks text" in err[0]
+
+
+@pytest.mark.parametrize(
+    "n,want",
+    [
+        (0, "शून्य"),
+        (47, "सैंतालीस"),
+        (100, "एक सौ"),
+        (305, "तीन सौ पांच"),
+        (2024, "दो हजार चौबीस"),
+        (150000, "एक लाख पचास हजार"),
+        (12345678, "एक करोड़ तेईस लाख पैंतालीस हजार छह सौ अठहत्तर"),
+    ],
+)
+def test_hindi_numbers_as_spoken(n, want):
+    """Indian grouping (crore, lakh, hazar, sau) and the own word for each of 0-99."""
+    assert numbers.hindi_number(n) == want
+
+
+def test_hindi_years_and_number_utterances():
+    """Years before 2000 are read in hundreds; number utterances are Devanagari words only, no digits."""
+    assert numbers.hindi_year(1947) == "उन्नीस सौ सैंतालीस"
+    assert numbers.hindi_year(2001) == "दो हजार एक"
+    rng = np.random.default_rng(0)
+    sents = ["भारत ने आज एक नया उपग्रह अंतरिक्ष में भेजा है।"]
+    texts = [numbers.number_utterance("hi", sents, rng) for _ in range(200)]
+    assert not any(ch.isdigit() for t in texts for ch in t)
+    assert all(normalize_label(t, "hi") == t for t in texts)
+    assert any("बजे" in t for t in texts) and any(" में" in t for t in texts)
+    with pytest.raises(ValueError):
+        numbers.number_utterance("en", sents, rng)
+    with pytest.raises(ValueError):
+        numbers.hindi_number(10**9)
+
+
+def test_number_kind_is_hindi_only():
+    assert main(["corpus", "synth", "--langs", "en", "--hours", "0.01", "--out", "/tmp/x", "--kind", "numbers"]) == 2

