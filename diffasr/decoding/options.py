@@ -101,8 +101,8 @@ class DecodeOptions:
     length_bonus: float = 0.0  # with an n-gram: added per token, offsetting what the n-gram charges for each
     verifier: str = "auto"  # verified methods: one of VERIFIERS
     seed: int = 0  # same seed, same input -> same output
-    hotwords: tuple[str, ...] = ()  # CTC beam: boosted token paths; base verified: in Whisper's previous text
-    hotword_boost: float = 3.0  # per hotword token, added to the CTC beam score of a completed hotword
+    hotwords: tuple[str, ...] = ()  # CTC beam: boosted token paths; base verified: boosted in the verifier
+    hotword_boost: float = 3.0  # per hotword token: CTC beam score of a completed hotword; verifier logit
     prompt: str | None = None  # base verified methods: previous text for the released decoder (OpenAI `prompt`)
     return_steps: bool = False  # canvas methods: record each step's canvas (Transcription.steps; steps.py)
     language: str | None = None  # None: auto

@@ -25,7 +25,7 @@ import torch
 from ..errors import ConfigError
 from ..tokenizer import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
-from .hotwords import previous_text
+from .hotwords import previous_text, whisper_hotwords
 from .options import RELEASED, VERIFIED, WHISPER_READS, DecodeOptions
 from .sampler import canvas_scores, edit, refine, verify
 from .steps import END, StepRecorder
@@ -106,7 +106,7 @@ def _row_fns(den, vocab: torch.Tensor, prompts, kv, fmask, verifier: str = "adap
     pass is `verifier`'s: "adapted", the adapted decoder over `kv`; "whisper", the released decoder
     over `window` (kv, frame mask of Whisper's padded windows); "ensemble", the mean of the two's
     log-probabilities. prev (N', P') or None: the released decoder's prompts with Whisper's previous
-    text before them (hotwords.previous_text), one per batch row."""
+    text (the prompt) before them (hotwords.previous_text), one per batch row."""
 
     def rows_of(rows, kv, fmask, released=False):
         p = prev if released and prev is not None else prompts
@@ -189,8 +189,8 @@ def denoise_batch(
     for key in sorted(set(zip(languages, lengths))):
         lang, L = key
         rows = [i for i in range(len(feats)) if (languages[i], lengths[i]) == key]
-        vocab = den.vocab[lang]
-        eot_index = den.eot_index(lang)
+        vocab, bias = whisper_hotwords(den.vocab[lang], den.tokens, options.hotwords, options.hotword_boost, lang)
+        eot_index = int(torch.searchsorted(vocab, torch.tensor(eot)))
         kv, fmask = den.memory([feats[i] for i in rows])
         prompts = den.prompts([lang] * len(rows))
         step_fn = _step_fn(den, vocab, prompts, kv, fmask)
@@ -203,8 +203,8 @@ def denoise_batch(
             res = edit(step_fn, init, options, recorder=rec)
         elif options.method in VERIFIED:
             window, verifier = None, den.verifier(lang, options.verifier)
-            prev = previous_text(den.tokens, options.hotwords, options.prompt, lang)
-            if prev and verifier not in RELEASED and options.prompt:
+            prev = previous_text(den.tokens, options.prompt, lang)
+            if prev and verifier not in RELEASED:
                 raise ConfigError(
                     f"prompt is read by the released decoder: verifier whisper or ensemble, not {verifier}"
                 )
@@ -213,8 +213,10 @@ def denoise_batch(
                 if windows is None or any(windows[i] is None for i in rows):
                     raise ConfigError(f"the {verifier} verifier reads the encoder's padded windows: none were given")
                 window = den.memory([windows[i] for i in rows], released=True)
+            denoise_fn, causal_fn = _row_fns(den, vocab, prompts, kv, fmask, verifier, window, prev)
             res = verify(
-                *_row_fns(den, vocab, prompts, kv, fmask, verifier, window, prev),
+                denoise_fn,
+                bias.wrap(causal_fn) if bias else causal_fn,
                 init,
                 len(vocab),
                 eot_index,
