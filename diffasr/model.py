@@ -8,8 +8,8 @@ Also the checkpoint format. A checkpoint is a directory that describes itself:
   model.safetensors  trained weights: projector + backbone (from-scratch presets) or
                      projector + LoRA (frozen-backbone presets); no pickle anywhere
   tokenizer.json     (or the Gemma tokenizer files)
-  lm/<lang>.npz      optional token n-grams for the CTC beam search (ngram.py; `ngram` in config.json)
-The model holds no sampling loop (decoding/) and no file or batching logic (transcribe.py); decoding
+  lm/<lang>.npz      optional token n-grams for the CTC beam search (decoding/ngram.py; `ngram` in config.json)
+The model holds no sampling loop (decoding/) and no file or batching logic (pipeline/transcribe.py); decoding
 reads it through `project`, `ctc`, `prefill` (-> PromptState) and `denoise(state, canvas)`.
 """
 
@@ -27,15 +27,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbone import Backbone, make_config
 from .decoding.backend import Backend, DiffusionGemmaBackend
+from .decoding.ngram import NgramModels
 from .decoding.options import RELEASED, VERIFIERS
 from .decoding.whisper import WhisperBackend
-from .encoder import EncoderSpec, WhisperEncoder, build_encoder
 from .errors import ModelError
-from .ngram import NgramModels
-from .projector import Projector
-from .tokenizer import LANGUAGES, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
+from .models.backbone import Backbone, make_config
+from .models.encoder import EncoderSpec, WhisperEncoder, build_encoder
+from .models.projector import Projector
+from .models.tokenizer import LANGUAGES, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
 
 FORMAT_VERSION = 1
 CTC_SOURCES = ("projector", "prompt")  # where a model's CTC head reads (ModelConfig.ctc_from)
@@ -456,7 +456,7 @@ def _is_tied(lm, name: str, loaded: dict) -> bool:
 def load_base(directory: str | Path, device: str = "cpu") -> DiffusionASR:
     """A `base` checkpoint: the CTC model it names (`ctc_model`: a shipped name or a directory)
     plus Whisper-base's decoder with the trained denoiser part (denoiser.safetensors, vocab)."""
-    from .whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
+    from .models.whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
 
     d = Path(directory)
     try:

@@ -1,4 +1,4 @@
-"""The server's bounds (serve_limits.py): upload and queue caps, timeouts, oversized headers, Host check.
+"""The server's bounds (serving/limits.py): upload and queue caps, timeouts, oversized headers, Host check.
 
 Fast variants with small limits run by default; the 64 × 25 MB flood against a `diffasr serve`
 subprocess is marked slow.
@@ -25,8 +25,8 @@ import soundfile as sf
 from test_serve import TRANSCRIPTIONS, serving
 
 from diffasr.audio import load_audio
-from diffasr.serve import create_app
-from diffasr.serve_limits import LOOPBACK_HOSTS, Limits, default_hosts, host_name, parse_hosts
+from diffasr.serving.limits import LOOPBACK_HOSTS, Limits, default_hosts, host_name, parse_hosts
+from diffasr.serving.serve import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
 
 LANGUAGES = ("en", "de", "fr", "es", "hi", "zh")
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "hi": "Hindi", "zh": "Chinese"}

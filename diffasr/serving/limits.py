@@ -69,7 +69,7 @@ class Limits:
     retry_after_s: int = 5  # the Retry-After of 429 and 503 answers
 
     def check(self) -> None:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         for name in ("max_uploads", "max_queue", "max_connections"):
             if getattr(self, name) < 1:
