@@ -25,7 +25,7 @@ class _WhisperOnly:
 
     def __init__(self):
         from diffasr.models.encoder import CT2WhisperEncoder
-        from diffasr.models.tokenizer import LANGUAGES
+        from diffasr.text import LANGUAGES
 
         self.encoder = CT2WhisperEncoder()
         self.config = argparse.Namespace(languages=list(LANGUAGES))

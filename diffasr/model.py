@@ -35,7 +35,8 @@ from .errors import ModelError
 from .models.backbone import Backbone, make_config
 from .models.encoder import EncoderSpec, WhisperEncoder, build_encoder
 from .models.projector import Projector
-from .models.tokenizer import LANGUAGES, GemmaTokenizer, Tokenizer, load_tokenizer, save_json
+from .models.tokenizer import GemmaTokenizer, Tokenizer, load_tokenizer, save_json
+from .text import LANGUAGES
 
 FORMAT_VERSION = 1
 CTC_SOURCES = ("projector", "prompt")  # where a model's CTC head reads (ModelConfig.ctc_from)

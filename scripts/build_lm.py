@@ -28,8 +28,9 @@ import numpy as np
 from diffasr.decoding.ngram import NgramLM
 from diffasr.errors import DiffasrError
 from diffasr.model import DiffusionASR
-from diffasr.models.tokenizer import save_json, spoken_form
+from diffasr.models.tokenizer import save_json
 from diffasr.pipeline.manifest import read_manifest
+from diffasr.text import spoken_form
 from diffasr.training.corpus.text import LANGS, load_sentences, short_utterance, without_transcripts
 
 REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev" / "manifest.jsonl"

@@ -396,7 +396,7 @@ def _merge(done: dict, new: list[dict]) -> list[dict]:
 
 
 def add_arguments(p) -> None:
-    from ..models.tokenizer import LANGUAGES
+    from ..text import LANGUAGES
     from .transcribe_cli import add_decoding_arguments
 
     p.add_argument(

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from ..errors import ConfigError
-from ..models.tokenizer import LANGUAGES
+from ..text import LANGUAGES
 
 
 def add_arguments(p) -> None:

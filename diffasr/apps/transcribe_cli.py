@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..decoding.options import METHODS, VERIFIERS
 from ..errors import AudioError, ConfigError
-from ..models.tokenizer import LANGUAGES
+from ..text import LANGUAGES
 
 # DecodeOptions fields with a flag. None (not given) means the model's decode_defaults, else
 # DecodeOptions' own default; a flag the chosen method does not read is an error (decoding.resolve).

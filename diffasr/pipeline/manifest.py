@@ -29,7 +29,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     Any problem raises DataError naming the file and line: bad JSON, a missing field, a language
     the models do not support, or an audio file that does not exist.
     """
-    from ..models.tokenizer import LANGUAGES
+    from ..text import LANGUAGES
 
     path = Path(path)
     try:

@@ -28,7 +28,7 @@ from ..decoding.ctc import speech_evidence
 from ..decoding.decode import decode, decode_front
 from ..errors import ConfigError
 from ..models.encoder import FRAMES_PER_SECOND
-from ..models.tokenizer import word_separator
+from ..text import word_separator
 from .vad import Chunk, file_duration, fixed_chunks, read_chunks, scan_file, speech_chunks
 
 STREAM_SECONDS = 600.0  # files longer than this are streamed (two block-wise passes) instead of loaded

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..models.tokenizer import LANGUAGES
+from ..text import LANGUAGES
 
 SEED_TARGETS = ("position", "aligned", "edit")
 SCHEDULES = ("linear",)

@@ -23,7 +23,7 @@ from ..decoding.decode import decode_texts
 from ..decoding.ngram import NgramModels
 from ..decoding.options import reads
 from ..model import DiffusionASR
-from ..models.tokenizer import spoken_form
+from ..text import spoken_form
 from .config import EvalConfig
 from .data import Example
 

@@ -26,8 +26,9 @@ import torch
 from ..errors import ConfigError
 from ..model import DiffusionASR
 from ..models.encoder import FRAMES_PER_SECOND
-from ..models.tokenizer import LANGUAGES, BPETokenizer, spoken_form
+from ..models.tokenizer import BPETokenizer
 from ..pipeline.manifest import read_manifest
+from ..text import LANGUAGES, spoken_form
 from . import checkpoint, pretrained
 from .config import TrainConfig, load_config
 from .corpus.misspell import TextCorrections
