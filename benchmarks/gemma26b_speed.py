@@ -70,8 +70,9 @@ def build(device: str, tiny: bool):
     from transformers import DiffusionGemmaForBlockDiffusion, WhisperConfig, WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    from diffasr.model import DIMS, PRESETS, DiffusionASR
+    from diffasr.model import DiffusionASR
     from diffasr.models.backbone import make_config
+    from diffasr.models.config import DIMS, PRESETS
     from diffasr.models.encoder import EncoderSpec
     from diffasr.training.pretrained import full_size_config
 

@@ -513,8 +513,9 @@ def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
     backbone, one LoRA shared by encoder and decoder), on a tiny random DiffusionGemma."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    from diffasr.model import DIMS, DiffusionASR, token_ids
+    from diffasr.model import DiffusionASR, token_ids
     from diffasr.models.backbone import make_config
+    from diffasr.models.config import DIMS
 
     def tiny_gemma():
         torch.manual_seed(1)

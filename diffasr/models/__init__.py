@@ -6,6 +6,7 @@ backbone.py         the DiffusionGemma backbone (from scratch or pretrained + Lo
 tokenizer.py        small's compact BPE and the Gemma tokenizer
 whisper_decoder.py  Whisper-base's decoder, read from the installed CTranslate2 model
 whisper_denoiser.py that decoder made the `base` preset's denoiser
+config.py           the presets (DIMS, PRESETS) and ModelConfig, the schema of a checkpoint's config.json
 
 The assembled model (encoder + projector + CTC head + a decoder backend) is diffasr/model.py; it
 sits above decoding/, which these parts sit below. Nothing here imports decoding, model or the pipeline.

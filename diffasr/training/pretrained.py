@@ -75,7 +75,7 @@ HF_DATASETS = {
 
 
 def is_pretrained(cfg: dict) -> bool:
-    from ..model import PRESETS
+    from ..models.config import PRESETS
 
     return cfg.preset in PRESETS and PRESETS[cfg.preset]["backbone"]["source"] == "pretrained"
 
@@ -105,7 +105,7 @@ def gemma_ids(hf_tokenizer, vocab_size: int) -> dict:
 
 def _model_spec(cfg: dict) -> tuple[dict, dict, dict]:
     """(preset dict, backbone dict, encoder dict) with the config's [model] overrides applied."""
-    from ..model import PRESETS
+    from ..models.config import PRESETS
 
     m, p = cfg.model, copy.deepcopy(PRESETS[cfg.preset])
 
