@@ -372,3 +372,15 @@ def test_host_allow_list_covers_the_stream_websocket(tiny_model):
         port = url.rsplit(":", 1)[1]
         assert " 403 " in _ws_handshake(url, f"attacker.example:{port}") + " "
         assert " 101 " in _ws_handshake(url, f"localhost:{port}") + " "
+
+
+def test_uvicorn_is_the_pinned_release():
+    """limits.py subclasses uvicorn's internal H11Protocol, which can change in any release: the
+    installed uvicorn must be the one pyproject pins (and these tests ran against)."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [re.fullmatch(r"uvicorn==(\S+)", d).group(1) for d in deps if d.startswith("uvicorn")]
+    assert importlib.metadata.version("uvicorn") == pin
