@@ -41,8 +41,8 @@ def parse_sets(items: list[str]) -> dict:
 
 def main(argv=None) -> int:
     import diffasr
-    from diffasr.manifest import read_manifest
     from diffasr.metrics import error_rate
+    from diffasr.pipeline.manifest import read_manifest
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     if args.teacher:
         from faster_whisper import WhisperModel
 
-        from diffasr.encoder import whisper_base_dir
+        from diffasr.models.encoder import whisper_base_dir
 
         fw = WhisperModel(str(whisper_base_dir()), device="cpu", compute_type="int8", cpu_threads=args.threads)
     sets = parse_sets(args.set)

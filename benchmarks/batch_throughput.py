@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def one_run(manifest: Path, actors: int, batch_size: int, model: str | None, threads: int) -> dict:
     import pyarrow.parquet as pq
 
-    from diffasr.batch import run_batch
+    from diffasr.apps.batch import run_batch
 
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "out.parquet"
@@ -66,7 +66,7 @@ def one_run(manifest: Path, actors: int, batch_size: int, model: str | None, thr
 
 def repeated_manifest(manifest: Path, copies: int, folder: Path) -> Path:
     """A manifest of `copies` hard links of every clip (distinct paths, so none is skipped as done)."""
-    from diffasr.manifest import read_manifest
+    from diffasr.pipeline.manifest import read_manifest
 
     lines = []
     for u in read_manifest(manifest):

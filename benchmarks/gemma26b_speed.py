@@ -70,9 +70,10 @@ def build(device: str, tiny: bool):
     from transformers import DiffusionGemmaForBlockDiffusion, WhisperConfig, WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    from diffasr.backbone import make_config
-    from diffasr.encoder import EncoderSpec
-    from diffasr.model import DIMS, PRESETS, DiffusionASR
+    from diffasr.model import DiffusionASR
+    from diffasr.models.backbone import make_config
+    from diffasr.models.config import DIMS, PRESETS
+    from diffasr.models.encoder import EncoderSpec
     from diffasr.training.pretrained import full_size_config
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -138,8 +139,8 @@ def time_inference(
 
     from diffasr.decoding import DecodeOptions
     from diffasr.decoding.canvas import random_canvas
-    from diffasr.encoder import n_frames
-    from diffasr.transcribe import decode_features
+    from diffasr.models.encoder import n_frames
+    from diffasr.pipeline.transcribe import decode_features
 
     model.eval()
     rng = np.random.default_rng(0)
@@ -177,7 +178,7 @@ def time_inference(
 
 def time_training(model, dtype, device: str, batch: int, seconds: float, canvas: int, repeats: int) -> dict:
     from diffasr.decoding.canvas import clean_canvas
-    from diffasr.encoder import FRAMES_PER_SECOND
+    from diffasr.models.encoder import FRAMES_PER_SECOND
     from diffasr.training.loss import LossModule
     from diffasr.training.pretrained import _finish
     from diffasr.training.train import load_config, loss_weights

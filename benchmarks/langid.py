@@ -3,7 +3,7 @@
     python benchmarks/langid.py                          # the model's languages: all of diffasr's
     python benchmarks/langid.py --model CKPT             # a checkpoint's languages
 
-diffasr.transcribe.identify_language: CTranslate2 Whisper's detect_language on the first 30 s
+diffasr.pipeline.transcribe.identify_language: CTranslate2 Whisper's detect_language on the first 30 s
 zero-padded to ≥ 10 s, restricted to the model's languages. (Padding to 30 s and the model's own
 `<|lang|>` prompts were measured and removed: docs/experiments.md.)
 """
@@ -24,8 +24,8 @@ class _WhisperOnly:
     """Just enough of a model for identify_language when no checkpoint is given."""
 
     def __init__(self):
-        from diffasr.encoder import CT2WhisperEncoder
-        from diffasr.tokenizer import LANGUAGES
+        from diffasr.models.encoder import CT2WhisperEncoder
+        from diffasr.text import LANGUAGES
 
         self.encoder = CT2WhisperEncoder()
         self.config = argparse.Namespace(languages=list(LANGUAGES))
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from diffasr.audio import load_audio
-    from diffasr.transcribe import identify_language
+    from diffasr.pipeline.transcribe import identify_language
 
     rows = [json.loads(l) for l in args.manifest.read_text().splitlines() if l.strip()]
     if args.model:

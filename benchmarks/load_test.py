@@ -51,7 +51,7 @@ def tiny_checkpoint(directory: Path) -> Path:
     import torch
 
     from diffasr.model import DiffusionASR
-    from diffasr.tokenizer import BPETokenizer
+    from diffasr.models.tokenizer import BPETokenizer
 
     lines = []
     for lang in ("en", "de", "zh"):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 import diffasr
-import diffasr.transcribe as T
+import diffasr.pipeline.transcribe as T
 from diffasr.audio import load_audio
 
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import torch
 
 import diffasr
 from diffasr.audio import load_audio
-from diffasr.transcribe import guard_evidence
+from diffasr.pipeline.transcribe import guard_evidence
 
 torch.set_num_threads(1)
 m = diffasr.load()

@@ -14,9 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from diffasr import load  # noqa: E402
+from diffasr.apps.bench import default_clips, stage_table, stage_times  # noqa: E402
+from diffasr.apps.evaluate import set_threads  # noqa: E402
 from diffasr.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from diffasr.bench import default_clips, stage_table, stage_times  # noqa: E402
-from diffasr.evaluate import set_threads  # noqa: E402
 
 
 def main() -> int:

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     import diffasr
     from diffasr.audio import SAMPLE_RATE, load_audio
     from diffasr.metrics import error_rate
-    from diffasr.stream import play
+    from diffasr.pipeline.stream import play
 
     torch.set_num_threads(args.threads)
     rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]

@@ -66,11 +66,11 @@ def load(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
 
 
 def _attach() -> None:
-    """`model.transcribe(...)` and `model.stream(...)` while the code stays in transcribe.py and
-    stream.py (as whisper does)."""
+    """`model.transcribe(...)` and `model.stream(...)` while the code stays in pipeline/transcribe.py
+    and pipeline/stream.py (as whisper does)."""
     from .model import DiffusionASR
-    from .stream import stream
-    from .transcribe import transcribe
+    from .pipeline.stream import stream
+    from .pipeline.transcribe import transcribe
 
     DiffusionASR.transcribe = transcribe
     DiffusionASR.stream = stream

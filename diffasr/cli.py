@@ -16,15 +16,15 @@ from .errors import DiffasrError
 
 # subcommand -> (module implementing add_arguments/run, one-line help)
 COMMANDS = {
-    "transcribe": ("diffasr.transcribe_cli", "transcribe audio files"),
+    "transcribe": ("diffasr.apps.transcribe_cli", "transcribe audio files"),
     "corpus": ("diffasr.training.corpus.synth", "build the synthetic multilingual speech corpus (corpus synth ...)"),
     "train": ("diffasr.training.train", "train a model from a config file"),
-    "eval": ("diffasr.evaluate", "evaluate on a manifest, optionally against faster-whisper"),
-    "bench": ("diffasr.bench", "per-stage timings and throughput against faster-whisper"),
-    "serve": ("diffasr.serve", "OpenAI-compatible transcription server with a web page"),
-    "batch": ("diffasr.batch", "transcribe many files on Ray Data into one Parquet/JSONL table (extra: ray)"),
+    "eval": ("diffasr.apps.evaluate", "evaluate on a manifest, optionally against faster-whisper"),
+    "bench": ("diffasr.apps.bench", "per-stage timings and throughput against faster-whisper"),
+    "serve": ("diffasr.serving.serve", "OpenAI-compatible transcription server with a web page"),
+    "batch": ("diffasr.apps.batch", "transcribe many files on Ray Data into one Parquet/JSONL table (extra: ray)"),
     "listen": (
-        "diffasr.listen",
+        "diffasr.apps.listen",
         "live transcription from the microphone (or --file X --realtime), finals line by line",
     ),
 }

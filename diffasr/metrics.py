@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from functools import cache
 
-from .tokenizer import t2s
+from .text import t2s
 
 CER_LANGUAGES = ("zh", "hi")  # no word boundaries to trust: score characters, whitespace removed
 # Hindi writes numbers in Devanagari digits or Arabic ones (the All India Radio transcripts use

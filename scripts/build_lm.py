@@ -1,4 +1,4 @@
-"""Train the per-language token n-grams a checkpoint's CTC beam search fuses (diffasr/ngram.py).
+"""Train the per-language token n-grams a checkpoint's CTC beam search fuses (diffasr/decoding/ngram.py).
 
 Text: the training split of ../shared/data/text/<lang>.txt (the held-out test sentences never enter),
 minus every sentence that is, or contains, a transcript of the --exclude manifests (real_dev by default), plus short utterances drawn
@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from diffasr.decoding.ngram import NgramLM
 from diffasr.errors import DiffasrError
-from diffasr.manifest import read_manifest
 from diffasr.model import DiffusionASR
-from diffasr.ngram import NgramLM
-from diffasr.tokenizer import save_json, spoken_form
+from diffasr.models.tokenizer import save_json
+from diffasr.pipeline.manifest import read_manifest
+from diffasr.text import spoken_form
 from diffasr.training.corpus.text import LANGS, load_sentences, short_utterance, without_transcripts
 
 REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev" / "manifest.jsonl"

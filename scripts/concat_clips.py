@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from diffasr.audio import SAMPLE_RATE as SR
 from diffasr.audio import load_audio
-from diffasr.tokenizer import word_separator
+from diffasr.text import word_separator
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from diffasr.decoding import resolve
 from diffasr.decoding.options import VERIFIERS, WHISPER_READS
 from diffasr.errors import ConfigError
-from diffasr.whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE
+from diffasr.models.whisper_denoiser import VOCAB_FILE, WEIGHTS_FILE
 
 
 def main(argv=None) -> int:

@@ -84,7 +84,7 @@ def en_clip() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from diffasr.tokenizer import BPETokenizer
+    from diffasr.models.tokenizer import BPETokenizer
 
     lines = []
     for lang in ("en", "de", "zh"):

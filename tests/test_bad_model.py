@@ -26,7 +26,8 @@ def _edit_config(d: Path, **changes) -> None:
 
 def _other_shapes(d: Path, tiny_tokenizer) -> None:
     """Weights of a model with a wider projector: same names, other shapes."""
-    from diffasr.model import PRESETS, DiffusionASR
+    from diffasr.model import DiffusionASR
+    from diffasr.models.config import PRESETS
 
     torch.manual_seed(1)
     proj = dict(PRESETS["tiny"]["projector"], hidden=96)

@@ -13,9 +13,9 @@ from conftest import greedy_of, manifest_rows, real_clip, shared_real_dev
 
 import diffasr
 from diffasr.audio import load_audio
-from diffasr.encoder import whisper_base_dir
 from diffasr.errors import ModelError
-from diffasr.whisper_decoder import WhisperDecoder, WhisperTokens, greedy, read_ct2
+from diffasr.models.encoder import whisper_base_dir
+from diffasr.models.whisper_decoder import WhisperDecoder, WhisperTokens, greedy, read_ct2
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_ar_greedy_matches_faster_whisper_on_real_dev(fw, decoder, whisper_dir):
 
 @pytest.fixture(scope="module")
 def denoiser():
-    from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
+    from diffasr.models.whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
     torch.manual_seed(0)
     den = WhisperDenoiser(DenoiserConfig(rank=4))
@@ -129,7 +129,7 @@ def denoiser():
 
 
 def test_trained_part_is_small_and_round_trips(denoiser, tmp_path):
-    from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
+    from diffasr.models.whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
     state = denoiser.trained_state_dict()
     assert state and all("lora_" in k or "norm" in k for k in state)
@@ -163,7 +163,7 @@ def test_merged_adapters_give_the_same_logits_and_save_the_same_part(denoiser):
 
 
 def test_loading_weights_of_another_shape_is_a_model_error(denoiser, tmp_path):
-    from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
+    from diffasr.models.whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
     path = denoiser.save_trained(tmp_path)
     with pytest.raises(ModelError, match="shape"):
@@ -174,7 +174,7 @@ def test_loading_weights_of_another_shape_is_a_model_error(denoiser, tmp_path):
 
 
 def test_canvas_mask_keeps_the_prompt_causal():
-    from diffasr.whisper_denoiser import canvas_mask
+    from diffasr.models.whisper_denoiser import canvas_mask
 
     m = canvas_mask(4, 3)
     assert m[:4, :4].equal(torch.ones(4, 4, dtype=torch.bool).tril()) and not m[:4, 4:].any()
@@ -451,7 +451,7 @@ def test_the_repaired_tokenizer_encodes_as_whisper_was_trained(whisper_dir):
     text encodes to Whisper's own ids (264 " the", 1045 " three"); both decode to the same text."""
     import json
 
-    from diffasr.whisper_decoder import missing_merges
+    from diffasr.models.whisper_decoder import missing_merges
 
     raw = json.loads((whisper_dir / "tokenizer.json").read_text(encoding="utf-8"))
     assert missing_merges(raw) == ["Ġ t"]
@@ -465,7 +465,7 @@ def test_the_repaired_tokenizer_encodes_as_whisper_was_trained(whisper_dir):
 
 def test_a_checkpoint_names_its_tokenizer():
     """New settings repair the tokenizer; settings that name none were trained on it as shipped."""
-    from diffasr.whisper_denoiser import DenoiserConfig
+    from diffasr.models.whisper_denoiser import DenoiserConfig
 
     assert DenoiserConfig().tokenizer == "repaired"
     assert DenoiserConfig.from_dict({"rank": 16}).tokenizer == "as-shipped"
@@ -477,7 +477,7 @@ def test_a_checkpoint_names_its_tokenizer():
 def test_words_of_text_take_their_own_tokens_confidences_and_the_ctc_times():
     """The base preset's words: each word of the cased, punctuated text with the mean confidence of the
     tokens that wrote it (the two "the"s keep their own), timed by the CTC head's spoken-form words."""
-    from diffasr.align import Word, words_of_text
+    from diffasr.decoding.align import Word, words_of_text
 
     text = "The cat sat on the mat."
     pieces = ["The", " cat", " sat", " on", " the", " mat", "."]

@@ -102,7 +102,7 @@ def test_batch_two_actors_real_clips_and_a_broken_file(batch_run):
 
 
 def test_batch_rerun_skips_done_files_and_keeps_the_table(batch_run):
-    from diffasr.batch import run_batch
+    from diffasr.apps.batch import run_batch
 
     d, inp, out, _ = batch_run
     before = pq.read_table(out).to_pylist()
@@ -122,7 +122,7 @@ def test_batch_rerun_skips_done_files_and_keeps_the_table(batch_run):
 
 
 def test_batch_jsonl_round_trip_and_inputs(tmp_path, batch_run):
-    from diffasr.batch import list_inputs, read_output, write_output
+    from diffasr.apps.batch import list_inputs, read_output, write_output
 
     _, inp, out, _ = batch_run
     rows = pq.read_table(out).to_pylist()
@@ -164,7 +164,7 @@ def test_batch_bad_input_is_one_line(tmp_path, en_clip, args, message):
     ],
 )
 def test_batch_bad_arguments_raise_before_ray(tmp_path, en_clip, source, output, message):
-    from diffasr.batch import run_batch
+    from diffasr.apps.batch import run_batch
     from diffasr.errors import DiffasrError
 
     (tmp_path / "bad.parquet").write_text("not parquet")
@@ -174,9 +174,9 @@ def test_batch_bad_arguments_raise_before_ray(tmp_path, en_clip, source, output,
 
 def test_row_puts_each_word_in_its_segment():
     """Adjacent VAD chunks: a word starting exactly at a boundary belongs to the segment it starts."""
-    from diffasr.align import Word
-    from diffasr.batch import _row
-    from diffasr.transcribe import Segment, Transcription
+    from diffasr.apps.batch import _row
+    from diffasr.decoding.align import Word
+    from diffasr.pipeline.transcribe import Segment, Transcription
 
     t = Transcription(
         text="a b c",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_serve import serving
 
-from diffasr.serve import create_app
+from diffasr.serving.serve import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -14,7 +14,7 @@ from test_serve import serving
 
 from diffasr.audio import SAMPLE_RATE, load_audio
 from diffasr.metrics import error_rate
-from diffasr.serve import create_app
+from diffasr.serving.serve import create_app
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed")
 

@@ -166,7 +166,7 @@ def _base_run(tmp_path: Path, tokenizer: str = "repaired") -> tuple[Path, Path]:
 
     from conftest import DATA, manifest_rows
 
-    from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
+    from diffasr.models.whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
     rows = sorted((r for r in manifest_rows() if r["lang"] == "en"), key=lambda r: r["duration_s"])[:2]
     manifest = tmp_path / "m.jsonl"

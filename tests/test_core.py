@@ -17,7 +17,7 @@ from diffasr.decoding.canvas import collapse_repeats, random_canvas
 from diffasr.decoding.options import WHISPER_READS
 from diffasr.decoding.sampler import edit, refine
 from diffasr.errors import AudioError, ConfigError, ModelError
-from diffasr.projector import Projector, conv_out_len
+from diffasr.models.projector import Projector, conv_out_len
 from diffasr.training.loss import corrupt
 
 # ------------------------------------------------------------------ audio
@@ -513,8 +513,9 @@ def test_gemma26b_code_path_with_tiny_backbone(tiny_tokenizer, tmp_path):
     backbone, one LoRA shared by encoder and decoder), on a tiny random DiffusionGemma."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    from diffasr.backbone import make_config
-    from diffasr.model import DIMS, DiffusionASR, token_ids
+    from diffasr.model import DiffusionASR, token_ids
+    from diffasr.models.backbone import make_config
+    from diffasr.models.config import DIMS
 
     def tiny_gemma():
         torch.manual_seed(1)

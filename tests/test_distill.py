@@ -57,7 +57,7 @@ def test_hindi_targets_drop_quotes_and_the_danda_bar():
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
     """The teacher's labels of one real English clip."""
-    from diffasr.manifest import Utterance
+    from diffasr.pipeline.manifest import Utterance
     from diffasr.training.teacher import label
 
     clip = real_clip("en", "picovoice_cheetah_test_en.wav")
@@ -69,7 +69,7 @@ def labelled(tmp_path_factory):
 def test_the_teacher_writes_whisper_greedy_and_ranks_its_own_tokens_first(labelled):
     from faster_whisper import WhisperModel
 
-    from diffasr.encoder import whisper_base_dir
+    from diffasr.models.encoder import whisper_base_dir
 
     row, npz = labelled
     fw = WhisperModel(str(whisper_base_dir()), device="cpu", compute_type="int8", cpu_threads=1)
@@ -85,8 +85,8 @@ def test_the_teacher_writes_whisper_greedy_and_ranks_its_own_tokens_first(labell
 
 
 def test_own_drafts_keep_the_clean_positions_and_draw_the_rest_from_the_alphabet():
+    from diffasr.models.whisper_denoiser import DenoiserConfig, WhisperDenoiser
     from diffasr.training.train_base import make_batch
-    from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
     den = WhisperDenoiser(DenoiserConfig(tokenizer="repaired"))
     texts = ["the cat sat on the mat", "a dog ran"]

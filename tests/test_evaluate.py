@@ -10,9 +10,9 @@ import math
 import pytest
 from conftest import DATA, manifest_rows, real_clip
 
+from diffasr.apps.evaluate import load_manifest
 from diffasr.cli import main
 from diffasr.errors import DataError
-from diffasr.evaluate import load_manifest
 from diffasr.metrics import error_rate, metric_for, normalize
 
 # ---------------------------------------------------------------------- metrics
@@ -229,8 +229,8 @@ def test_eval_ngram_row_needs_and_uses_an_ngram(tmp_path, tiny_model_dir, capsys
     flag no listed method reads is an error too."""
     import shutil
 
+    from diffasr.decoding.ngram import NgramLM
     from diffasr.model import DiffusionASR
-    from diffasr.ngram import NgramLM
 
     manifest = _manifest(tmp_path, _real_rows("en"))
     assert (

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from diffasr.encoder import whisper_base_dir
-from diffasr.whisper_decoder import WhisperTokens
+from diffasr.models.encoder import whisper_base_dir
+from diffasr.models.whisper_decoder import WhisperTokens
 
 DEVANAGARI = re.compile(r"[\u0900-\u097f]")
 
@@ -34,7 +34,7 @@ def test_the_hindi_alphabet_is_devanagari_digits_and_single_marks(tokens):
 def test_a_base_vocabulary_for_hindi_keeps_only_its_script(tokens):
     import torch
 
-    from diffasr.whisper_denoiser import DenoiserConfig, WhisperDenoiser
+    from diffasr.models.whisper_denoiser import DenoiserConfig, WhisperDenoiser
 
     den = WhisperDenoiser(DenoiserConfig(tokenizer="repaired"))
     ids = {i for line in ('उसने "चलो" कहा', "the news at nine", "नौ बजे की खबरें") for i in den.tokens.encode(line, "hi")}
@@ -50,7 +50,7 @@ def test_language_identification_says_hindi_and_counts_whispers_urdu_share_as_hi
     from conftest import real_clip
 
     from diffasr.audio import load_audio
-    from diffasr.encoder import CT2WhisperEncoder, EncoderSpec
+    from diffasr.models.encoder import CT2WhisperEncoder, EncoderSpec
 
     enc = CT2WhisperEncoder(EncoderSpec(), threads=1)
     audio = load_audio(real_clip("hi"))

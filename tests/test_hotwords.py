@@ -135,7 +135,7 @@ def test_base_previous_text_slot(shipped_base):
 
 def test_cli_and_server(shipped_model, capsys):
     from diffasr.cli import main
-    from diffasr.serve import create_app
+    from diffasr.serving.serve import create_app
 
     clip = shared_real_dev() / "en" / "picovoice_leopard_test.wav"
     assert main(["transcribe", str(clip), "--model", "small", "--language", "en", "--hotwords", "Quilter, Nguyen"]) == 0

@@ -18,7 +18,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(diffasr.__path__, "diffas
 
 
 def test_walk_finds_the_package():
-    assert "diffasr.transcribe" in MODULES and "diffasr.training.corpus.augment" in MODULES
+    assert "diffasr.pipeline.transcribe" in MODULES and "diffasr.training.corpus.augment" in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)

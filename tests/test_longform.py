@@ -15,11 +15,11 @@ import pytest
 import soundfile as sf
 from conftest import DATA, manifest_rows, real_clip
 
-from diffasr import vad
-from diffasr.align import ctc_align, words_from_tokens
 from diffasr.audio import SAMPLE_RATE, load_audio
-from diffasr.transcribe import identify_language, transcribe
-from diffasr.writers import WRITERS
+from diffasr.decoding.align import ctc_align, words_from_tokens
+from diffasr.pipeline import vad
+from diffasr.pipeline.transcribe import identify_language, transcribe
+from diffasr.pipeline.writers import WRITERS
 
 PAUSE_S = 1.0
 
@@ -102,7 +102,7 @@ def test_streamed_file_matches_in_memory(tiny_model, long_file, monkeypatch):
     assert streamed == chunks and n == audio.size
     for c, a in zip(chunks, vad.read_chunks(path, chunks, block_seconds=7.0)):
         assert np.array_equal(a, audio[c.start : c.end])
-    import diffasr.transcribe as T
+    import diffasr.pipeline.transcribe as T
 
     monkeypatch.setattr(T, "STREAM_SECONDS", 60.0)
     r = transcribe(tiny_model, str(path), language="en", method="ctc-greedy")

@@ -1,4 +1,4 @@
-"""The token n-gram (ngram.py) and its fusion into the CTC prefix beam search."""
+"""The token n-gram (decoding/ngram.py) and its fusion into the CTC prefix beam search."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from conftest import DATA, close_call_log_probs
 
 from diffasr.decoding.ctc import ctc_prefix_beam
+from diffasr.decoding.ngram import NgramLM, NgramModels
 from diffasr.errors import ConfigError
-from diffasr.ngram import NgramLM, NgramModels
 
 
 def _random_lm(min_count: int = 1, order: int = 3) -> NgramLM:

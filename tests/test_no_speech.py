@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import diffasr
-import diffasr.transcribe as T
-from diffasr.transcribe import is_speech
+import diffasr.pipeline.transcribe as T
+from diffasr.pipeline.transcribe import is_speech
 
 SR = 16000
 

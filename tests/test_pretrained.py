@@ -103,8 +103,8 @@ def _corpus(d: Path, corpus: str) -> Path:
 def recipe_run(tmp_path_factory):
     from transformers import DiffusionGemmaForBlockDiffusion, WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-    from diffasr.backbone import make_config
-    from diffasr.model import DIMS
+    from diffasr.models.backbone import make_config
+    from diffasr.models.config import DIMS
     from diffasr.training.pretrained import gemma_ids
     from diffasr.training.train import load_config, train
 

@@ -19,8 +19,8 @@ import pytest
 import soundfile as sf
 import uvicorn
 
-from diffasr.serve import create_app
-from diffasr.serve_limits import Limits, uvicorn_config
+from diffasr.serving.limits import Limits, uvicorn_config
+from diffasr.serving.serve import create_app
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 
@@ -242,17 +242,17 @@ def test_shutdown_finishes_in_flight_requests(tiny_model, en_clip):
 
 
 def test_a_failing_request_does_not_fail_its_batch(tiny_model, en_clip, monkeypatch):
-    import diffasr.serve_batcher
+    import diffasr.serving.batcher
     from diffasr.errors import AudioError
 
-    real = diffasr.serve_batcher.transcribe
+    real = diffasr.serving.batcher.transcribe
 
     def transcribe(model, audios, **kwargs):  # silence stands for audio the pipeline rejects late
         if any(not a.any() for a in audios):
             raise AudioError("nothing to transcribe")
         return real(model, audios, **kwargs)
 
-    monkeypatch.setattr(diffasr.serve_batcher, "transcribe", transcribe)
+    monkeypatch.setattr(diffasr.serving.batcher, "transcribe", transcribe)
     silence = _wav(np.zeros(16000))
     with serving(create_app(tiny_model, max_batch=2, max_wait_ms=20_000)) as (url, _):
         with ThreadPoolExecutor(2) as pool:

@@ -1,4 +1,4 @@
-"""The server's bounds (serve_limits.py): upload and queue caps, timeouts, oversized headers, Host check.
+"""The server's bounds (serving/limits.py): upload and queue caps, timeouts, oversized headers, Host check.
 
 Fast variants with small limits run by default; the 64 × 25 MB flood against a `diffasr serve`
 subprocess is marked slow.
@@ -25,8 +25,8 @@ import soundfile as sf
 from test_serve import TRANSCRIPTIONS, serving
 
 from diffasr.audio import load_audio
-from diffasr.serve import create_app
-from diffasr.serve_limits import LOOPBACK_HOSTS, Limits, default_hosts, host_name, parse_hosts
+from diffasr.serving.limits import LOOPBACK_HOSTS, Limits, default_hosts, host_name, parse_hosts
+from diffasr.serving.serve import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -372,3 +372,15 @@ def test_host_allow_list_covers_the_stream_websocket(tiny_model):
         port = url.rsplit(":", 1)[1]
         assert " 403 " in _ws_handshake(url, f"attacker.example:{port}") + " "
         assert " 101 " in _ws_handshake(url, f"localhost:{port}") + " "
+
+
+def test_uvicorn_is_the_pinned_release():
+    """limits.py subclasses uvicorn's internal H11Protocol, which can change in any release: the
+    installed uvicorn must be the one pyproject pins (and these tests ran against)."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [re.fullmatch(r"uvicorn==(\S+)", d).group(1) for d in deps if d.startswith("uvicorn")]
+    assert importlib.metadata.version("uvicorn") == pin

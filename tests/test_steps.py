@@ -66,7 +66,7 @@ def test_cli_show_steps(tmp_path, capsys):
 
 
 def test_server_canvas_steps(shipped_model):
-    from diffasr.serve import create_app
+    from diffasr.serving.serve import create_app
 
     with serving(create_app(shipped_model)) as (url, _):
         plain = post(url, CLIP, response_format="verbose_json", language="en", method="diffusion").json()

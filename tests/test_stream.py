@@ -12,7 +12,7 @@ import pytest
 from diffasr.audio import SAMPLE_RATE, load_audio
 from diffasr.errors import AudioError, ConfigError
 from diffasr.metrics import error_rate
-from diffasr.stream import StreamSession, play
+from diffasr.pipeline.stream import StreamSession, play
 
 
 def _feed(session, audio, chunk):

@@ -14,7 +14,7 @@ import soxr
 from test_serve import serving
 
 from diffasr.audio import SAMPLE_RATE, load_audio
-from diffasr.serve import create_app
+from diffasr.serving.serve import create_app
 
 websockets = pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed  # noqa: E402

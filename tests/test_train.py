@@ -50,7 +50,7 @@ def corpus(tmp_path_factory) -> Path:
 def tokenizer_file(tmp_path_factory) -> Path:
     """Train the BPE once: `tokenizers`' BPE trainer breaks frequency ties differently in different
     processes, so recipes pin a tokenizer file for exact reproducibility."""
-    from diffasr.tokenizer import BPETokenizer
+    from diffasr.models.tokenizer import BPETokenizer
     from diffasr.training.corpus.text import load_sentences
 
     shared_text()
@@ -271,8 +271,8 @@ def test_misspell_makes_the_errors_it_claims():
 def test_text_corrections_leave_out_excluded_transcripts(tmp_path, corpus, tiny_model):
     import random
 
-    from diffasr.manifest import read_manifest
-    from diffasr.tokenizer import spoken_form
+    from diffasr.pipeline.manifest import read_manifest
+    from diffasr.text import spoken_form
     from diffasr.training.train import load_config, text_corrections
 
     cfg = load_config(_config(tmp_path, corpus), ["loss.text=1.0", f'text.exclude=["{corpus}"]', 'text.langs=["en"]'])

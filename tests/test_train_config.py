@@ -167,13 +167,13 @@ print(sorted(k for k in sys.modules if k.startswith("diffasr.") and not k.starts
     reached = set(eval(out[1]))
     assert "diffasr.model" in reached
     assert not reached & {
-        "diffasr.serve",
+        "diffasr.serving.serve",
         "diffasr.cli",
-        "diffasr.batch",
-        "diffasr.listen",
-        "diffasr.evaluate",
-        "diffasr.bench",
-        "diffasr.stream_server",
-        "diffasr.transcribe",
-        "diffasr.stream",
+        "diffasr.apps.batch",
+        "diffasr.apps.listen",
+        "diffasr.apps.evaluate",
+        "diffasr.apps.bench",
+        "diffasr.serving.stream_server",
+        "diffasr.pipeline.transcribe",
+        "diffasr.pipeline.stream",
     }

@@ -11,10 +11,10 @@ import torch
 from conftest import greedy_of, real_clip
 
 from diffasr.audio import load_audio
-from diffasr.encoder import whisper_base_dir
 from diffasr.errors import ModelError
 from diffasr.metrics import error_rate
-from diffasr.whisper_decoder import WhisperDecoder, greedy
+from diffasr.models.encoder import whisper_base_dir
+from diffasr.models.whisper_decoder import WhisperDecoder, greedy
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from ..tokenizer import SCRIPTS
+from ..text import SCRIPTS
 from .ctc import ctc_greedy, ctc_nbest
 from .hotwords import context_graph
 from .options import DecodeOptions, check_reads

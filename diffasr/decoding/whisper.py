@@ -23,7 +23,7 @@ import time
 import torch
 
 from ..errors import ConfigError
-from ..tokenizer import is_cjk, t2s
+from ..text import is_cjk, t2s
 from .canvas import canvas_length, random_canvas, written
 from .hotwords import previous_text, whisper_hotwords
 from .options import RELEASED, VERIFIED, WHISPER_READS, DecodeOptions

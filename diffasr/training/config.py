@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..tokenizer import LANGUAGES
+from ..text import LANGUAGES
 
 SEED_TARGETS = ("position", "aligned", "edit")
 SCHEDULES = ("linear",)
@@ -300,7 +300,7 @@ def _validate(cfg, where: str, prefix: str) -> None:
             raise ConfigError(f"{where}: {prefix}{key} = {getattr(cfg, key)!r}: {what}")
 
     if isinstance(cfg, TrainConfig):
-        from ..model import PRESETS
+        from ..models.config import PRESETS
 
         need(cfg.preset in PRESETS, "preset", f"one of {', '.join(PRESETS)}")
         need(cfg.ctc_from in CTC_SOURCES, "ctc_from", "one of " + ", ".join(map(repr, CTC_SOURCES)))

@@ -1,6 +1,6 @@
 """Training data: the frozen-encoder feature cache, examples, length-bucketed batches, padding.
 
-Manifests are read by diffasr/manifest.py (shared with `diffasr eval`).
+Manifests are read by diffasr/pipeline/manifest.py (shared with `diffasr eval`).
 
 Features are computed once per (audio content, encoder settings) and stored as fp16 .npy files under
 `<cache>/<encoder key>/<sha1[:2]>/<sha1>.npy`; every later epoch and run reuses them.
@@ -18,10 +18,10 @@ import torch
 
 from ..audio import load_audio
 from ..decoding.canvas import clean_canvas, round_up
-from ..encoder import FRAMES_PER_SECOND
 from ..errors import DataError
-from ..manifest import Utterance, read_manifest
-from ..projector import conv_out_len
+from ..models.encoder import FRAMES_PER_SECOND
+from ..models.projector import conv_out_len
+from ..pipeline.manifest import Utterance, read_manifest
 
 
 class FeatureCache:

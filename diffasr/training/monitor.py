@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from ..decoding import DecodeOptions, resolve
 from ..decoding.canvas import clean_canvas, random_canvas
 from ..decoding.decode import decode_texts
+from ..decoding.ngram import NgramModels
 from ..decoding.options import reads
 from ..model import DiffusionASR
-from ..ngram import NgramModels
-from ..tokenizer import spoken_form
+from ..text import spoken_form
 from .config import EvalConfig
 from .data import Example
 

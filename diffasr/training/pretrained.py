@@ -75,7 +75,7 @@ HF_DATASETS = {
 
 
 def is_pretrained(cfg: dict) -> bool:
-    from ..model import PRESETS
+    from ..models.config import PRESETS
 
     return cfg.preset in PRESETS and PRESETS[cfg.preset]["backbone"]["source"] == "pretrained"
 
@@ -84,7 +84,7 @@ def full_size_config(canvas_length: int = 256, **overrides):
     """DiffusionGemmaConfig of the 26B-A4B (real dimensions, tiny vision tower); overrides replace text fields."""
     from transformers import DiffusionGemmaConfig
 
-    from ..backbone import TINY_VISION
+    from ..models.backbone import TINY_VISION
 
     text = {**FULL_26B, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, **overrides}
     return DiffusionGemmaConfig(
@@ -105,7 +105,7 @@ def gemma_ids(hf_tokenizer, vocab_size: int) -> dict:
 
 def _model_spec(cfg: dict) -> tuple[dict, dict, dict]:
     """(preset dict, backbone dict, encoder dict) with the config's [model] overrides applied."""
-    from ..model import PRESETS
+    from ..models.config import PRESETS
 
     m, p = cfg.model, copy.deepcopy(PRESETS[cfg.preset])
 
@@ -147,9 +147,9 @@ def _load_backbone(name: str, dtype: torch.dtype):
 
 def build_model(cfg: dict):
     """A fresh model for a pretrained-backbone preset: frozen backbone + LoRA + untrained projector."""
-    from ..encoder import EncoderSpec
     from ..model import DiffusionASR
-    from ..tokenizer import GemmaTokenizer
+    from ..models.encoder import EncoderSpec
+    from ..models.tokenizer import GemmaTokenizer
 
     p, bb, enc = _model_spec(cfg)
     lm, hf_tok = _load_backbone(bb["name"], DTYPES[cfg.model.dtype])
@@ -193,8 +193,8 @@ def count_parameters(cfg: dict) -> dict:
     built on the meta device (no memory, no download): {trainable, projector, lora, total}."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    from ..encoder import EncoderSpec
     from ..model import DiffusionASR
+    from ..models.encoder import EncoderSpec
 
     p, bb, enc = _model_spec(cfg)
 
@@ -263,8 +263,8 @@ def hf_examples(
     source is written last (atomically). Later calls, and the other processes of a multi-GPU run,
     read the index and stream nothing. Rows the model cannot train on (transcript too long for the
     canvas, or for CTC over the clip's audio tokens) are skipped here, per tokenizer."""
-    from ..encoder import FRAMES_PER_SECOND
-    from ..projector import conv_out_len
+    from ..models.encoder import FRAMES_PER_SECOND
+    from ..models.projector import conv_out_len
     from .data import Example, FeatureCache
 
     cache = FeatureCache(cache_dir, model.encoder)

@@ -154,8 +154,8 @@ def execute(steps: list[Step]) -> None:
 
 def disjoint(manifest: Path, exclude: Path, out: Path) -> int:
     """Write the rows of `manifest` whose sentence is in no row of `exclude`; returns how many."""
-    from ..manifest import read_manifest
-    from ..tokenizer import spoken_form
+    from ..pipeline.manifest import read_manifest
+    from ..text import spoken_form
 
     taken = {spoken_form(u.text) for u in read_manifest(exclude)}
     rows = [json.loads(l) for l in manifest.read_text(encoding="utf-8").splitlines() if l.strip()]

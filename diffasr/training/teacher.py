@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from ..audio import load_audio
-from ..encoder import CT2WhisperEncoder, EncoderSpec, whisper_base_dir
-from ..manifest import read_manifest
 from ..metrics import error_rate
-from ..whisper_decoder import WhisperDecoder, WhisperTokens
+from ..models.encoder import CT2WhisperEncoder, EncoderSpec, whisper_base_dir
+from ..models.whisper_decoder import WhisperDecoder, WhisperTokens
+from ..pipeline.manifest import read_manifest
 
 TOP_K = 8
 

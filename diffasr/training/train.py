@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..encoder import FRAMES_PER_SECOND
 from ..errors import ConfigError
-from ..manifest import read_manifest
 from ..model import DiffusionASR
-from ..tokenizer import LANGUAGES, BPETokenizer, spoken_form
+from ..models.encoder import FRAMES_PER_SECOND
+from ..models.tokenizer import BPETokenizer
+from ..pipeline.manifest import read_manifest
+from ..text import LANGUAGES, spoken_form
 from . import checkpoint, pretrained
 from .config import TrainConfig, load_config
 from .corpus.misspell import TextCorrections

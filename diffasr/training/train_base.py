@@ -46,10 +46,10 @@ from ..audio import load_audio
 from ..decoding.canvas import canvas_length, clean_canvas, round_up
 from ..decoding.options import DecodeOptions
 from ..decoding.whisper import MAX_CANVAS
-from ..encoder import CT2WhisperEncoder, EncoderSpec
 from ..errors import ModelError
-from ..manifest import read_manifest
-from ..whisper_denoiser import TOKENIZERS, VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
+from ..models.encoder import CT2WhisperEncoder, EncoderSpec
+from ..models.whisper_denoiser import TOKENIZERS, VOCAB_FILE, WEIGHTS_FILE, DenoiserConfig, WhisperDenoiser
+from ..pipeline.manifest import read_manifest
 from . import checkpoint
 from .teacher import clip_key
 

@@ -18,7 +18,7 @@ import random
 from collections import defaultdict
 
 from ...errors import DataError
-from ...tokenizer import is_cjk
+from ...text import is_cjk
 
 # Letters a listener (or a CTC head) confuses: vowels among themselves, voiced/voiceless pairs. An
 # accented letter may lose its accent, but no plain letter gains one another language's accent.

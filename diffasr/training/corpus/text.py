@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ...errors import DataError
-from ...tokenizer import word_separator
+from ...text import word_separator
 
 LANGS = ("en", "de", "fr", "es", "hi", "zh")
 SPLITS = ("train", "test")
@@ -110,7 +110,7 @@ def without_transcripts(sentences, exclude: set[str]) -> list[tuple[str, str]]:
     """(sentence, spoken form) of every sentence whose spoken form neither is one of `exclude` (spoken
     forms of evaluation transcripts) nor contains one longer than 12 characters: evaluation text never
     becomes training text (text rows, n-grams)."""
-    from ...tokenizer import spoken_form
+    from ...text import spoken_form
 
     long = [x for x in exclude if len(x) > 12]
     pairs = ((s, spoken_form(s)) for s in sentences)

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ModelError
-from .tokenizer import word_separator
+from ..errors import ModelError
+from ..text import word_separator
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 

@@ -1,11 +1,11 @@
 """From audio to text: voice activity, chunks, batching, decoding, timestamps, language id.
 
 `transcribe(model, audio, ...)` is the one entry point (also `model.transcribe`). For each input it
-finds speech with the VAD (vad.py: silence or noise gives empty text, no segments), cuts audio over
+finds speech with the VAD (pipeline/vad.py: silence or noise gives empty text, no segments), cuts audio over
 30 s into chunks at pauses (each chunk is a segment), identifies the language when none is given,
 decodes the chunks of all inputs in batches (encoder, projector, CTC head, then the decoding
 method of DecodeOptions: decoding/), times each word by CTC forced alignment of the final tokens over the audio tokens
-(align.py) and returns `Transcription` objects. Files longer than STREAM_SECONDS are decoded block
+(decoding/align.py) and returns `Transcription` objects. Files longer than STREAM_SECONDS are decoded block
 by block, twice, and never held whole in memory.
 """
 
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .align import Word, ctc_align, words_from_tokens, words_of_text
-from .audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
-from .decoding import DecodeOptions, resolve
-from .decoding.ctc import speech_evidence
-from .decoding.decode import decode, decode_front
-from .encoder import FRAMES_PER_SECOND
-from .errors import ConfigError
-from .tokenizer import word_separator
+from ..audio import MAX_SAMPLES, SAMPLE_RATE, load_audio
+from ..decoding import DecodeOptions, resolve
+from ..decoding.align import Word, ctc_align, words_from_tokens, words_of_text
+from ..decoding.ctc import speech_evidence
+from ..decoding.decode import decode, decode_front
+from ..errors import ConfigError
+from ..models.encoder import FRAMES_PER_SECOND
+from ..text import word_separator
 from .vad import Chunk, file_duration, fixed_chunks, read_chunks, scan_file, speech_chunks
 
 STREAM_SECONDS = 600.0  # files longer than this are streamed (two block-wise passes) instead of loaded

@@ -69,7 +69,7 @@ class Limits:
     retry_after_s: int = 5  # the Retry-After of 429 and 503 answers
 
     def check(self) -> None:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         for name in ("max_uploads", "max_queue", "max_connections"):
             if getattr(self, name) < 1:
@@ -291,7 +291,8 @@ def bounded_protocol(limits: Limits):
     """A uvicorn h11 protocol class enforcing `limits` on request heads and on draining bodies.
 
     It subclasses uvicorn's internal H11Protocol (uvicorn has no public hook for a request-head limit),
-    so pyproject pins uvicorn to the minor release this was tested against; test_serve_limits checks it."""
+    so pyproject pins uvicorn to the release this was tested against; tests/test_serve_limits.py checks
+    that the installed uvicorn is that release and that these limits hold."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 

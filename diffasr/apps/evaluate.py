@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .decoding import METHODS, DecodeOptions, resolve
-from .decoding.options import reads
-from .errors import ConfigError, DataError
-from .manifest import Utterance
-from .manifest import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
-from .metrics import error_rate
+from ..decoding import METHODS, DecodeOptions, resolve
+from ..decoding.options import reads
+from ..errors import ConfigError, DataError
+from ..metrics import error_rate
+from ..pipeline.manifest import Utterance
+from ..pipeline.manifest import read_manifest as load_manifest  # noqa: F401  (part of this module's API)
 
 # ---------------------------------------------------------------------- systems
 
@@ -45,7 +45,7 @@ def transcribe_plain(model, audio, **kwargs):
     the faster-whisper baseline runs neither, and clips are pre-cut utterances."""
     import inspect
 
-    from .transcribe import transcribe
+    from ..pipeline.transcribe import transcribe
 
     params = inspect.signature(transcribe).parameters
     kwargs.update({k: False for k in ("vad", "word_timestamps") if k in params})
@@ -95,7 +95,7 @@ def load_faster_whisper(threads: int = 0):
     """faster-whisper on the same Whisper-base weights as diffasr's encoder (CTranslate2, int8)."""
     from faster_whisper import WhisperModel
 
-    from .encoder import whisper_base_dir
+    from ..models.encoder import whisper_base_dir
 
     return WhisperModel(str(whisper_base_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
 
@@ -338,7 +338,7 @@ def set_threads(model, threads: int) -> None:
     """Pin torch and the CTranslate2 encoder to `threads` so every system gets the same CPUs."""
     import torch
 
-    from .encoder import CT2WhisperEncoder
+    from ..models.encoder import CT2WhisperEncoder
 
     torch.set_num_threads(threads)
     spec = model.config.encoder_spec
@@ -349,8 +349,8 @@ def set_threads(model, threads: int) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from . import load
-    from .audio import SAMPLE_RATE, load_audio
+    from .. import load
+    from ..audio import SAMPLE_RATE, load_audio
     from .transcribe_cli import decoding_overrides
 
     steps = _parse_list(args.steps, "steps", int) if args.steps is not None else None

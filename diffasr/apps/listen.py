@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
-from .errors import ConfigError
-from .tokenizer import LANGUAGES
+from ..errors import ConfigError
+from ..text import LANGUAGES
 
 
 def add_arguments(p) -> None:
@@ -87,9 +87,9 @@ def _open_microphone(device, blocks: queue.Queue):
 
 
 def run(args) -> int:
-    from . import load
-    from .audio import load_audio
-    from .stream import play
+    from .. import load
+    from ..audio import load_audio
+    from ..pipeline.stream import play
 
     if args.realtime and not args.file:
         raise ConfigError("--realtime plays a --file; without one the microphone is already real time")

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .decoding import DecodeOptions, resolve
-from .errors import AudioError, ConfigError
+from ..audio import SAMPLE_RATE
+from ..decoding import DecodeOptions, resolve
+from ..errors import AudioError, ConfigError
 from .vad import WINDOW, SileroVAD, VadOptions
 
 

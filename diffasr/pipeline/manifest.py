@@ -2,7 +2,7 @@
 
 One row per clip, in the real_dev format: `audio` (relative to the manifest's folder), `text`, `lang`,
 optional `duration_s` and `subset`. Shared by both sides, so it lives here rather than in `training/`
-(inference never imports training) or in `evaluate.py` (training never imports the evaluation CLI).
+(inference never imports training) or in `apps/evaluate.py` (training never imports the evaluation CLI).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 
 @dataclass
@@ -29,7 +29,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     Any problem raises DataError naming the file and line: bad JSON, a missing field, a language
     the models do not support, or an audio file that does not exist.
     """
-    from .tokenizer import LANGUAGES
+    from ..text import LANGUAGES
 
     path = Path(path)
     try:

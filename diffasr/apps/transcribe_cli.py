@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .decoding.options import METHODS, VERIFIERS
-from .errors import AudioError, ConfigError
-from .tokenizer import LANGUAGES
+from ..decoding.options import METHODS, VERIFIERS
+from ..errors import AudioError, ConfigError
+from ..text import LANGUAGES
 
 # DecodeOptions fields with a flag. None (not given) means the model's decode_defaults, else
 # DecodeOptions' own default; a flag the chosen method does not read is an error (decoding.resolve).
@@ -122,7 +122,7 @@ def decoding_overrides(args) -> dict:
 
 
 def add_arguments(p) -> None:
-    from .writers import WRITERS
+    from ..pipeline.writers import WRITERS
 
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
     p.add_argument("--model", default=None, help="checkpoint directory or model name (default: diffasr-base)")
@@ -150,10 +150,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from . import load
-    from .decoding import resolve
-    from .transcribe import transcribe
-    from .writers import WRITERS
+    from .. import load
+    from ..decoding import resolve
+    from ..pipeline.transcribe import transcribe
+    from ..pipeline.writers import WRITERS
 
     formats = list(WRITERS) if args.format == "all" else [args.format]
     if len(formats) > 1 and not args.output_dir:

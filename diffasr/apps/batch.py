@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4", ".wma")
 URI_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "viewfs://", "file://", "abfs://", "abfss://")
@@ -243,7 +243,7 @@ class Transcriber:
         self.decode, self.chunk_batch = decode, chunk_batch
 
     def _transcribe(self, sources: list, language: str | None) -> list:
-        from .transcribe import transcribe
+        from ..pipeline.transcribe import transcribe
 
         return transcribe(self.model, sources, language=language, batch_size=self.chunk_batch, **self.decode)
 
@@ -326,7 +326,7 @@ def run_batch(
         # on a cluster every node brings its own install.
         env = {
             "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+                filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])
             )
         }
         ray.init(
@@ -396,7 +396,7 @@ def _merge(done: dict, new: list[dict]) -> list[dict]:
 
 
 def add_arguments(p) -> None:
-    from .tokenizer import LANGUAGES
+    from ..text import LANGUAGES
     from .transcribe_cli import add_decoding_arguments
 
     p.add_argument(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tokenizer import is_cjk, spoken_form
+from ..text import is_cjk, spoken_form
 
 
 @dataclass

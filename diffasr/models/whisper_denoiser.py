@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ModelError
 from .encoder import whisper_base_dir
-from .errors import ModelError
 from .whisper_decoder import WhisperDecoder, WhisperTokens
 
 WEIGHTS_FILE = "denoiser.safetensors"

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import MAX_SAMPLES, SAMPLE_RATE
-from .errors import AudioError
+from ..audio import MAX_SAMPLES, SAMPLE_RATE
+from ..errors import AudioError
 
 WINDOW = 512  # samples per VAD decision (32 ms at 16 kHz)
 CONTEXT = 64  # samples of the previous window that the v6 model sees with each window

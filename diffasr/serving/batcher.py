@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decoding import DecodeOptions
-from .errors import DiffasrError
-from .transcribe import Transcription, transcribe
+from ..decoding import DecodeOptions
+from ..errors import DiffasrError
+from ..pipeline.transcribe import Transcription, transcribe
 
 log = logging.getLogger("diffasr.serve")
 

@@ -6,7 +6,7 @@
                                     `return_steps` (true: verbose_json's `canvas_steps` holds each
                                     step's canvas; a field the method does not read is a 400)
     GET  /v1/models, /health, /metrics (JSON counters, batch sizes included), /  (the web page)
-    WS   /v1/stream                     live transcription (stream_server.py)
+    WS   /v1/stream                     live transcription (serving/stream_server.py)
 
 Requests that arrive within `max_wait_ms` of the first (up to `max_batch`) with equal DecodeOptions
 are decoded by one `transcribe()` call.
@@ -32,15 +32,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from . import serve_limits
-from .audio import SAMPLE_RATE, load_audio
-from .decoding import DecodeOptions, resolve
-from .decoding.options import METHODS, reads
-from .errors import AudioError, ConfigError, DiffasrError
-from .serve_batcher import Batcher, Metrics
-from .serve_limits import Admission, ApiError, Guard, Limits, uvicorn_config
-from .transcribe import Transcription
-from .writers import write_srt, write_txt, write_vtt
+from ..audio import SAMPLE_RATE, load_audio
+from ..decoding import DecodeOptions, resolve
+from ..decoding.options import METHODS, reads
+from ..errors import AudioError, ConfigError, DiffasrError
+from ..pipeline.transcribe import Transcription
+from ..pipeline.writers import write_srt, write_txt, write_vtt
+from .batcher import Batcher, Metrics
+from .limits import Admission, ApiError, Guard, Limits, uvicorn_config
+from .limits import add_arguments as limits_arguments
+from .limits import from_args as limits_from_args
 
 log = logging.getLogger("diffasr.serve")
 
@@ -253,7 +254,7 @@ def create_app(
     limits: Limits | None = None,
 ):
     """The FastAPI app serving `model` (a loaded DiffusionASR). Run it with uvicorn, ideally through
-    `serve_limits.uvicorn_config(app, limits)` so that the protocol-level limits apply too.
+    `limits.uvicorn_config(app, limits)` so that the protocol-level limits apply too.
     `streams`: keyword arguments of stream_server.stream_router (limits of the /v1/stream WebSocket)."""
     limits = limits or Limits()
     limits.check()
@@ -269,8 +270,8 @@ def create_app(
     max_upload = int(max_upload_mb * MB)
     metrics = Metrics()
     admission = Admission(limits)
-    page = resources.files("diffasr").joinpath("web/index.html")
-    script = resources.files("diffasr").joinpath("web/steps.js")
+    page = resources.files("diffasr.serving").joinpath("web/index.html")
+    script = resources.files("diffasr.serving").joinpath("web/steps.js")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -436,17 +437,17 @@ def add_arguments(p) -> None:
     from .stream_server import add_arguments as stream_arguments
 
     stream_arguments(p)
-    serve_limits.add_arguments(p)
+    limits_arguments(p)
 
 
 def run(args) -> int:
     import uvicorn
 
-    from . import load
+    from .. import load
     from .stream_server import limits_from
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    limits = serve_limits.from_args(args)
+    limits = limits_from_args(args)
     model = load(args.model, device=args.device)
     app = create_app(
         model,

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoding.options import METHODS, reads
-from .errors import ConfigError, DataError
+from ..decoding.options import METHODS, reads
+from ..errors import ConfigError, DataError
 
 
 def shared_dir() -> Path:
-    return Path(os.environ.get("DIFFASR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    return Path(os.environ.get("DIFFASR_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 
 
 def default_clips() -> list[tuple[Path, str | None]]:
@@ -72,9 +72,9 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
     """
     import torch
 
-    from .audio import load_audio
-    from .decoding.ctc import ctc_greedy
-    from .decoding.decode import decode_front
+    from ..audio import load_audio
+    from ..decoding.ctc import ctc_greedy
+    from ..decoding.decode import decode_front
     from .evaluate import transcribe_plain as transcribe
 
     files = [str(clip)] * batch
@@ -101,7 +101,7 @@ def stage_times(model, clip: Path, language: str | None, batch: int, options, re
 
 def throughput(model, arrays: list[np.ndarray], language: str | None, batch: int, options, repeats: int = 1) -> dict:
     """Clips per second and real-time factor for `arrays` decoded in batches of `batch`."""
-    from .audio import SAMPLE_RATE
+    from ..audio import SAMPLE_RATE
     from .evaluate import transcribe_plain as transcribe
 
     options = dataclasses.replace(options, language=language)
@@ -121,7 +121,7 @@ def throughput(model, arrays: list[np.ndarray], language: str | None, batch: int
 
 def length_times(model, arrays: list[np.ndarray], languages: list, options, repeats: int = 3) -> list[dict]:
     """For each clip at batch 1: transcript tokens, steps run and sampler seconds (median)."""
-    from .audio import SAMPLE_RATE
+    from ..audio import SAMPLE_RATE
     from .evaluate import transcribe_plain as transcribe
 
     rows = []
@@ -152,7 +152,7 @@ def fw_decode(fw, audio, language: str | None) -> tuple[str, int]:
 
 
 def fw_length_times(fw, arrays: list[np.ndarray], languages: list, repeats: int = 3) -> list[dict]:
-    from .audio import SAMPLE_RATE
+    from ..audio import SAMPLE_RATE
 
     rows = []
     for a, lang in zip(arrays, languages):
@@ -277,9 +277,9 @@ def pick_clips(clips: list[tuple[Path, str | None]], durations: list[float], n_t
 
 
 def run(args) -> int:
-    from . import load
-    from .audio import SAMPLE_RATE, load_audio
-    from .decoding import resolve
+    from .. import load
+    from ..audio import SAMPLE_RATE, load_audio
+    from ..decoding import resolve
     from .evaluate import _parse_list, _write, load_faster_whisper, set_threads
 
     batches = _parse_list(args.batch_sizes, "batch-sizes", int)

@@ -40,9 +40,9 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from .audio import SAMPLE_RATE
-from .errors import DiffasrError
-from .stream import StreamSession
+from ..audio import SAMPLE_RATE
+from ..errors import DiffasrError
+from ..pipeline.stream import StreamSession
 
 log = logging.getLogger("diffasr.stream")
 
@@ -63,7 +63,7 @@ def stream_router(
     **session_options,
 ) -> APIRouter:
     """The `/v1/stream` WebSocket route for `model`; session_options go to StreamSession (pause_s, ...)."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     for ok, msg in [
         (max_streams >= 1, f"max_streams must be ≥ 1, not {max_streams}"),
