@@ -14,6 +14,7 @@ import soxr
 from test_serve import serving
 
 from diffasr.audio import SAMPLE_RATE, load_audio
+from diffasr.metrics import error_rate
 from diffasr.serving.serve import create_app
 
 websockets = pytest.importorskip("websockets")
@@ -27,6 +28,9 @@ LIMITS = dict(max_streams=2, idle_timeout_s=1.5, max_buffer_s=12.0)
 def base(shipped_model):
     with serving(create_app(shipped_model, streams=LIMITS)) as (url, _):
         yield url.replace("http://", "ws://")
+
+
+FIRST_PHRASE = "and so my fellow americans"
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +65,16 @@ def _stream(ws, pcm: bytes, frame: int = 9600) -> list[dict]:
 
 
 def _check_normal(events: list[dict]) -> None:
+    """The first final is jfk.flac's first phrase within one word, and spans it (not cut). One word
+    is allowed because the stream's audio is the 48-kHz PCM16 resampled back to 16 kHz (at most 1e-4
+    from the file), and that alone turns diffasr-small's "fellow" into "fell" on some CPUs: the
+    same samples through model.transcribe give the same text as the final, so it is the model's
+    near-tie, not the stream's cut."""
     kinds = [e["type"] for e in events]
     assert kinds[-1] == "done" and "error" not in kinds, events
     finals = [e for e in events if e["type"] == "final"]
-    assert finals and "fellow americans" in finals[0]["text"], finals
+    assert finals and error_rate([FIRST_PHRASE], [finals[0]["text"]], "en")[0] <= 0.2, finals
+    assert finals[0]["start"] <= 0.5 and finals[0]["end"] >= 2.0, finals[0]
     assert finals[0]["language"] == "en" and finals[0]["words"] and 0 < finals[0]["start"] < finals[0]["end"] < 6.6
     assert all(set(w) == {"word", "start", "end", "confidence"} for w in finals[0]["words"])
 

@@ -173,4 +173,5 @@ def test_a_canvas_given_to_a_verified_method_is_not_grown(shipped_base):
     fit 16 positions, and the canvas does not grow to hold them."""
     clip = str(real_clip("en", "jfk.flac"))
     r = shipped_base.transcribe(clip, language="en", method="ctc-verify", canvas=16, word_timestamps=False)
-    assert 0 < len(r.tokens) <= 16 and r.text.startswith("And so my fellow Americans")
+    words = " ".join(w.strip(",.").lower() for w in r.text.split())  # "And so, my ..." on some CPUs
+    assert 0 < len(r.tokens) <= 16 and words.startswith("and so my fellow americans"), r.text
