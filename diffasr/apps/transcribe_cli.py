@@ -97,13 +97,13 @@ def add_decoding_arguments(p, method: bool = True, steps: bool = True) -> None:
         default=None,
         metavar="WORD,WORD",
         help="comma-separated words to favour (names, terms; at most 16): boosted in the CTC beam (ctc-beam, "
-        "rescore, base's sampled methods) and, for base's verified methods, in Whisper's previous-text prompt",
+        "rescore, base's sampled methods) and, for base's verified methods, in the causal verifier",
     )
     p.add_argument(
         "--hotword-boost",
         type=float,
         default=None,
-        help="with --hotwords: CTC beam bonus per token of a completed hotword (default 3)",
+        help="with --hotwords: bonus per hotword token, in the CTC beam and the verifier's logits (default 3)",
     )
     p.add_argument(
         "--prompt",
