@@ -212,15 +212,19 @@ def test_bench_runs(tmp_path, tiny_model_dir, capsys):
             "--no-baseline",
             "--json",
             str(tmp_path / "b.json"),
+            "--plot",
+            str(tmp_path / "lengths.png"),
         ]
     )
     assert rc == 0
     assert "Per-stage times" in capsys.readouterr().out
+    assert (tmp_path / "lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((tmp_path / "b.json").read_text())
     assert [s["batch"] for s in data["stages"]] == [1, 8]
     assert all(s["one_step"] > 0 and s["encoder"] > 0 for s in data["stages"])
     assert [t["batch"] for t in data["throughput"]] == [1, 2]
     assert data["rss_mb"]["diffasr_peak_mb"] > 0
+    assert len(data["per_clip"]) == 1 and data["per_clip"][0]["tokens"] >= 0  # one distinct clip, cycled
 
 
 def test_eval_ngram_row_needs_and_uses_an_ngram(tmp_path, tiny_model_dir, capsys):

@@ -134,6 +134,7 @@ def length_times(model, arrays: list[np.ndarray], languages: list, options, repe
                 audio_s=a.size / SAMPLE_RATE,
                 tokens=len(runs[0].tokens),
                 steps_run=runs[0].steps_run,
+                tail_tokens=runs[0].tail_tokens,
                 denoise=statistics.median(r.timings["denoise"] for r in runs),
                 total=statistics.median(sum(v for k, v in r.timings.items() if k != "steps_run") for r in runs),
             )
@@ -159,6 +160,32 @@ def fw_length_times(fw, arrays: list[np.ndarray], languages: list, repeats: int 
         seconds, (_, n) = timed(lambda a=a, lang=lang: fw_decode(fw, a, lang), repeats)
         rows.append(dict(audio_s=a.size / SAMPLE_RATE, tokens=n, seconds=seconds))
     return rows
+
+
+def plot_lengths(path: str, ours: list[dict], theirs: list[dict] | None, label: str) -> None:
+    """Scatter of decode seconds per clip against transcript tokens (ours: `tokens`, `total`;
+    faster-whisper's: `tokens`, `seconds`), written atomically to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.scatter([r["tokens"] for r in ours], [r["total"] for r in ours], s=18, label=f"diffasr ({label})")
+    if theirs:
+        ax.scatter(
+            [r["tokens"] for r in theirs], [r["seconds"] for r in theirs], s=18, marker="x", label="faster-whisper"
+        )
+    ax.set_xlabel("transcript tokens")
+    ax.set_ylabel("decode seconds per clip (batch 1)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- tables
@@ -260,6 +287,13 @@ def add_arguments(p) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip faster-whisper")
     p.add_argument("--json", default=None, metavar="OUT", help="write every measurement as JSON")
     p.add_argument("--device", default="cpu", help="torch device for diffasr (default cpu)")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="decode time per clip against transcript tokens, both systems, batch 1, over every distinct "
+        "throughput clip (one timed run each after the warm-up)",
+    )
 
 
 def pick_clips(clips: list[tuple[Path, str | None]], durations: list[float], n_throughput: int = 32) -> dict:
@@ -309,6 +343,10 @@ def run(args) -> int:
     length_rows = length_times(model, [arrays[i] for i in lengths], length_langs, options, args.repeats)
     for row, i in zip(length_rows, lengths):
         row["clip"] = str(clips[i][0])
+    per_clip, fw_per_clip, distinct = None, None, sorted(set(pick["throughput"]))
+    if args.plot:
+        log(f"decode time per clip, {len(distinct)} clips")
+        per_clip = length_times(model, [arrays[i] for i in distinct], [clips[i][1] for i in distinct], options, 1)
     rss["diffasr_peak_mb"] = peak_rss_mb()
 
     fw_result = None
@@ -330,6 +368,8 @@ def run(args) -> int:
             rtf=seconds / audio_s,
         )
         fw_len = fw_length_times(fw, [arrays[i] for i in lengths], length_langs, args.repeats)
+        if args.plot:
+            fw_per_clip = fw_length_times(fw, [arrays[i] for i in distinct], [clips[i][1] for i in distinct], 1)
         rss["with_faster_whisper_peak_mb"] = peak_rss_mb()
         fw_result = dict(
             latency_10s=latency,
@@ -356,6 +396,8 @@ def run(args) -> int:
             "Speed vs faster-whisper (×, higher is faster): "
             + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in fw_result["ratios"].items())
         )
+    if args.plot:
+        plot_lengths(args.plot, per_clip, fw_per_clip, label)
     if args.json:
         summary = dict(
             model=str(args.model or "default"),
@@ -368,6 +410,8 @@ def run(args) -> int:
             lengths=length_rows,
             rss_mb=rss,
             faster_whisper=fw_result,
+            per_clip=per_clip,
+            faster_whisper_per_clip=fw_per_clip,
         )
         _write(args.json, json.dumps(summary, indent=1))
     return 0
