@@ -115,21 +115,24 @@ def test_the_base_recipe_rebuilds_the_shipped_base_from_the_repository_and_the_c
                 made = c[i + 1].rsplit("/", 1)[0]
                 assert any(made in " ".join(d) and "--out" in d for d in commands[: commands.index(c)]), made
     trains = [c for c in commands if c[2:3] == ("diffasr.training.train_base",)]
-    # stages 1-7 resume one run; the distillation starts a second from the first's export
+    # stages 1-7 resume one run; the distillation starts a second from the first's export, the Hindi
+    # stage a third from the second's: each later run once, from an export made before it
     runs = [c[c.index("--out") + 1] for c in trains]
-    assert all("--resume" in c for c in trains) and set(runs) == {"runs/rebuild-base/train", "runs/rebuild-base/distil"}
-    distil = trains[-1]
-    assert runs[-1] == "runs/rebuild-base/distil" and runs.count(runs[-1]) == 1
-    init = distil[distil.index("--init") + 1]
-    assert any(d[1] == "scripts/export_base.py" and d[3] == init for d in commands[: commands.index(distil)])
+    later = ["runs/rebuild-base/distil", "runs/rebuild-base/hindi"]
+    assert all("--resume" in c for c in trains) and set(runs) == {"runs/rebuild-base/train", *later}
+    assert runs[-2:] == later and all(runs.count(r) == 1 for r in later)
+    for c, before in zip(trains[-2:], runs[-3:-1]):
+        init = c[c.index("--init") + 1]
+        assert any(
+            d[1] == "scripts/export_base.py" and d[2] == f"{before}/checkpoint" and d[3] == init
+            for d in commands[: commands.index(c)]
+        ), (init, before)
 
     def last(c):
         return int(c[c.index("--stop-at") + 1] if "--stop-at" in c else c[c.index("--steps") + 1])
 
-    assert [last(c) for c in trains[:-1]] == sorted(last(c) for c in trains[:-1])
-    assert export_of(commands, "runs/rebuild-base/train/checkpoint") and export_of(
-        commands, "runs/rebuild-base/distil/checkpoint"
-    )
+    assert [last(c) for c in trains[:-2]] == sorted(last(c) for c in trains[:-2])
+    assert all(export_of(commands, f"{r}/checkpoint") for r in ("runs/rebuild-base/train", *later))
     assert BASE["training"]["recipe"] == "base" and last(trains[-1]) == BASE["training"]["steps"]
     export = commands[-1]
     assert export[1] == "scripts/export_base.py"
