@@ -201,6 +201,20 @@ def test_denoise_batch_from_noise_and_from_seed(denoiser):
             assert all(0.0 <= c <= 1.0 for c in conf)
 
 
+def test_rescore_with_no_candidates_is_an_empty_row(denoiser):
+    """A row whose CTC beam found nothing (silence) comes back empty, with the others decoded."""
+    from diffasr.decoding import DecodeOptions
+    from diffasr.decoding.whisper import denoise_batch
+
+    feats = [torch.randn(80, 512), torch.randn(60, 512)]
+    seed = denoiser.tokens.encode("ask not", "en")
+    rows = denoise_batch(
+        denoiser, feats, ["en", "en"], [[], seed], DecodeOptions(method="rescore"), nbest=[[], [(seed, -1.0)]]
+    )
+    assert rows[0] == ([], [], 1, 0) and rows[0].tail_tokens == 0
+    assert rows[1].ids == seed and rows[1].steps_run == 1
+
+
 def test_realign_takes_the_seed_after_the_prefix():
     from diffasr.decoding.sampler import realign
 

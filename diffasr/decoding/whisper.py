@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -160,6 +161,16 @@ def _until_eot(idx: list[int], conf: list[float], vocab: torch.Tensor, eot: int)
     return ids, cs
 
 
+class Decoded(NamedTuple):
+    """One row of denoise_batch: Whisper text ids, a confidence per id, the steps run, and the tokens
+    the causal pass wrote one by one after the last step (verify's tail; 0 elsewhere)."""
+
+    ids: list[int]
+    confidence: list[float]
+    steps_run: int
+    tail_tokens: int = 0
+
+
 @torch.no_grad()
 def denoise_batch(
     den,
@@ -170,9 +181,8 @@ def denoise_batch(
     nbest: list[list[tuple[list[int], float]]] | None = None,
     windows: list | None = None,
     steps_out: dict | None = None,
-) -> list[tuple[list[int], list[float], int, int]]:
-    """Per row: (Whisper text ids, confidence per id, steps run, tokens the causal pass wrote one by one
-    after the last step: verify's tail, 0 elsewhere).
+) -> list[Decoded]:
+    """Per row, its Decoded (ids, confidences, steps run, verify's tail).
 
     feats: encoder features (F_i, D); seeds: Whisper ids of each row's CTC transcript (canvas length
     and, for ctc-refine, ctc-edit and ctc-verify, the starting canvas); nbest (rescore): per row, CTC candidates as
@@ -182,7 +192,7 @@ def denoise_batch(
     canvas length; each row draws its noise from its own generator, so its transcript does not depend
     on its batch-mates."""
     eot = den.tokens.eot
-    out: dict[int, tuple[list[int], list[float], int, int]] = {}
+    out: dict[int, Decoded] = {}
     if options.method == "rescore":
         return _rescore(den, feats, languages, nbest, options, steps_out)
     lengths = [canvas_length(len(s), options, MAX_CANVAS) for s in seeds]
@@ -241,7 +251,7 @@ def denoise_batch(
             if rec is not None:
                 steps_out[i] = rec.strings(j, functools.partial(token_string, den, vocab), eot_index)
             ids, conf = written(*_until_eot(res.tokens[j].tolist(), res.confidence[j].tolist(), vocab, eot), options)
-            out[i] = (ids, conf, res.steps_run, res.tail[j] if res.tail else 0)
+            out[i] = Decoded(ids, conf, res.steps_run, res.tail[j] if res.tail else 0)
     return [out[i] for i in range(len(feats))]
 
 
@@ -271,7 +281,7 @@ def _rescore(den, feats, languages, nbest, options: DecodeOptions, steps_out: di
     out = []
     for i, cands in enumerate(nbest):
         if not cands:
-            out.append(([], [], 1))
+            out.append(Decoded([], [], 1))
             continue
         vocab, canvas, lens, prompts, kv, fmask = candidate_canvases(
             den, feats[i], languages[i], [ids for ids, _ in cands], options
@@ -280,7 +290,7 @@ def _rescore(den, feats, languages, nbest, options: DecodeOptions, steps_out: di
         total = torch.tensor([s for _, s in cands]) + options.rescore_weight * ll
         b = int(total.argmax())
         ids, conf = _until_eot(canvas[b].tolist(), probs[b].tolist(), vocab, eot)
-        out.append((ids, conf, 1, 0))
+        out.append(Decoded(ids, conf, 1))
         if steps_out is not None:  # one pass: one step, the winning candidate
             rec = StepRecorder(1)
             rec.record([0], canvas[b][None], torch.zeros_like(canvas[b])[None], probs[b][None])
@@ -350,7 +360,7 @@ class WhisperBackend:
         t0 = time.perf_counter()
         steps = {} if options.return_steps else None
         rows = denoise_batch(den, feats, languages, seeds, options, nbest, windows, steps)
-        times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r[2] for r in rows))
+        times.update(prefill=0.0, denoise=time.perf_counter() - t0, steps_run=max(r.steps_run for r in rows))
         out = []
         for i, ((ids, conf, steps_run, tail), lang) in enumerate(zip(rows, languages)):
             text, spans = token_spans(den, ids)
