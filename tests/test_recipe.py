@@ -116,12 +116,12 @@ def test_the_base_recipe_rebuilds_the_shipped_base_from_the_repository_and_the_c
                 assert any(made in " ".join(d) and "--out" in d for d in commands[: commands.index(c)]), made
     trains = [c for c in commands if c[2:3] == ("diffasr.training.train_base",)]
     # stages 1-7 resume one run; the distillation starts a second from the first's export, the Hindi
-    # stage a third from the second's: each later run once, from an export made before it
+    # stages a third and a fourth, each from the one before's: each later run once, from its export
     runs = [c[c.index("--out") + 1] for c in trains]
-    later = ["runs/rebuild-base/distil", "runs/rebuild-base/hindi"]
+    later = ["runs/rebuild-base/distil", "runs/rebuild-base/hindi", "runs/rebuild-base/hindi2"]
     assert all("--resume" in c for c in trains) and set(runs) == {"runs/rebuild-base/train", *later}
-    assert runs[-2:] == later and all(runs.count(r) == 1 for r in later)
-    for c, before in zip(trains[-2:], runs[-3:-1]):
+    assert runs[-3:] == later and all(runs.count(r) == 1 for r in later)
+    for c, before in zip(trains[-3:], runs[-4:-1]):
         init = c[c.index("--init") + 1]
         assert any(
             d[1] == "scripts/export_base.py" and d[2] == f"{before}/checkpoint" and d[3] == init
@@ -131,7 +131,7 @@ def test_the_base_recipe_rebuilds_the_shipped_base_from_the_repository_and_the_c
     def last(c):
         return int(c[c.index("--stop-at") + 1] if "--stop-at" in c else c[c.index("--steps") + 1])
 
-    assert [last(c) for c in trains[:-2]] == sorted(last(c) for c in trains[:-2])
+    assert [last(c) for c in trains[:-3]] == sorted(last(c) for c in trains[:-3])
     assert all(export_of(commands, f"{r}/checkpoint") for r in ("runs/rebuild-base/train", *later))
     assert BASE["training"]["recipe"] == "base" and last(trains[-1]) == BASE["training"]["steps"]
     export = commands[-1]
