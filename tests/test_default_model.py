@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import manifest_rows, real_clip
-from test_hindi import DEVANAGARI
+from test_hindi import assert_devanagari
 from test_serve import post, serving
 
 from diffasr.audio import SAMPLE_RATE, load_audio
@@ -31,8 +31,7 @@ BOUND = {"en": 0.15, "hi": 0.6}  # en 0.0 WER, hi 0.375 CER (tests/test_hindi.py
 def check(lang: str, text: str) -> None:
     assert error_rate([REF[lang]], [text], lang)[0] <= BOUND[lang], text
     if lang == "hi":
-        letters = [c for c in text if not c.isspace()]
-        assert sum(bool(DEVANAGARI.match(c)) for c in letters) >= 0.9 * len(letters), text
+        assert_devanagari(text)
 
 
 @pytest.fixture

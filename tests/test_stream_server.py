@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soxr
 from test_serve import serving
+from test_stream import FIRST_PHRASE
 
 from diffasr.audio import SAMPLE_RATE, load_audio
 from diffasr.metrics import error_rate
@@ -28,9 +29,6 @@ LIMITS = dict(max_streams=2, idle_timeout_s=1.5, max_buffer_s=12.0)
 def base(shipped_model):
     with serving(create_app(shipped_model, streams=LIMITS)) as (url, _):
         yield url.replace("http://", "ws://")
-
-
-FIRST_PHRASE = "and so my fellow americans"
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ class VerifierBias:
     sequences: each hotword as canvas indices; starts: the indices whose start may be boosted."""
 
     def __init__(self, sequences: list[list[int]], starts: set[int], boost: float):
-        self.graph, self.boost = ContextGraph(sequences, boost), boost
+        self.graph = ContextGraph(sequences, boost)
         self.roots = set(self.graph.goto[0]) - set(starts)  # first tokens the bias never starts
 
     def wrap(self, causal_fn):
@@ -132,7 +132,7 @@ class VerifierBias:
                         here = g.goto[state] if state else {}
                         nxt = [t for t in g.next_tokens(state) if t not in self.roots or t in here]
                         if nxt:
-                            logits[r, p - s, nxt] += self.boost
+                            logits[r, p - s, nxt] += g.boost
                     state, _ = g.step(state, tok)
             return logits
 

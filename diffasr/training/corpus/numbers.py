@@ -8,6 +8,8 @@ transcripts spell them (हजार, पांच: counted in `real_train/hi`),
 
 from __future__ import annotations
 
+from .text import word_stretch
+
 # 0-99: Hindi has a separate word for each (no regular tens + ones composition).
 _HI_0_99 = (
     "शून्य एक दो तीन चार पांच छह सात आठ नौ "
@@ -116,9 +118,5 @@ def number_utterance(lang: str, sentences: list[str], rng) -> str:
     phrase = hindi_number_phrase(rng)
     if rng.random() < 0.25:
         return phrase
-    words = [w.strip(".,;:!?\"'()।") for w in sentences[int(rng.integers(len(sentences)))].split()]
-    words = [w for w in words if w]
-    n = int(rng.integers(2, 9))
-    i = int(rng.integers(0, max(1, len(words) - n + 1)))
-    ctx = " ".join(words[i : i + n])
+    ctx = word_stretch(sentences[int(rng.integers(len(sentences)))], rng, 2, 8)
     return f"{phrase} {ctx}" if rng.random() < 0.5 else f"{ctx} {phrase}"

@@ -160,8 +160,13 @@ def short_utterance(lang: str, sentences: list[str], rng) -> str:
         n = int(rng.integers(2, 7))
         i = int(rng.integers(0, max(1, len(chars) - n + 1)))
         return "".join(chars[i : i + n])
-    words = [w.strip(".,;:!?¿¡\"'«»()।") for w in s.split()]
+    return word_stretch(s, rng, 1, 4)
+
+
+def word_stretch(sentence: str, rng, lo: int, hi: int) -> str:
+    """lo..hi consecutive words of `sentence` (fewer if it is shorter), punctuation stripped."""
+    words = [w.strip(".,;:!?¿¡\"'«»()।") for w in sentence.split()]
     words = [w for w in words if w]
-    n = int(rng.integers(1, 5))
+    n = int(rng.integers(lo, hi + 1))
     i = int(rng.integers(0, max(1, len(words) - n + 1)))
     return " ".join(words[i : i + n])
